@@ -1,0 +1,1 @@
+"""Fake vLLM and NVIDIA Dynamo servers (aiohttp) backed by a deterministic fake engine."""

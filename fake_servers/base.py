@@ -1,0 +1,206 @@
+"""What both fakes share: fault drawing, admin routes, JSON/SSE sending, and the app frame."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from .engine import FakeEngine
+from .faults import HTTP_FAULTS, CATALOGUE, Active, FaultPlan, FaultSpecError
+
+log = logging.getLogger("fake_servers")
+FAULT_HEADER = "x-fake-fault"
+
+ErrorFn = Callable[..., web.Response]
+
+
+class BadBody(Exception):
+    """The request body is not a JSON object; `reason` in the server's own words is added later."""
+
+    def __init__(self, raw: bytes, exc: Exception | None, value=None):
+        self.raw, self.exc, self.value = raw, exc, value
+
+
+@dataclass
+class ServerState:
+    kind: str  # "vllm" | "dynamo"
+    engine: FakeEngine
+    plan: FaultPlan = field(default_factory=FaultPlan)
+    template_faults: dict = field(default_factory=dict)  # fault name -> chat template text
+    requests: int = 0
+    started: float = field(default_factory=time.time)
+
+
+@dataclass
+class ErrorStyle:
+    """How one server words the errors the shared frame produces."""
+
+    route_not_found: Callable[[web.Request], web.Response]
+    method_not_allowed: Callable[[web.Request], web.Response]
+    http_fault: Callable[[int, str, dict], web.Response]
+    bad_fault_header: Callable[[str], web.Response]
+    internal: Callable[[str], web.Response]
+
+
+def state_of(request: web.Request) -> ServerState:
+    return request.app["state"]
+
+
+def faults_of(request: web.Request) -> Active:
+    return request.get("faults") or Active()
+
+
+async def read_json(request: web.Request) -> dict:
+    raw = await request.read()
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadBody(raw, exc) from None
+    if not isinstance(value, dict):
+        raise BadBody(raw, None, value)
+    return value
+
+
+def json_ok(body, status: int = 200) -> web.Response:
+    """Compact JSON, as both real servers write it."""
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def new_id(prefix: str, dashed: bool = False) -> str:
+    u = uuid.uuid4()
+    return f"{prefix}{u}" if dashed else f"{prefix}{u.hex[:16]}"
+
+
+async def send_json(request: web.Request, body: dict, status: int = 200) -> web.StreamResponse:
+    """Send `body` as JSON, applying the transport faults `invalid_json` and `reset`."""
+    active = faults_of(request)
+    data = orjson.dumps(body)
+    if "invalid_json" in active:
+        data = data[: max(1, len(data) // 2)] + b"\x00<<not json"
+    if "reset" in active:
+        resp = web.StreamResponse(status=status, headers={"Content-Type": "application/json",
+                                                          "Content-Length": str(len(data))})
+        await resp.prepare(request)
+        await resp.write(data[: len(data) // 2])
+        await resp.drain()
+        if request.transport is not None:
+            request.transport.abort()
+        return resp
+    return web.Response(status=status, body=data, content_type="application/json")
+
+
+class SSE:
+    """A Server-Sent Events answer: `data: {json}\\n\\n` per chunk, `data: [DONE]` at the end."""
+
+    def __init__(self, request: web.Request, per_chunk_delay: float = 0.0):
+        self.request = request
+        self.delay = per_chunk_delay
+        self.resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
+                                                "Cache-Control": "no-cache"})
+        self.sent = 0
+        self.truncate_after = 2 if "truncated_stream" in faults_of(request) else None
+        self.cut = False
+
+    async def __aenter__(self):
+        await self.resp.prepare(self.request)
+        return self
+
+    async def send(self, chunk: dict) -> None:
+        if self.cut:
+            return
+        if self.truncate_after is not None and self.sent >= self.truncate_after:
+            self.cut = True
+            if self.request.transport is not None:
+                self.request.transport.abort()
+            return
+        if self.delay and self.sent:
+            await asyncio.sleep(self.delay)
+        await self.resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        self.sent += 1
+
+    async def __aexit__(self, exc_type, exc, tb):
+        if not self.cut and exc_type is None:
+            await self.resp.write(b"data: [DONE]\n\n")
+            await self.resp.write_eof()
+        return False
+
+
+def _fault_middleware(style: ErrorStyle):
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        state = state_of(request)
+        if request.path.startswith("/_fake/"):
+            return await handler(request)
+        state.requests += 1
+        try:
+            active = state.plan.draw(request.headers.get(FAULT_HEADER))
+        except FaultSpecError as exc:
+            return style.bad_fault_header(str(exc))
+        request["faults"] = active
+        if active:
+            log.debug("faults for %s %s: %s", request.method, request.path, sorted(active.values))
+        if "slow" in active:
+            await asyncio.sleep(active.value("slow", 1.0))
+        for name in HTTP_FAULTS:
+            if name in active:
+                status = int(name.split("_")[1])
+                headers = {"Retry-After": str(int(active.value(name, 1)))} if status != 500 else {}
+                return style.http_fault(status, f"injected fault {name}", headers)
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return style.route_not_found(request)
+        except web.HTTPMethodNotAllowed:
+            return style.method_not_allowed(request)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a bug in the fake: say so in the server's shape, never a trace
+            log.exception("fake server error on %s %s", request.method, request.path)
+            return style.internal(f"{type(exc).__name__}: {exc}")
+
+    return middleware
+
+
+async def _admin_get(request: web.Request) -> web.Response:
+    state = state_of(request)
+    return json_ok({**state.plan.describe(), "requests": state.requests,
+                              "catalogue": sorted(CATALOGUE)})
+
+
+async def _admin_post(request: web.Request) -> web.Response:
+    try:
+        body = orjson.loads(await request.read())
+        specs = body.get("faults", [])
+        seed = body.get("seed")
+        state_of(request).plan.set(specs, seed)
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return json_ok({"error": 'want {"faults": ["NAME[=V][@P][*N]", ...], "seed": N}'}, status=400)
+    except FaultSpecError as exc:
+        return json_ok({"error": str(exc)}, status=400)
+    return json_ok(state_of(request).plan.describe())
+
+
+async def _admin_delete(request: web.Request) -> web.Response:
+    state_of(request).plan.set([])
+    return json_ok(state_of(request).plan.describe())
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def make_app(state: ServerState, style: ErrorStyle, routes: list[tuple[str, str, Handler]]) -> web.Application:
+    app = web.Application(middlewares=[_fault_middleware(style)], client_max_size=256 * 1024 * 1024)
+    app["state"] = state
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)
+    app.router.add_get("/_fake/faults", _admin_get)
+    app.router.add_post("/_fake/faults", _admin_post)
+    app.router.add_delete("/_fake/faults", _admin_delete)
+    return app

@@ -1,0 +1,262 @@
+"""A fake NVIDIA Dynamo OpenAI frontend (shapes of Dynamo 1.6.1, checked against real captures).
+
+`backend="vllm"` answers like a frontend serving a vLLM worker (engine_data, logprobs);
+`backend="mocker"` like one serving the mocker engine (no engine_data, logprobs always null,
+no context-length check). Routes: /v1/models, /health, /v1/chat/completions; everything
+else answers `404 Route not found: METHOD PATH`, as the real frontend does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+
+from aiohttp import web
+
+from . import errors, mutate
+from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json
+from .engine import ContextLengthExceeded, Generation, SamplingParams
+from .openai import logprobs_content, render_messages, sampling_from, text_pieces
+from .validate import FieldError, check_fields
+
+# Top-level fields the real frontend accepts (probed one by one against Dynamo 1.6.1).
+ACCEPTED = frozenset("""
+messages model nvext store reasoning_effort metadata frequency_penalty logit_bias logprobs top_logprobs
+max_tokens max_completion_tokens n modalities prediction audio presence_penalty response_format seed
+service_tier stop stream stream_options temperature top_p tools tool_choice parallel_tool_calls user
+function_call functions web_search_options prompt_cache_key ignore_eos min_tokens top_k min_p
+repetition_penalty include_stop_str_in_output guided_json guided_regex guided_grammar guided_choice
+guided_decoding_backend guided_whitespace_pattern chat_template_args chat_template_kwargs
+skip_special_tokens add_generation_prompt continue_final_message mm_processor_kwargs prompt_logprobs
+cache_salt stop_token_ids thinking
+""".split())
+NVEXT_FIELDS = ("greed_sampling", "use_raw_prompt", "annotations", "backend_instance_id", "token_data",
+                "max_thinking_tokens", "cache_salt", "extra_fields", "metadata_upload", "prefill_worker_id",
+                "decode_worker_id", "dp_rank", "prefill_dp_rank", "agent_hints", "request_timestamp_ms",
+                "routing_constraints", "router")
+KV_BLOCK = 128
+WORKER_ID = 7587889019327385345
+
+
+def _bad_body(exc: BadBody) -> web.Response:
+    if exc.exc is not None:
+        col = getattr(exc.exc, "pos", len(exc.raw)) + 1
+        return errors.dynamo_deserialize(f"EOF while parsing a value at line 1 column {col}"
+                                         if col > len(exc.raw) else f"expected value at line 1 column {col}")
+    return errors.dynamo_deserialize("invalid type: sequence, expected struct NvCreateChatCompletionRequest"
+                                     " at line 1 column 1" if isinstance(exc.value, list) else
+                                     "invalid type: value, expected struct NvCreateChatCompletionRequest at line 1 column 1")
+
+
+STYLE = ErrorStyle(
+    route_not_found=lambda request: errors.dynamo_route_not_found(request.method, request.path),
+    method_not_allowed=lambda request: errors.dynamo_route_not_found(request.method, request.path),
+    http_fault=lambda status, msg, headers: errors.dynamo_error(status, msg, headers=headers),
+    bad_fault_header=lambda msg: errors.dynamo_error(400, msg),
+    internal=lambda msg: errors.dynamo_error(500, msg),
+)
+
+
+class PrefixCache:
+    """Which whole KV blocks of a prompt were seen before (for `kv_cache_hit.reused_tokens`)."""
+
+    def __init__(self, capacity: int = 65536):
+        self._blocks: OrderedDict[bytes, None] = OrderedDict()
+        self.capacity = capacity
+
+    def _hashes(self, ids: list[int]):
+        h = hashlib.blake2b(digest_size=16)
+        for end in range(KV_BLOCK, len(ids) + 1, KV_BLOCK):
+            h.update(repr(ids[end - KV_BLOCK:end]).encode())
+            yield h.copy().digest()
+
+    def hit(self, prompt: list[int]) -> int:
+        reused = 0
+        for i, key in enumerate(self._hashes(prompt)):
+            if key not in self._blocks:
+                break
+            reused = (i + 1) * KV_BLOCK
+        return reused
+
+    def store(self, ids: list[int]) -> None:
+        for key in self._hashes(ids):
+            self._blocks[key] = None
+            self._blocks.move_to_end(key)
+        while len(self._blocks) > self.capacity:
+            self._blocks.popitem(last=False)
+
+
+class DynamoHandlers:
+    def __init__(self, state: ServerState, backend: str = "vllm"):
+        if backend not in ("vllm", "mocker"):
+            raise ValueError("backend must be 'vllm' or 'mocker'")
+        self.state = state
+        self.engine = state.engine
+        self.model = state.engine.config.model
+        self.backend = backend
+        self.cache = PrefixCache()
+
+    async def models(self, request):
+        window = 0 if self.backend == "mocker" else self.engine.config.max_model_len
+        return json_ok({"object": "list", "data": [{
+            "id": self.model, "object": "model", "created": int(self.state.started), "owned_by": "nvidia",
+            "context_window": window}]})
+
+    async def health(self, request):
+        endpoint = "dyn://dynamo.backend.generate"
+        return json_ok({"status": "healthy", "endpoints": [endpoint], "instances": [{
+            "component": "backend", "endpoint": "generate", "namespace": "dynamo", "instance_id": WORKER_ID,
+            "transport": {"tcp": "127.0.0.1:0/dynamo/backend/generate"}, "device_type": "cpu",
+            "request_plane_codec": "msgpack"}]})
+
+    def _validate(self, body: dict) -> web.Response | None:
+        if body.get("messages") is None:
+            return errors.dynamo_deserialize("missing field `messages` at line 1 column 1")
+        if body.get("model") is None:
+            return errors.dynamo_deserialize("missing field `model` at line 1 column 1")
+        try:
+            check_fields(body)
+        except FieldError as e:
+            return errors.dynamo_deserialize(e.serde_reason() + " at line 1 column 1")
+        nvext = body.get("nvext") or {}
+        for key in nvext:
+            if key not in NVEXT_FIELDS:
+                fields = ", ".join(f"`{f}`" for f in NVEXT_FIELDS)
+                return errors.dynamo_deserialize(f"unknown field `{key}`, expected one of {fields} at line 1 column 1")
+        try:
+            check_fields(nvext, ("token_data",), prefix="nvext.")
+        except FieldError as e:
+            return errors.dynamo_deserialize(e.serde_reason() + " at line 1 column 1")
+        extra = nvext.get("extra_fields")
+        if extra is not None and not (isinstance(extra, list) and all(isinstance(x, str) for x in extra)):
+            return errors.dynamo_deserialize("invalid type: expected a sequence of strings at line 1 column 1")
+        unsupported = sorted(k for k in body if k not in ACCEPTED)
+        if unsupported:
+            return errors.dynamo_error(400, "Validation: Unsupported parameter(s): "
+                                       + ", ".join(f"`{k}`" for k in unsupported))
+        if body.get("model") != self.model:
+            return errors.dynamo_error(404, "Model not found")
+        if not body["messages"]:
+            return errors.dynamo_error(400, "Validation: The 'messages' field cannot be empty. "
+                                            "At least one message is required.")
+        mt = body.get("max_completion_tokens", body.get("max_tokens"))
+        if mt is not None and mt <= 0:
+            return errors.dynamo_error(400, f"Validation: Max tokens must be greater than 0, got {mt}")
+        top = body.get("top_logprobs")
+        if top is not None and not 0 <= top <= 20:
+            return errors.dynamo_error(400, f"Validation: Top_logprobs must be between 0 and 20, got {top}")
+        temp = body.get("temperature")
+        if temp is not None and not 0 <= temp <= 2:
+            return errors.dynamo_error(400, f"Validation: Temperature must be between 0 and 2, got {temp}")
+        return None
+
+    async def chat(self, request):
+        try:
+            body = await read_json(request)
+        except BadBody as exc:
+            return _bad_body(exc)
+        bad = self._validate(body)
+        if bad:
+            return bad
+        active = faults_of(request)
+        nvext = body.get("nvext") or {}
+        extra = set(nvext.get("extra_fields") or [])
+        token_data = nvext.get("token_data")
+        prompt_ids = list(token_data) if token_data is not None else render_messages(self.state, body, active)
+        if any(t >= self.engine.vocab_size for t in prompt_ids):
+            return errors.dynamo_error(400, "Invalid request")
+        params = sampling_from(body)
+        mocker = self.backend == "mocker"
+        if mocker:  # the mocker emits no logprobs and checks no context window
+            params.logprobs, params.top_logprobs = False, 0
+        try:
+            gen = self.engine.generate(prompt_ids, params, check_context=not mocker)
+        except ContextLengthExceeded as exc:
+            return errors.dynamo_context_length(exc.max_model_len, exc.prompt_len)
+        reused = self.cache.hit(prompt_ids)
+        self.cache.store(prompt_ids + gen.token_ids)
+        if body.get("stream"):
+            return await self._stream(request, body, extra, prompt_ids, gen, params, reused)
+        delay = self.engine.config.ttft + self.engine.config.per_token * len(gen.token_ids)
+        if delay:
+            await asyncio.sleep(delay)
+        lps = logprobs_content(self.engine, gen, params, with_id=True, special_as_empty=True) if params.logprobs else None
+        out = {"id": new_id("chatcmpl-", dashed=True),
+               "choices": [{"index": 0, "message": {"content": gen.text, "refusal": None, "role": "assistant"},
+                            "finish_reason": gen.finish_reason,
+                            "logprobs": {"content": lps} if lps is not None else None}],
+               "created": int(time.time()), "model": self.model, "object": "chat.completion",
+               "usage": self._usage(prompt_ids, gen, reused)}
+        ext = self._nvext(extra, prompt_ids, gen, params, reused, gen.token_ids)
+        if ext:
+            out["nvext"] = ext
+        echo = self.engine.encode(gen.text) if "echo_ids" in active else None
+        return await send_json(request, mutate.apply(active, out, echo_ids=echo))
+
+    def _usage(self, prompt_ids, gen: Generation, reused: int) -> dict:
+        return {"prompt_tokens": len(prompt_ids), "completion_tokens": len(gen.token_ids),
+                "total_tokens": len(prompt_ids) + len(gen.token_ids),
+                "prompt_tokens_details": {"cached_tokens": reused}}
+
+    def _engine_data(self, prompt_ids, gen: Generation, params: SamplingParams, reused: int) -> dict:
+        ed = {"prompt_token_ids": list(prompt_ids),
+              "kv_cache_hit": {"prompt_tokens": len(prompt_ids), "reused_tokens": reused},
+              "completion_token_ids": list(gen.token_ids), "finished": True}
+        if params.logprobs:
+            ed["completion_logprobs"] = list(gen.logprobs)
+        if gen.routed_experts:
+            ed["routed_experts"] = dict(gen.routed_experts)
+        return ed
+
+    def _nvext(self, extra: set, prompt_ids, gen: Generation, params, reused: int, ids) -> dict:
+        ext: dict = {}
+        if "worker_id" in extra:
+            ext["worker_id"] = {"prefill_worker_id": WORKER_ID, "decode_worker_id": WORKER_ID}
+        if "engine_data" in extra and self.backend == "vllm":
+            ext["engine_data"] = self._engine_data(prompt_ids, gen, params, reused)
+        if "completion_token_ids" in extra:
+            ext["completion_token_ids"] = list(ids)
+        if "routed_experts" in extra and gen.routed_experts:
+            ext["routed_experts"] = dict(gen.routed_experts)
+        if "timing" in extra:
+            now = time.time() * 1000
+            ext["timing"] = {"request_received_ms": int(now), "prefill_wait_time_ms": 0.0, "prefill_time_ms": 0.0,
+                             "ttft_ms": self.engine.config.ttft * 1000,
+                             "total_time_ms": (self.engine.config.ttft + self.engine.config.per_token * len(gen.token_ids)) * 1000}
+        return ext
+
+    async def _stream(self, request, body, extra, prompt_ids, gen: Generation, params, reused):
+        cid, created = new_id("chatcmpl-", dashed=True), int(time.time())
+        pieces = text_pieces(self.engine, gen.token_ids)
+        lps = logprobs_content(self.engine, gen, params, with_id=True, special_as_empty=True) if params.logprobs else None
+        if self.engine.config.ttft:
+            await asyncio.sleep(self.engine.config.ttft)
+        tail = {"created": created, "model": self.model, "object": "chat.completion.chunk"}
+        async with SSE(request, self.engine.config.per_token) as sse:
+            for i, (tid, piece) in enumerate(zip(gen.token_ids, pieces)):
+                delta = {"content": piece, "role": "assistant"} if i == 0 else {"content": piece}
+                chunk = {"id": cid, "choices": [{"index": 0, "delta": delta, "finish_reason": None,
+                                                  "logprobs": {"content": [lps[i]]} if lps else None}], **tail}
+                ext = self._nvext(extra - {"engine_data", "timing", "routed_experts"}, prompt_ids, gen, params, reused, [tid])
+                if ext:
+                    chunk["nvext"] = ext
+                await sse.send(chunk)
+            final = {"id": cid, "choices": [{"index": 0, "delta": {}, "finish_reason": gen.finish_reason,
+                                              "logprobs": None}], **tail}
+            ext = self._nvext(extra, prompt_ids, gen, params, reused, [])
+            if ext:
+                final["nvext"] = ext
+            await sse.send(final)
+            if (body.get("stream_options") or {}).get("include_usage"):
+                await sse.send({"id": cid, "choices": [], **tail, "usage": self._usage(prompt_ids, gen, reused)})
+        return sse.resp
+
+
+def create_app(state: ServerState, backend: str = "vllm") -> web.Application:
+    h = DynamoHandlers(state, backend)
+    return make_app(state, STYLE, [
+        ("GET", "/v1/models", h.models), ("GET", "/health", h.health),
+        ("POST", "/v1/chat/completions", h.chat),
+    ])

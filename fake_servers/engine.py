@@ -1,0 +1,211 @@
+"""The deterministic fake engine: prompt ids + sampling params -> completion ids and logprobs.
+
+Same request (prompt ids, sampling args, seed) -> same answer; another seed -> another answer.
+Completions are seeded faker prose tokenized with the real tokenizer and end with the stop
+token unless `max_tokens` (or a `stop` string) cuts them first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pybase64
+from faker import Faker
+
+
+@dataclass(frozen=True)
+class MoEShape:
+    """Mixture-of-experts routing shape: layers, experts chosen per token, experts in all."""
+
+    layers: int
+    top_k: int
+    experts: int
+
+    @classmethod
+    def parse(cls, text: str) -> "MoEShape":
+        try:
+            layers, top_k, experts = (int(x) for x in text.split(","))
+        except ValueError:
+            raise ValueError(f"--moe wants LAYERS,TOP_K,EXPERTS (e.g. 48,8,128), got {text!r}") from None
+        if min(layers, top_k, experts) < 1 or top_k > experts:
+            raise ValueError(f"bad MoE shape {text!r}: all positive and top_k <= experts")
+        return cls(layers, top_k, experts)
+
+    @property
+    def dtype(self) -> str:
+        if self.experts <= 256:
+            return "uint8"
+        if self.experts <= 65536:
+            return "uint16"
+        return "int32"
+
+
+@dataclass
+class EngineConfig:
+    model: str = "tiny-qwen"
+    max_model_len: int = 4096
+    moe: MoEShape | None = None
+    ttft: float = 0.0  # seconds before the first token
+    per_token: float = 0.0  # seconds per generated token
+    seed: int = 0  # engine-wide salt; a request's own seed is mixed in
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    logprobs: bool = False
+    top_logprobs: int = 0
+    ignore_eos: bool = False
+
+    def key(self) -> bytes:
+        return orjson.dumps(
+            [self.max_tokens, self.temperature, self.top_p, self.seed, self.stop,
+             self.stop_token_ids, self.top_logprobs, self.ignore_eos]
+        )
+
+
+@dataclass
+class Generation:
+    token_ids: list[int]
+    text: str
+    finish_reason: str  # "stop" | "length"
+    stop_reason: str | int | None
+    logprobs: list[float]
+    top_logprobs: list[list[tuple[int, float]]]  # per position: (id, logprob), best first
+    routed_experts: dict[str, Any] | None = None
+
+
+class ContextLengthExceeded(Exception):
+    def __init__(self, prompt_len: int, max_tokens: int | None, max_model_len: int):
+        self.prompt_len, self.max_tokens, self.max_model_len = prompt_len, max_tokens, max_model_len
+        super().__init__(f"{prompt_len} prompt tokens, max_model_len {max_model_len}")
+
+
+class FakeEngine:
+    """Deterministic text generator over a real tokenizer, with an LRU of recent answers."""
+
+    def __init__(self, tokenizer, config: EngineConfig | None = None, cache_size: int = 4096):
+        self.tokenizer = tokenizer
+        self.config = config or EngineConfig()
+        self.vocab_size = len(tokenizer)
+        self.eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self._faker = Faker("en_US")
+        self._cache: OrderedDict[bytes, Generation] = OrderedDict()
+        self._render_cache: OrderedDict[bytes, list[int]] = OrderedDict()
+        self._cache_size = cache_size
+        self._token_text: dict[int, str] = {}
+
+    # -- prompts -----------------------------------------------------------------------------
+    def render(self, messages: list[dict], tools: list[dict] | None = None,
+               add_generation_prompt: bool = True, template_kwargs: dict | None = None,
+               chat_template: str | None = None) -> list[int]:
+        """Prompt ids for chat messages, as the engine's chat template renders them."""
+        key = orjson.dumps([messages, tools, add_generation_prompt, template_kwargs, chat_template],
+                           option=orjson.OPT_SORT_KEYS)
+        hit = self._render_cache.get(key)
+        if hit is not None:
+            return hit
+        out = self.tokenizer.apply_chat_template(
+            messages, tools=tools or None, add_generation_prompt=add_generation_prompt,
+            tokenize=True, return_dict=False, chat_template=chat_template, **(template_kwargs or {}))
+        if hasattr(out, "keys"):
+            out = out["input_ids"]
+        ids = list(out)
+        self._remember(self._render_cache, key, ids)
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def token_text(self, token_id: int) -> str:
+        """A token's text as vLLM reports it in logprobs (special tokens spelled out)."""
+        text = self._token_text.get(token_id)
+        if text is None:
+            text = self.tokenizer.decode([token_id])
+            self._token_text[token_id] = text
+        return text
+
+    # -- generation --------------------------------------------------------------------------
+    def check_length(self, prompt_len: int, max_tokens: int | None) -> None:
+        """A prompt that leaves no room for one token is refused; max_tokens is clamped (vLLM 0.32)."""
+        limit = self.config.max_model_len
+        if prompt_len >= limit:
+            raise ContextLengthExceeded(prompt_len, max_tokens, limit)
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams, check_context: bool = True) -> Generation:
+        if check_context:
+            self.check_length(len(prompt_ids), params.max_tokens)
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(np.asarray(prompt_ids, dtype=np.int64).tobytes())
+        digest.update(params.key())
+        digest.update(str(self.config.seed).encode())
+        key = digest.digest()
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._generate(prompt_ids, params, int.from_bytes(key[:8], "little"))
+            self._remember(self._cache, key, hit)
+        return hit
+
+    def _generate(self, prompt_ids: list[int], params: SamplingParams, seed: int) -> Generation:
+        rng = random.Random(seed)
+        self._faker.seed_instance(seed)
+        text = self._faker.paragraph(nb_sentences=rng.randint(1, 4))
+        finish, stop_reason = "stop", None
+        hits = [(text.find(s), s) for s in params.stop if s and s in text]
+        if hits:
+            at, stop_reason = min(hits)
+            text = text[:at]
+        ids = self.encode(text)
+        if stop_reason is None:
+            ids.append(self.eos_id)
+        for i, t in enumerate(ids):
+            if t in params.stop_token_ids:
+                ids, stop_reason = ids[: i + 1], t
+                break
+        budget = max(1, self.config.max_model_len - len(prompt_ids))
+        if params.max_tokens is not None:
+            budget = min(budget, params.max_tokens)
+        if len(ids) > budget:
+            ids, finish, stop_reason = ids[:budget], "length", None
+        body_ids = ids[:-1] if ids and ids[-1] == self.eos_id else ids
+        text = self.decode(body_ids, skip_special_tokens=True)
+
+        logprobs = [-round(abs(rng.gauss(0.0, 0.8)) + 1e-4, 6) for _ in ids]
+        if ids and ids[-1] == self.eos_id:
+            logprobs[-1] = -round(rng.uniform(0.0001, 0.05), 6)
+        top: list[list[tuple[int, float]]] = []
+        if params.top_logprobs:
+            for t, lp in zip(ids, logprobs):
+                alts = [(t, lp)]
+                for j in range(params.top_logprobs - 1):
+                    alts.append((rng.randrange(self.vocab_size - 3), round(lp - 0.5 - j - rng.random(), 4)))
+                top.append(alts)
+        routed = self._routed_experts(len(prompt_ids) + len(ids), seed) if self.config.moe else None
+        return Generation(ids, text, finish, stop_reason, logprobs, top, routed)
+
+    def _routed_experts(self, seq_len: int, seed: int) -> dict[str, Any]:
+        moe = self.config.moe
+        assert moe is not None
+        rng = np.random.default_rng(seed)
+        arr = rng.integers(0, moe.experts, size=(seq_len, moe.layers, moe.top_k)).astype(moe.dtype)
+        return {"data": pybase64.b64encode(arr.tobytes()).decode("ascii"),
+                "shape": list(arr.shape), "start": 0, "dtype": moe.dtype}
+
+    def _remember(self, cache: OrderedDict, key: bytes, value) -> None:
+        cache[key] = value
+        if len(cache) > self._cache_size:
+            cache.popitem(last=False)

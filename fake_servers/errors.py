@@ -1,0 +1,88 @@
+"""Error bodies exactly as each real server writes them (shapes taken from real captures)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+import orjson
+
+
+def _json(status: int, body: dict, headers: dict | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
+                        headers=headers)
+
+
+# -- vLLM (0.32): {"error": {message, type, param, code}}; FastAPI's {"detail"} for routes ------
+def vllm_error(status: int, message: str, type_: str = "BadRequestError", param: str | None = None,
+               headers: dict | None = None) -> web.Response:
+    return _json(status, {"error": {"message": message, "type": type_, "param": param, "code": status}},
+                 headers)
+
+
+def vllm_validation(loc: str, kind: str, msg: str, input_repr: str, ctx: dict | None = None) -> web.Response:
+    """A pydantic validation failure, as vLLM's exception handler words it."""
+    detail = f"{{'type': '{kind}', 'loc': '{loc}', 'msg': '{msg}', 'input': {input_repr}"
+    if ctx:
+        detail += f", 'ctx': {ctx!r}"
+    detail += "}"
+    return vllm_error(400, f"1 validation error:\n  {detail}", "Bad Request", loc)
+
+
+def vllm_model_not_found(model: str, served: str) -> web.Response:
+    return vllm_error(404, f"The model `{model}` does not exist. Valid aliases: {served}.",
+                      "NotFoundError", "model")
+
+
+def vllm_chat_too_long(max_model_len: int) -> web.Response:
+    n = max_model_len + 1
+    return vllm_error(
+        400,
+        f"This model's maximum context length is {max_model_len} tokens. However, your prompt "
+        f"contains at least {n} input tokens, which exceeds this limit even without any output "
+        f"tokens. Please reduce the length of the input prompt. (parameter=input_tokens, value={n})",
+        "BadRequestError", "input_tokens")
+
+
+def vllm_decoder_too_long(prompt_len: int, max_model_len: int) -> web.Response:
+    if prompt_len > max_model_len:
+        msg = (f"The decoder prompt (length {prompt_len}) is longer than the maximum model length of "
+               f"{max_model_len}. Make sure that `max_model_len` is no smaller than the number of "
+               f"text tokens.")
+    else:
+        msg = (f"The decoder prompt (length {prompt_len}) plus the number of requested output tokens "
+               f"(at least 1) is longer than the maximum model length of {max_model_len}. Make sure "
+               f"that `max_model_len` is no smaller than the number of text tokens (prompt + "
+               f"requested output tokens).")
+    return vllm_error(400, msg)
+
+
+def fastapi_not_found() -> web.Response:
+    return _json(404, {"detail": "Not Found"})
+
+
+def fastapi_method_not_allowed() -> web.Response:
+    return _json(405, {"detail": "Method Not Allowed"})
+
+
+# -- Dynamo (1.6): {message, type, code}, with optional details -------------------------------
+_DYNAMO_TYPES = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 429: "Too Many Requests",
+                 500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+def dynamo_error(status: int, message: str, details: dict | None = None,
+                 headers: dict | None = None) -> web.Response:
+    body = {"message": message, "type": _DYNAMO_TYPES.get(status, "Error"), "code": status}
+    if details is not None:
+        body["details"] = details
+    return _json(status, body, headers)
+
+
+def dynamo_deserialize(reason: str) -> web.Response:
+    return dynamo_error(400, f"Failed to deserialize the JSON body into the target type: {reason}")
+
+
+def dynamo_route_not_found(method: str, path: str) -> web.Response:
+    return dynamo_error(404, f"Route not found: {method} {path}")
+
+
+def dynamo_context_length(limit: int, actual: int) -> web.Response:
+    return dynamo_error(400, "Invalid request", {"type": "context_length", "limit": limit, "actual": actual})

@@ -1,0 +1,83 @@
+"""OpenAI-shaped pieces both fakes build answers from: sampling params, logprobs, stream text."""
+
+from __future__ import annotations
+
+from .base import ServerState
+from .engine import FakeEngine, Generation, SamplingParams
+from .faults import TEMPLATE_FAULTS, Active
+
+
+def sampling_from(body: dict) -> SamplingParams:
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    top = body.get("top_logprobs") if body.get("logprobs") else 0
+    return SamplingParams(
+        max_tokens=int(max_tokens) if max_tokens is not None else None,
+        temperature=float(body.get("temperature") if body.get("temperature") is not None else 1.0),
+        top_p=float(body.get("top_p") if body.get("top_p") is not None else 1.0),
+        seed=body.get("seed"),
+        stop=list(stop or []),
+        stop_token_ids=list(body.get("stop_token_ids") or []),
+        logprobs=bool(body.get("logprobs")),
+        top_logprobs=int(top or 0),
+        ignore_eos=bool(body.get("ignore_eos")),
+    )
+
+
+def chat_template_for(state: ServerState, active: Active) -> str | None:
+    """The template this request is rendered with: a template fault's variant, or the default."""
+    for name in TEMPLATE_FAULTS:
+        if name in active and name in state.template_faults:
+            return state.template_faults[name]
+    return state.template_faults.get("_default")
+
+
+def render_messages(state: ServerState, body: dict, active: Active, add_generation_prompt: bool = True) -> list[int]:
+    kwargs = body.get("chat_template_kwargs") or body.get("chat_template_args") or None
+    return state.engine.render(body.get("messages") or [], body.get("tools"), add_generation_prompt,
+                               kwargs, chat_template_for(state, active))
+
+
+def logprob_entry(engine: FakeEngine, token_id: int, lp: float, alts, with_id: bool = False,
+                  special_as_empty: bool = False) -> dict:
+    def one(t: int, v: float) -> dict:
+        text = engine.token_text(t)
+        if special_as_empty and t == engine.eos_id:
+            text = ""
+        d = {"token": text, "logprob": v}
+        if with_id:
+            d["token_id"] = t
+        d["bytes"] = list(text.encode("utf-8"))
+        return d
+
+    entry = one(token_id, lp)
+    entry["top_logprobs"] = [one(t, v) for t, v in alts] if alts else []
+    return entry
+
+
+def logprobs_content(engine: FakeEngine, gen: Generation, params: SamplingParams, **kw) -> list[dict]:
+    tops = gen.top_logprobs or [None] * len(gen.token_ids)
+    return [logprob_entry(engine, t, lp, alts, **kw) for t, lp, alts in zip(gen.token_ids, gen.logprobs, tops)]
+
+
+def text_pieces(engine: FakeEngine, ids: list[int]) -> list[str]:
+    """Per-token text deltas as an incremental detokenizer emits them (specials skipped)."""
+    out, prev = [], ""
+    for i in range(len(ids)):
+        cur = engine.decode(ids[: i + 1], skip_special_tokens=True)
+        if cur.endswith("\ufffd"):
+            out.append("")
+            continue
+        out.append(cur[len(prev):])
+        prev = cur
+    return out
+
+
+def usage(prompt_len: int, completion_len: int) -> dict:
+    return {"prompt_tokens": prompt_len, "total_tokens": prompt_len + completion_len,
+            "completion_tokens": completion_len, "prompt_tokens_details": None,
+            "completion_tokens_details": None}

@@ -1,0 +1,153 @@
+"""Build and run a fake server: in the caller's loop, in a background thread, or as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from . import dynamo, vllm
+from .base import ServerState
+from .engine import EngineConfig, FakeEngine, MoEShape
+from .faults import TEMPLATE_FAULTS, FaultPlan, parse_specs
+from .templates import variants
+
+KINDS = ("vllm", "dynamo")
+
+
+@dataclass
+class FakeConfig:
+    kind: str = "vllm"
+    model: str = "tiny-qwen"
+    max_model_len: int = 4096
+    moe: MoEShape | str | None = None
+    faults: list[str] | str | None = None
+    fault_seed: int = 0
+    ttft: float = 0.0
+    per_token: float = 0.0
+    seed: int = 0
+    tokenizer: object = None  # a tokenizer object, a path/name, or None for the default Qwen2.5
+    template: str = "chatml"
+    dynamo_backend: str = "vllm"  # "vllm" (engine_data, logprobs) or "mocker"
+    chat_tokens_route: bool = True  # vLLM: serve /v1/chat/completions/tokens (prime-rl style)
+    generate_route: bool = True  # vLLM: serve /inference/v1/generate (--enable-scale-out)
+    extra: dict = field(default_factory=dict)
+
+
+def _tokenizer(cfg: FakeConfig):
+    if cfg.tokenizer is not None and not isinstance(cfg.tokenizer, (str, bytes)) and hasattr(cfg.tokenizer, "encode"):
+        return cfg.tokenizer
+    from harness.tokenizer import load_tokenizer  # the tokenizer builder, not the client
+
+    return load_tokenizer(cfg.tokenizer, cfg.template)
+
+
+def build_app(cfg: FakeConfig | None = None, **overrides) -> web.Application:
+    """An aiohttp application for `cfg.kind`, ready for a runner or aiohttp's TestServer."""
+    cfg = cfg or FakeConfig()
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    if cfg.kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {cfg.kind!r}")
+    moe = MoEShape.parse(cfg.moe) if isinstance(cfg.moe, str) else cfg.moe
+    tok = _tokenizer(cfg)
+    engine = FakeEngine(tok, EngineConfig(model=cfg.model, max_model_len=cfg.max_model_len, moe=moe,
+                                          ttft=cfg.ttft, per_token=cfg.per_token, seed=cfg.seed))
+    rules = parse_specs(cfg.faults)
+    templates = variants(getattr(tok, "chat_template", None))
+    for r in rules:
+        if r.name in TEMPLATE_FAULTS and r.name not in templates:
+            raise ValueError(f"fault {r.name} needs the project's ChatML template; this tokenizer's differs")
+    state = ServerState(kind=cfg.kind, engine=engine, plan=FaultPlan(cfg.faults, cfg.fault_seed),
+                        template_faults=templates)
+    if cfg.kind == "vllm":
+        return vllm.create_app(state, cfg.chat_tokens_route, cfg.generate_route)
+    return dynamo.create_app(state, cfg.dynamo_backend)
+
+
+async def start(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
+    """Start `app` in the running loop; returns the runner and the bound port."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    site = web.SockSite(runner, sock, backlog=2048)
+    await site.start()
+    return runner, sock.getsockname()[1]
+
+
+class RunningServer:
+    """A fake server on its own thread and loop: usable from sync and async code alike.
+
+    >>> with RunningServer(FakeConfig(kind="dynamo")) as srv:
+    ...     srv.base_url  # 'http://127.0.0.1:PORT/v1'
+    """
+
+    def __init__(self, cfg: FakeConfig | None = None, host: str = "127.0.0.1", port: int = 0, **overrides):
+        self.cfg = cfg or FakeConfig()
+        for k, v in overrides.items():
+            setattr(self.cfg, k, v)
+        self.host, self.port = host, port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self.app: web.Application | None = None
+
+    @property
+    def root_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.root_url + "/v1"
+
+    @property
+    def state(self) -> ServerState:
+        assert self.app is not None
+        return self.app["state"]
+
+    def set_faults(self, specs, seed: int | None = None) -> None:
+        self.state.plan.set(specs, seed)
+
+    def start(self) -> "RunningServer":
+        self.app = build_app(self.cfg)
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run():
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                self._runner, self.port = loop.run_until_complete(start(self.app, self.host, self.port))
+            except BaseException as exc:  # surfaced to the caller below
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"fake-{self.cfg.kind}", daemon=True)
+        self._thread.start()
+        ready.wait(60)
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop = self._thread = None
+
+    def __enter__(self) -> "RunningServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

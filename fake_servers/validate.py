@@ -1,0 +1,165 @@
+"""Request-field type checks shared by both fakes; each server words the failure its own way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass
+class FieldError(Exception):
+    """`field` failed: `kind`/`msg` in pydantic's words (vLLM), `expected` in serde's (Dynamo)."""
+
+    field: str
+    kind: str
+    msg: str
+    expected: str
+    value: Any
+
+    def serde_reason(self) -> str:
+        v = self.value
+        if isinstance(v, bool):
+            got = f"boolean `{str(v).lower()}`"
+        elif isinstance(v, int):
+            got = f"integer `{v}`"
+        elif isinstance(v, float):
+            got = f"floating point `{v}`"
+        elif isinstance(v, str):
+            got = f"string {v!r}".replace("'", '"')
+        elif isinstance(v, list):
+            got = "a sequence"
+        elif isinstance(v, dict):
+            got = "a map"
+        else:
+            got = "null"
+        return f"invalid type: {got}, expected {self.expected}"
+
+    def pydantic_input(self) -> str:
+        v = self.value
+        if isinstance(v, dict):
+            return f"'<dict of {len(v)} items>'"
+        if isinstance(v, list):
+            return f"'<list of {len(v)} items>'"
+        return repr(v)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int(name, v):
+    if _is_int(v):
+        return
+    if isinstance(v, float):
+        if v.is_integer():
+            return
+        raise FieldError(name, "int_from_float", "Input should be a valid integer, got a number with a fractional part", "u32", v)
+    if isinstance(v, str):
+        raise FieldError(name, "int_parsing", "Input should be a valid integer, unable to parse string as an integer", "u32", v)
+    raise FieldError(name, "int_type", "Input should be a valid integer", "u32", v)
+
+
+def _float(name, v):
+    if _is_num(v):
+        return
+    if isinstance(v, str):
+        raise FieldError(name, "float_parsing", "Input should be a valid number, unable to parse string as a number", "f32", v)
+    raise FieldError(name, "float_type", "Input should be a valid number", "f32", v)
+
+
+def _bool(name, v):
+    if isinstance(v, bool):
+        return
+    raise FieldError(name, "bool_type", "Input should be a valid boolean", "a boolean", v)
+
+
+def _str(name, v):
+    if isinstance(v, str):
+        return
+    raise FieldError(name, "string_type", "Input should be a valid string", "a string", v)
+
+
+def _list(name, v):
+    if isinstance(v, list):
+        return
+    raise FieldError(name, "list_type", "Input should be a valid list", "a sequence", v)
+
+
+def _dict(name, v):
+    if isinstance(v, dict):
+        return
+    raise FieldError(name, "dict_type", "Input should be a valid dictionary", "a map", v)
+
+
+def _int_list(name, v):
+    _list(name, v)
+    for i, x in enumerate(v):
+        if not _is_int(x) or x < 0:
+            raise FieldError(f"{name}.{i}", "int_type", "Input should be a valid integer", "u32", x)
+
+
+def _stop(name, v):
+    if isinstance(v, str):
+        return
+    _list(name, v)
+    for i, x in enumerate(v):
+        _str(f"{name}.{i}", x)
+
+
+def _messages(name, v):
+    _list(name, v)
+    for i, m in enumerate(v):
+        _dict(f"{name}.{i}", m)
+        role = m.get("role")
+        if not isinstance(role, str):
+            raise FieldError(f"{name}.{i}.role", "missing" if role is None else "string_type",
+                             "Field required" if role is None else "Input should be a valid string",
+                             "a string", role)
+        content = m.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise FieldError(f"{name}.{i}.content", "string_type", "Input should be a valid string",
+                             "a string or a sequence", content)
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                _dict(f"{name}.{i}.content.{j}", part)
+
+
+CHECKS: dict[str, Callable[[str, Any], None]] = {
+    "model": _str, "messages": _messages, "prompt": lambda n, v: None,
+    "max_tokens": _int, "max_completion_tokens": _int, "min_tokens": _int, "n": _int, "seed": _int,
+    "top_k": _int, "top_logprobs": _int, "priority": _int,
+    "temperature": _float, "top_p": _float, "min_p": _float, "presence_penalty": _float,
+    "frequency_penalty": _float, "repetition_penalty": _float,
+    "logprobs": _bool, "stream": _bool, "return_token_ids": _bool, "ignore_eos": _bool,
+    "add_generation_prompt": _bool, "return_token_strs": _bool, "skip_special_tokens": _bool,
+    "stop": _stop, "stop_token_ids": _int_list, "tokens": _int_list, "token_ids": _int_list,
+    "tools": _list, "stream_options": _dict, "chat_template_kwargs": _dict, "nvext": _dict,
+    "sampling_params": _dict,
+}
+
+
+INT_LOGPROBS = {"logprobs": _int}  # /v1/completions and sampling_params count logprobs
+
+
+def check_fields(body: dict, fields=None, prefix: str = "", overrides: dict | None = None) -> None:
+    """Raise FieldError for the first field whose value has the wrong type (null is allowed)."""
+    for name in fields or body.keys():
+        check = (overrides or {}).get(name) or CHECKS.get(name)
+        value = body.get(name)
+        if check is not None and value is not None:
+            check(prefix + name, value)
+
+
+def check_range(name: str, value, lo=None, hi=None) -> str | None:
+    """A message when a present value falls outside [lo, hi]; None when fine."""
+    if value is None:
+        return None
+    if lo is not None and value < lo:
+        return f"{name} must be at least {lo}, got {value}."
+    if hi is not None and value > hi:
+        return f"{name} must be at most {hi}, got {value}."
+    return None

@@ -1,0 +1,350 @@
+"""A fake vLLM OpenAI server (shapes of vLLM 0.32, checked against real captures).
+
+Routes: /v1/models, /health, /version, /tokenize, /detokenize, /v1/chat/completions,
+/v1/chat/completions/tokens (prime-rl style; off with `chat_tokens_route=False`),
+/inference/v1/generate (upstream vLLM with --enable-scale-out; off with `generate_route=False`),
+/v1/completions. Unknown request fields are ignored, as real vLLM does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+from aiohttp import web
+
+from . import errors, mutate
+from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json, state_of
+from .engine import ContextLengthExceeded, Generation, SamplingParams
+from .openai import logprobs_content, render_messages, sampling_from, text_pieces, usage
+from .validate import INT_LOGPROBS, FieldError, check_fields, check_range
+
+VERSION = "0.32.0"
+FINGERPRINT = f"vllm-{VERSION}-fake"
+MAX_LOGPROBS = 20
+
+
+def _bad_body(exc: BadBody) -> web.Response:
+    if exc.exc is not None:
+        import json
+
+        try:
+            json.loads(exc.raw)
+            pos, why = getattr(exc.exc, "pos", 0), "Expecting value"
+        except ValueError as py_exc:
+            pos, why = getattr(py_exc, "pos", 0), getattr(py_exc, "msg", "Expecting value")
+        return errors.vllm_validation(f"body.{pos}", "json_invalid", "JSON decode error",
+                                      "'<dict of 0 items>'", {"error": why})
+    kind = "list" if isinstance(exc.value, list) else type(exc.value).__name__
+    size = f"'<{kind} of {len(exc.value)} items>'" if isinstance(exc.value, list) else repr(exc.value)
+    return errors.vllm_validation("body", "model_attributes_type",
+                                  "Input should be a valid dictionary or object to extract fields from", size)
+
+
+def _field_error(e: FieldError) -> web.Response:
+    return errors.vllm_validation(f"body.{e.field}", e.kind, e.msg, e.pydantic_input())
+
+
+STYLE = ErrorStyle(
+    route_not_found=lambda request: errors.fastapi_not_found(),
+    method_not_allowed=lambda request: errors.fastapi_method_not_allowed(),
+    http_fault=lambda status, msg, headers: errors.vllm_error(
+        status, msg, {429: "RateLimitError", 503: "ServiceUnavailableError"}.get(status, "InternalServerError"),
+        None, headers),
+    bad_fault_header=lambda msg: errors.vllm_error(400, msg, "BadRequestError", "x-fake-fault"),
+    internal=lambda msg: errors.vllm_error(500, msg, "InternalServerError"),
+)
+
+
+class VLLMHandlers:
+    def __init__(self, state: ServerState, chat_tokens_route: bool, generate_route: bool):
+        self.state = state
+        self.engine = state.engine
+        self.model = state.engine.config.model
+        self.chat_tokens_route = chat_tokens_route
+        self.generate_route = generate_route
+
+    # -- shared checks --------------------------------------------------------------------------
+    async def _body(self, request: web.Request, required=(), overrides=None) -> dict | web.Response:
+        try:
+            body = await read_json(request)
+        except BadBody as exc:
+            return _bad_body(exc)
+        for name in required:
+            if body.get(name) is None:
+                return errors.vllm_validation(f"body.{name}", "missing", "Field required",
+                                              f"'<dict of {len(body)} items>'")
+        try:
+            check_fields(body, overrides=overrides)
+        except FieldError as e:
+            return _field_error(e)
+        model = body.get("model")
+        if model is not None and model != self.model:
+            return errors.vllm_model_not_found(model, self.model)
+        return body
+
+    def _check_sampling(self, body: dict, key: str = "max_tokens") -> web.Response | None:
+        mt = body.get("max_completion_tokens", body.get(key))
+        for name, value, lo, hi in (("max_tokens", mt, 1, None), ("n", body.get("n"), 1, 8),
+                                    ("top_logprobs", body.get("top_logprobs"), 0, MAX_LOGPROBS),
+                                    ("temperature", body.get("temperature"), 0, None),
+                                    ("top_p", body.get("top_p"), 0, 1)):
+            msg = check_range(name, value, lo, hi)
+            if msg:
+                return errors.vllm_error(400, f"{msg[:-1]}. (parameter={name}, value={value})",
+                                         "BadRequestError", name)
+        return None
+
+    def _vocab_error(self, ids: list[int]) -> web.Response | None:
+        for t in ids:
+            if t >= self.engine.vocab_size:
+                return errors.vllm_error(400, f"Token id {t} is out of vocabulary")
+        return None
+
+    # -- routes ---------------------------------------------------------------------------------
+    async def models(self, request):
+        created = int(self.state.started)
+        return json_ok({"object": "list", "data": [{
+            "id": self.model, "object": "model", "created": created, "owned_by": "vllm",
+            "root": self.model, "parent": None, "max_model_len": self.engine.config.max_model_len,
+            "permission": [{"id": f"modelperm-{created:x}", "object": "model_permission", "created": created,
+                            "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
+                            "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False,
+                            "organization": "*", "group": None, "is_blocking": False}]}]})
+
+    async def health(self, request):
+        return web.Response(status=200)
+
+    async def version(self, request):
+        return json_ok({"version": VERSION})
+
+    async def tokenize(self, request):
+        body = await self._body(request)
+        if isinstance(body, web.Response):
+            return body
+        if body.get("messages") is not None:
+            if not body["messages"]:
+                return errors.vllm_error(400, "Cannot apply chat template to an empty conversation. "
+                                              "Provide at least one message.")
+            add_gen = body.get("add_generation_prompt")
+            ids = render_messages(self.state, body, faults_of(request), True if add_gen is None else add_gen)
+        elif isinstance(body.get("prompt"), str):
+            ids = self.engine.encode(body["prompt"])
+        else:
+            return errors.vllm_validation("body", "missing", "Field required: `prompt` or `messages`",
+                                          f"'<dict of {len(body)} items>'")
+        strs = self.engine.tokenizer.convert_ids_to_tokens(ids) if body.get("return_token_strs") else None
+        return await send_json(request, {"count": len(ids), "max_model_len": self.engine.config.max_model_len,
+                                         "tokens": ids, "token_strs": strs})
+
+    async def detokenize(self, request):
+        body = await self._body(request, required=("tokens",))
+        if isinstance(body, web.Response):
+            return body
+        ids = [t for t in body["tokens"] if t < self.engine.vocab_size]
+        text = self.engine.decode(ids) if len(ids) == len(body["tokens"]) else ""
+        return await send_json(request, {"prompt": text})
+
+    async def chat(self, request):
+        return await self._chat(request, tokens_route=False)
+
+    async def chat_tokens(self, request):
+        if not self.chat_tokens_route:
+            raise web.HTTPNotFound()
+        return await self._chat(request, tokens_route=True)
+
+    async def _chat(self, request, tokens_route: bool):
+        body = await self._body(request, required=("tokens",) if tokens_route else ("messages",))
+        if isinstance(body, web.Response):
+            return body
+        bad = self._check_sampling(body)
+        if bad:
+            return bad
+        active = faults_of(request)
+        if tokens_route:
+            prompt_ids = list(body["tokens"])
+            bad = self._vocab_error(prompt_ids)
+            if bad:
+                return bad
+        else:
+            if not body["messages"]:
+                return errors.vllm_error(400, "Cannot apply chat template to an empty conversation. "
+                                              "Provide at least one message.")
+            prompt_ids = render_messages(self.state, body, active)
+        params = sampling_from(body)
+        limit = self.engine.config.max_model_len
+        if len(prompt_ids) > limit and not tokens_route:
+            return errors.vllm_chat_too_long(limit)
+        try:
+            gens = [self.engine.generate(prompt_ids, p) for p in _per_choice(params, body.get("n") or 1)]
+        except ContextLengthExceeded as exc:
+            return errors.vllm_decoder_too_long(exc.prompt_len, limit)
+        delay = self.engine.config.ttft + self.engine.config.per_token * max(len(g.token_ids) for g in gens)
+        if body.get("stream"):
+            return await self._stream(request, body, prompt_ids, gens[0], params)
+        if delay:
+            await asyncio.sleep(delay)
+        return await send_json(request, mutate.apply(active, self._chat_body(body, prompt_ids, gens, params)))
+
+    def _chat_body(self, body, prompt_ids, gens: list[Generation], params: SamplingParams) -> dict:
+        want_ids = bool(body.get("return_token_ids"))
+        choices = []
+        for i, gen in enumerate(gens):
+            choices.append({
+                "index": i,
+                "message": {"role": "assistant", "content": gen.text, "refusal": None, "annotations": None,
+                            "audio": None, "function_call": None, "reasoning": None},
+                "logprobs": {"content": logprobs_content(self.engine, gen, params)} if params.logprobs else None,
+                "finish_reason": gen.finish_reason,
+                "stop_reason": gen.stop_reason,
+                "token_ids": list(gen.token_ids) if want_ids else None,
+                "routed_experts": dict(gen.routed_experts) if gen.routed_experts else None,
+            })
+        completion = sum(len(g.token_ids) for g in gens)
+        return {"id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
+                "model": self.model, "choices": choices, "service_tier": None,
+                "system_fingerprint": FINGERPRINT, "usage": usage(len(prompt_ids), completion),
+                "prompt_logprobs": None, "prompt_token_ids": list(prompt_ids) if want_ids else None,
+                "prompt_text": None, "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
+
+    async def _stream(self, request, body, prompt_ids, gen: Generation, params: SamplingParams):
+        want_ids = bool(body.get("return_token_ids"))
+        cid, created = new_id("chatcmpl-"), int(time.time())
+        head = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": self.model}
+        pieces = text_pieces(self.engine, gen.token_ids)
+        lps = logprobs_content(self.engine, gen, params) if params.logprobs else None
+        if self.engine.config.ttft:
+            await asyncio.sleep(self.engine.config.ttft)
+        async with SSE(request, self.engine.config.per_token) as sse:
+            first = {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                          "logprobs": None, "finish_reason": None}]}
+            if want_ids:
+                first["prompt_token_ids"] = list(prompt_ids)
+                first["prompt_text"] = None
+            await sse.send(first)
+            last = len(gen.token_ids) - 1
+            for i, (tid, piece) in enumerate(zip(gen.token_ids, pieces)):
+                choice = {"index": 0, "delta": {"content": piece},
+                          "logprobs": {"content": [lps[i]]} if lps else None,
+                          "finish_reason": gen.finish_reason if i == last else None}
+                if i == last:
+                    choice["stop_reason"] = gen.stop_reason
+                if want_ids:
+                    choice["token_ids"] = [tid]
+                await sse.send({**head, "choices": [choice]})
+            if (body.get("stream_options") or {}).get("include_usage"):
+                u = usage(len(prompt_ids), len(gen.token_ids))
+                await sse.send({**head, "choices": [], "usage": {k: u[k] for k in
+                                ("prompt_tokens", "total_tokens", "completion_tokens")},
+                                "system_fingerprint": FINGERPRINT})
+        return sse.resp
+
+    async def generate(self, request):
+        if not self.generate_route:
+            raise web.HTTPNotFound()
+        body = await self._body(request, required=("token_ids", "sampling_params"))
+        if isinstance(body, web.Response):
+            return body
+        sp = body["sampling_params"]
+        try:
+            check_fields(sp, prefix="sampling_params.", overrides=INT_LOGPROBS)
+        except FieldError as e:
+            return _field_error(e)
+        bad = self._check_sampling(sp) or self._vocab_error(body["token_ids"])
+        if bad:
+            return bad
+        n_logprobs = sp.get("logprobs")
+        params = dataclasses.replace(sampling_from({**sp, "logprobs": n_logprobs is not None,
+                                                    "top_logprobs": n_logprobs or 0}),
+                                     logprobs=n_logprobs is not None)
+        prompt_ids = list(body["token_ids"])
+        try:
+            gen = self.engine.generate(prompt_ids, params)
+        except ContextLengthExceeded as exc:
+            return errors.vllm_decoder_too_long(exc.prompt_len, self.engine.config.max_model_len)
+        delay = self.engine.config.ttft + self.engine.config.per_token * len(gen.token_ids)
+        if delay:
+            await asyncio.sleep(delay)
+        logprobs = None
+        if params.logprobs:
+            tops = gen.top_logprobs or [[]] * len(gen.token_ids)
+            logprobs = {"content": [
+                {"token_id": t, "logprob": lp, "rank": 1,
+                 "top_logprobs": [{"token_id": a, "logprob": v, "rank": r + 1} for r, (a, v) in enumerate(alts)]}
+                for t, lp, alts in zip(gen.token_ids, gen.logprobs, tops)]}
+        n = len(gen.token_ids)
+        out = {"request_id": new_id("generate-tokens-"), "model": self.model, "created": int(time.time()),
+               "usage": usage(len(prompt_ids), n), "prompt_logprobs": None, "prompt_token_id_logprobs": None,
+               "prompt_token_ids": None, "mm_placeholders": None, "metrics": None, "kv_transfer_params": None,
+               "ec_transfer_params": None, "output_mode": "tokens",
+               "choices": [{"index": 0, "finish_reason": gen.finish_reason, "stop_reason": gen.stop_reason,
+                            "token_ids": list(gen.token_ids),
+                            "routed_experts": dict(gen.routed_experts) if gen.routed_experts else None,
+                            "sampling_mask": None, "weight_versions": [{"version": "default", "start": 0, "end": n}],
+                            "logprobs": logprobs}]}
+        return await send_json(request, mutate.apply(faults_of(request), out))
+
+    async def completions(self, request):
+        body = await self._body(request, required=("prompt",), overrides=INT_LOGPROBS)
+        if isinstance(body, web.Response):
+            return body
+        bad = self._check_sampling(body)
+        if bad:
+            return bad
+        prompt = body["prompt"]
+        if isinstance(prompt, str):
+            prompt_ids = self.engine.encode(prompt)
+        elif isinstance(prompt, list) and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt):
+            prompt_ids = list(prompt)
+            bad = self._vocab_error(prompt_ids)
+            if bad:
+                return bad
+        else:
+            return errors.vllm_validation("body.prompt", "string_type", "Input should be a valid string",
+                                          repr(prompt) if not isinstance(prompt, list) else f"'<list of {len(prompt)} items>'")
+        n_logprobs = body.get("logprobs")
+        if isinstance(n_logprobs, bool) or (n_logprobs is not None and not isinstance(n_logprobs, int)):
+            return errors.vllm_validation("body.logprobs", "int_type", "Input should be a valid integer", repr(n_logprobs))
+        params = dataclasses.replace(sampling_from({**body, "logprobs": n_logprobs is not None,
+                                                    "top_logprobs": n_logprobs or 0}))
+        try:
+            gen = self.engine.generate(prompt_ids, params)
+        except ContextLengthExceeded as exc:
+            return errors.vllm_decoder_too_long(exc.prompt_len, self.engine.config.max_model_len)
+        want_ids = bool(body.get("return_token_ids"))
+        logprobs = None
+        if params.logprobs:
+            toks = [self.engine.token_text(t) for t in gen.token_ids]
+            offsets, pos = [], 0
+            for t in toks:
+                offsets.append(pos)
+                pos += len(t)
+            tops = gen.top_logprobs or [[(t, lp)] for t, lp in zip(gen.token_ids, gen.logprobs)]
+            logprobs = {"text_offset": offsets, "token_logprobs": list(gen.logprobs), "tokens": toks,
+                        "top_logprobs": [{self.engine.token_text(a): v for a, v in alts} for alts in tops]}
+        out = {"id": new_id("cmpl-"), "object": "text_completion", "created": int(time.time()), "model": self.model,
+               "choices": [{"index": 0, "text": gen.text, "logprobs": logprobs, "finish_reason": gen.finish_reason,
+                            "stop_reason": gen.stop_reason, "token_ids": list(gen.token_ids) if want_ids else None,
+                            "prompt_logprobs": None, "prompt_token_ids": prompt_ids if want_ids else None,
+                            "routed_experts": dict(gen.routed_experts) if gen.routed_experts else None}],
+               "service_tier": None, "system_fingerprint": FINGERPRINT, "usage": usage(len(prompt_ids), len(gen.token_ids)),
+               "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
+        return await send_json(request, mutate.apply(faults_of(request), out))
+
+
+def _per_choice(params: SamplingParams, n: int) -> list[SamplingParams]:
+    if n <= 1:
+        return [params]
+    base = params.seed or 0
+    return [dataclasses.replace(params, seed=base + i) for i in range(n)]
+
+
+def create_app(state: ServerState, chat_tokens_route: bool = True, generate_route: bool = True) -> web.Application:
+    h = VLLMHandlers(state, chat_tokens_route, generate_route)
+    return make_app(state, STYLE, [
+        ("GET", "/v1/models", h.models), ("GET", "/health", h.health), ("GET", "/version", h.version),
+        ("POST", "/tokenize", h.tokenize), ("POST", "/detokenize", h.detokenize),
+        ("POST", "/v1/chat/completions", h.chat), ("POST", "/v1/chat/completions/tokens", h.chat_tokens),
+        ("POST", "/inference/v1/generate", h.generate), ("POST", "/v1/completions", h.completions),
+    ])
