@@ -59,6 +59,24 @@ STYLE = ErrorStyle(
 )
 
 
+ROLES = ("developer", "system", "user", "assistant", "tool", "function")
+
+
+def _check_messages(messages: list[dict]) -> str | None:
+    """serde's complaint about a message, as the real frontend words it (None when fine)."""
+    for m in messages:
+        role = m.get("role")
+        if role not in ROLES:
+            return f"unknown variant `{role}`, expected one of " + ", ".join(f"`{r}`" for r in ROLES)
+        if role in ("user", "system", "developer", "tool") and "content" not in m:
+            return "missing field `content`"
+        if role == "tool" and not isinstance(m.get("tool_call_id"), str):
+            return "missing field `tool_call_id`"
+        if role == "user" and not isinstance(m.get("content"), (str, list)):
+            return "data did not match any variant of untagged enum ChatCompletionRequestUserMessageContent"
+    return None
+
+
 class PrefixCache:
     """Which whole KV blocks of a prompt were seen before (for `kv_cache_hit.reused_tokens`)."""
 
@@ -120,6 +138,9 @@ class DynamoHandlers:
             check_fields(body)
         except FieldError as e:
             return errors.dynamo_deserialize(e.serde_reason() + " at line 1 column 1")
+        bad = _check_messages(body["messages"])
+        if bad:
+            return errors.dynamo_deserialize(bad + " at line 1 column 1")
         nvext = body.get("nvext") or {}
         for key in nvext:
             if key not in NVEXT_FIELDS:
@@ -169,8 +190,10 @@ class DynamoHandlers:
             return errors.dynamo_error(400, "Invalid request")
         params = sampling_from(body)
         mocker = self.backend == "mocker"
-        if mocker:  # the mocker emits no logprobs and checks no context window
-            params.logprobs, params.top_logprobs = False, 0
+        if mocker:  # the mocker emits no logprobs, never samples EOS, checks no context window
+            params.logprobs, params.top_logprobs, params.ignore_eos = False, 0, True
+            if params.max_tokens is None:
+                params.max_tokens = 16
         try:
             gen = self.engine.generate(prompt_ids, params, check_context=not mocker)
         except ContextLengthExceeded as exc:

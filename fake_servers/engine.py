@@ -170,16 +170,20 @@ class FakeEngine:
             at, stop_reason = min(hits)
             text = text[:at]
         ids = self.encode(text)
-        if stop_reason is None:
+        budget = max(1, self.config.max_model_len - len(prompt_ids))
+        if params.max_tokens is not None:
+            budget = min(budget, params.max_tokens)
+        if params.ignore_eos and stop_reason is None:
+            # keep talking until the budget runs out, as an engine that never samples EOS does
+            while len(ids) < budget:
+                ids.extend(self.encode(" " + self._faker.paragraph(nb_sentences=4)))
+        elif stop_reason is None:
             ids.append(self.eos_id)
         for i, t in enumerate(ids):
             if t in params.stop_token_ids:
                 ids, stop_reason = ids[: i + 1], t
                 break
-        budget = max(1, self.config.max_model_len - len(prompt_ids))
-        if params.max_tokens is not None:
-            budget = min(budget, params.max_tokens)
-        if len(ids) > budget:
+        if len(ids) > budget or (params.ignore_eos and stop_reason is None):
             ids, finish, stop_reason = ids[:budget], "length", None
         body_ids = ids[:-1] if ids and ids[-1] == self.eos_id else ids
         text = self.decode(body_ids, skip_special_tokens=True)

@@ -34,6 +34,7 @@ class FakeConfig:
     dynamo_backend: str = "vllm"  # "vllm" (engine_data, logprobs) or "mocker"
     chat_tokens_route: bool = True  # vLLM: serve /v1/chat/completions/tokens (prime-rl style)
     generate_route: bool = True  # vLLM: serve /inference/v1/generate (--enable-scale-out)
+    tool_parser: str | None = "hermes"  # vLLM: None = started without --enable-auto-tool-choice
     extra: dict = field(default_factory=dict)
 
 
@@ -64,7 +65,7 @@ def build_app(cfg: FakeConfig | None = None, **overrides) -> web.Application:
     state = ServerState(kind=cfg.kind, engine=engine, plan=FaultPlan(cfg.faults, cfg.fault_seed),
                         template_faults=templates)
     if cfg.kind == "vllm":
-        return vllm.create_app(state, cfg.chat_tokens_route, cfg.generate_route)
+        return vllm.create_app(state, cfg.chat_tokens_route, cfg.generate_route, cfg.tool_parser)
     return dynamo.create_app(state, cfg.dynamo_backend)
 
 

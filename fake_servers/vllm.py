@@ -58,7 +58,9 @@ STYLE = ErrorStyle(
 
 
 class VLLMHandlers:
-    def __init__(self, state: ServerState, chat_tokens_route: bool, generate_route: bool):
+    def __init__(self, state: ServerState, chat_tokens_route: bool, generate_route: bool,
+                 tool_parser: str | None = "hermes"):
+        self.tool_parser = tool_parser
         self.state = state
         self.engine = state.engine
         self.model = state.engine.config.model
@@ -172,6 +174,9 @@ class VLLMHandlers:
                 return errors.vllm_error(400, "Cannot apply chat template to an empty conversation. "
                                               "Provide at least one message.")
             prompt_ids = render_messages(self.state, body, active)
+        if body.get("tools") and body.get("tool_choice") in (None, "auto") and not self.tool_parser:
+            return errors.vllm_error(400, '"auto" tool choice requires --enable-auto-tool-choice and '
+                                          '--tool-call-parser to be set')
         params = sampling_from(body)
         limit = self.engine.config.max_model_len
         if len(prompt_ids) > limit and not tokens_route:
@@ -340,8 +345,10 @@ def _per_choice(params: SamplingParams, n: int) -> list[SamplingParams]:
     return [dataclasses.replace(params, seed=base + i) for i in range(n)]
 
 
-def create_app(state: ServerState, chat_tokens_route: bool = True, generate_route: bool = True) -> web.Application:
-    h = VLLMHandlers(state, chat_tokens_route, generate_route)
+def create_app(state: ServerState, chat_tokens_route: bool = True, generate_route: bool = True,
+               tool_parser: str | None = "hermes") -> web.Application:
+    """`tool_parser=None` emulates a server started without --enable-auto-tool-choice."""
+    h = VLLMHandlers(state, chat_tokens_route, generate_route, tool_parser)
     return make_app(state, STYLE, [
         ("GET", "/v1/models", h.models), ("GET", "/health", h.health), ("GET", "/version", h.version),
         ("POST", "/tokenize", h.tokenize), ("POST", "/detokenize", h.detokenize),

@@ -1,0 +1,215 @@
+"""Routed-experts payloads: cut the base64 blob out of the raw body, then decode it to numpy.
+
+A 32k-token, 48-layer, top-8 answer carries ~16 MB of base64. `split_body` finds each
+`"routed_experts": {...}` object at JSON structure level (never inside a string), locates its
+own `"data"` member whatever the key order and whatever nested objects hold `data` keys of
+their own, and replaces the blob by a short placeholder, so `orjson.loads` parses only the small
+remainder. The blob stays a zero-copy memoryview of the body until `decode` turns it into an
+array with pybase64.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+import pybase64
+
+KEY = b'"routed_experts"'
+PLACEHOLDER_PREFIX = "\x00routed_experts_blob:"
+DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "int16": np.int16, "int32": np.int32}
+
+_WS = b" \t\r\n"
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_BACKSLASH_RUN_QUOTE = re.compile(rb'(\\+)"')
+_SCALAR = re.compile(rb'[^,}\]\s]+')
+
+
+class RoutedExpertsError(ValueError):
+    """A routed-experts payload that cannot be decoded; the message says why."""
+
+
+@dataclass
+class RoutedExperts:
+    """Expert ids per token: `array[i, layer, k]` is the k-th expert of row `start + i`."""
+
+    array: np.ndarray
+    start: int = 0
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+
+def _in_string(body: bytes, pos: int) -> bool:
+    """Is byte `pos` inside a JSON string? Parity of the unescaped quotes before it."""
+    quotes = body.count(b'"', 0, pos)
+    if quotes and body.find(b"\\", 0, pos) != -1:
+        for m in _BACKSLASH_RUN_QUOTE.finditer(body, 0, pos):
+            if len(m.group(1)) % 2:
+                quotes -= 1
+    return quotes % 2 == 1
+
+
+def _skip_ws(body: bytes, i: int) -> int:
+    n = len(body)
+    while i < n and body[i] in _WS:
+        i += 1
+    return i
+
+
+def _skip_value(body: bytes, i: int) -> int:
+    """Index just past the JSON value starting at `i` (strings, containers, scalars)."""
+    c = body[i:i + 1]
+    if c == b'"':
+        m = _STRING.match(body, i)
+        if not m:
+            raise RoutedExpertsError("unterminated string inside routed_experts")
+        return m.end()
+    if c in (b"{", b"["):
+        depth, j, n = 0, i, len(body)
+        while j < n:
+            ch = body[j]
+            if ch == 0x22:  # '"'
+                m = _STRING.match(body, j)
+                if not m:
+                    raise RoutedExpertsError("unterminated string inside routed_experts")
+                j = m.end()
+                continue
+            if ch in (0x7B, 0x5B):
+                depth += 1
+            elif ch in (0x7D, 0x5D):
+                depth -= 1
+                if depth == 0:
+                    return j + 1
+            j += 1
+        raise RoutedExpertsError("unterminated object inside routed_experts")
+    m = _SCALAR.match(body, i)
+    if not m:
+        raise RoutedExpertsError(f"unexpected byte {c!r} inside routed_experts")
+    return m.end()
+
+
+def _data_span(body: bytes, obj_start: int) -> tuple[int, int] | None:
+    """(start, end) of the base64 text of the object's own `data` member, or None."""
+    i = obj_start + 1
+    n = len(body)
+    while True:
+        i = _skip_ws(body, i)
+        if i >= n:
+            raise RoutedExpertsError("routed_experts object is not closed")
+        if body[i] == 0x7D:  # '}'
+            return None
+        if body[i] == 0x2C:  # ','
+            i += 1
+            continue
+        m = _STRING.match(body, i)
+        if not m:
+            raise RoutedExpertsError("malformed key inside routed_experts")
+        key = m.group()
+        i = _skip_ws(body, m.end())
+        if body[i:i + 1] != b":":
+            raise RoutedExpertsError("missing ':' inside routed_experts")
+        i = _skip_ws(body, i + 1)
+        if key == b'"data"' and body[i:i + 1] == b'"':
+            end = body.find(b'"', i + 1)  # base64 holds no quotes or backslashes
+            if end == -1:
+                raise RoutedExpertsError("routed_experts data string is not closed")
+            if body.find(b"\\", i + 1, end) != -1:
+                return None  # escaped base64 (e.g. '\/'): leave it to the JSON parser
+            return i + 1, end
+        i = _skip_value(body, i)
+
+
+def find_blobs(body: bytes) -> list[tuple[int, int]]:
+    """Spans of every routed_experts `data` blob in a raw JSON body, in body order."""
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    while True:
+        at = body.find(KEY, pos)
+        if at == -1:
+            return spans
+        pos = at + len(KEY)
+        j = _skip_ws(body, pos)
+        if body[j:j + 1] != b":" or _in_string(body, at):
+            continue
+        j = _skip_ws(body, j + 1)
+        if body[j:j + 1] != b"{":
+            continue  # null or another non-object value
+        span = _data_span(body, j)
+        if span is not None:
+            spans.append(span)
+            pos = span[1]
+
+
+def split_body(body: bytes) -> tuple[dict, list[memoryview]]:
+    """Parse `body` with its routed-experts blobs cut out.
+
+    Returns the parsed JSON (each blob's `data` replaced by a placeholder string) and the blobs as
+    zero-copy memoryviews, in body order. Pass both to `decode_payload`.
+    """
+    if KEY not in body:
+        return orjson.loads(body), []
+    spans = find_blobs(body)
+    if not spans:
+        return orjson.loads(body), []
+    view = memoryview(body)
+    parts, blobs, last = [], [], 0
+    for k, (s, e) in enumerate(spans):
+        parts.append(view[last:s])
+        parts.append(f"{PLACEHOLDER_PREFIX}{k}".encode())
+        blobs.append(view[s:e])
+        last = e
+    parts.append(view[last:])
+    return orjson.loads(b"".join(parts)), blobs
+
+
+def decode_payload(payload: dict, blobs: list[memoryview] | None = None) -> RoutedExperts:
+    """Decode `{data, shape, start?, dtype?}` (data inline, or a placeholder into `blobs`)."""
+    if not isinstance(payload, dict):
+        raise RoutedExpertsError(f"routed_experts must be an object, got {type(payload).__name__}")
+    data = payload.get("data")
+    shape = payload.get("shape")
+    dtype_name = payload.get("dtype") or "uint8"
+    start = payload.get("start") or 0
+    if data is None:
+        raise RoutedExpertsError("routed_experts has no 'data'")
+    if dtype_name not in DTYPES:
+        raise RoutedExpertsError(f"routed_experts dtype {dtype_name!r} is not one of {', '.join(DTYPES)}")
+    if (not isinstance(shape, list) or not shape
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise RoutedExpertsError(f"routed_experts shape must be a list of non-negative ints, got {shape!r}")
+    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+        raise RoutedExpertsError(f"routed_experts start must be a non-negative int, got {start!r}")
+    if isinstance(data, str) and data.startswith(PLACEHOLDER_PREFIX):
+        index = int(data[len(PLACEHOLDER_PREFIX):])
+        if blobs is None or index >= len(blobs):
+            raise RoutedExpertsError("routed_experts blob placeholder without its blob")
+        raw = blobs[index]
+    elif isinstance(data, str):
+        raw = data.encode("ascii", "replace")
+    else:
+        raise RoutedExpertsError(f"routed_experts data must be a base64 string, got {type(data).__name__}")
+    try:
+        decoded = pybase64.b64decode(raw, validate=True)
+    except ValueError as exc:
+        raise RoutedExpertsError(f"routed_experts data is not valid base64: {exc}") from None
+    dtype = np.dtype(DTYPES[dtype_name])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(decoded) != expected:
+        raise RoutedExpertsError(
+            f"routed_experts holds {len(decoded)} bytes but shape {shape} of {dtype_name} needs {expected}")
+    return RoutedExperts(np.frombuffer(decoded, dtype=dtype).reshape(shape), start)
+
+
+def find_payload(body: dict) -> dict | None:
+    """The routed_experts payload of a parsed answer, wherever the server put it."""
+    nvext = body.get("nvext") if isinstance(body.get("nvext"), dict) else {}
+    ed = nvext.get("engine_data") if isinstance(nvext.get("engine_data"), dict) else {}
+    for holder in (ed, nvext, *(c for c in body.get("choices") or [] if isinstance(c, dict))):
+        payload = holder.get("routed_experts")
+        if payload is not None:
+            return payload
+    return None
