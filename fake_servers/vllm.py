@@ -273,7 +273,8 @@ class VLLMHandlers:
             await asyncio.sleep(delay)
         logprobs = None
         if params.logprobs:
-            tops = gen.top_logprobs or [[]] * len(gen.token_ids)
+            # the sampled token is always ranked, even with logprobs=0 (as real vLLM answers)
+            tops = gen.top_logprobs or [[(t, lp)] for t, lp in zip(gen.token_ids, gen.logprobs)]
             logprobs = {"content": [
                 {"token_id": t, "logprob": lp, "rank": 1,
                  "top_logprobs": [{"token_id": a, "logprob": v, "rank": r + 1} for r, (a, v) in enumerate(alts)]}

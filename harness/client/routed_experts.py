@@ -18,7 +18,7 @@ import orjson
 import pybase64
 
 KEY = b'"routed_experts"'
-PLACEHOLDER_PREFIX = "\x00routed_experts_blob:"
+PLACEHOLDER_PREFIX = "<routed_experts_blob:"  # never valid base64
 DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "int16": np.int16, "int32": np.int32}
 
 _WS = b" \t\r\n"
@@ -159,7 +159,7 @@ def split_body(body: bytes) -> tuple[dict, list[memoryview]]:
     parts, blobs, last = [], [], 0
     for k, (s, e) in enumerate(spans):
         parts.append(view[last:s])
-        parts.append(f"{PLACEHOLDER_PREFIX}{k}".encode())
+        parts.append(f"{PLACEHOLDER_PREFIX}{k}>".encode())
         blobs.append(view[s:e])
         last = e
     parts.append(view[last:])
@@ -184,7 +184,7 @@ def decode_payload(payload: dict, blobs: list[memoryview] | None = None) -> Rout
     if not isinstance(start, int) or isinstance(start, bool) or start < 0:
         raise RoutedExpertsError(f"routed_experts start must be a non-negative int, got {start!r}")
     if isinstance(data, str) and data.startswith(PLACEHOLDER_PREFIX):
-        index = int(data[len(PLACEHOLDER_PREFIX):])
+        index = int(data[len(PLACEHOLDER_PREFIX):].rstrip(">"))
         if blobs is None or index >= len(blobs):
             raise RoutedExpertsError("routed_experts blob placeholder without its blob")
         raw = blobs[index]

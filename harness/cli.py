@@ -1,0 +1,207 @@
+"""The `harness` command. Thin: each subcommand parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 140)
+
+
+def _table(report, title: str) -> Table:
+    t = Table(title=title, title_justify="left")
+    for col in ("turn", "mode", "reason", "route", "prompt", "completion", "logprobs", "finish", "note"):
+        t.add_column(col, justify="right" if col in ("turn", "prompt", "completion") else "left")
+    for r in report.turns:
+        note = r.tokens_dropped or (r.fallback_detail if r.fallback_reason not in (None, "no_prior_turn") else "") or ""
+        t.add_row(str(r.index + 1), "[green]tito[/]" if r.mode == "tito" else "[yellow]mito[/]",
+                  r.fallback_reason or "", r.route, str(len(r.prompt_ids or [])), str(len(r.completion_ids or [])),
+                  "yes" if r.completion_logprobs is not None else "[red]missing[/]", r.finish_reason or "",
+                  note[:60])
+    return t
+
+
+def _print_report(report, title: str) -> None:
+    out.print(_table(report, title))
+    s = report.summary
+    cont = "ok" if report.continuity_ok() else "[red]BROKEN[/]"
+    parity = report.parity
+    verdict = "not checked" if parity is None else ("ok" if parity["ok"] else f"[red]MISMATCH[/] at token {parity['first_diff']}: {parity['cause']}")
+    out.print(f"TITO turns: {s['tito_turns']}, MITO turns: {s['mito_turns']}; token continuity: {cont}; "
+              f"tokenizer parity: {verdict}")
+
+
+def cmd_rollout(args) -> int:
+    from .client import ClientConfig, TitoError
+    from .rollout import run_rollout
+
+    config = ClientConfig(base_url=args.base_url, model=args.model, renderer_transport=args.transport,
+                          tito_route=args.tito_route, tokenizer=args.tokenizer, api_key=args.api_key,
+                          max_retries=args.retries, timeout=args.timeout, template=args.template)
+    try:
+        report = asyncio.run(run_rollout(config, args.turns, args.max_tokens, args.seed))
+    except TitoError as exc:
+        err.print(f"[red]rollout failed:[/] {type(exc).__name__}: {exc}")
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        _print_report(report, f"{args.transport} rollout against {args.base_url} ({args.model})")
+    return 0
+
+
+def cmd_fake(args) -> int:
+    from aiohttp import web
+
+    from fake_servers.server import FakeConfig, build_app, start
+
+    latency = [float(x) for x in args.latency.split(",")] if args.latency else [0.0, 0.0]
+    cfg = FakeConfig(kind=args.kind, model=args.model, max_model_len=args.max_model_len, moe=args.moe,
+                     faults=args.fault, fault_seed=args.fault_seed, ttft=latency[0],
+                     per_token=latency[1] if len(latency) > 1 else 0.0, tokenizer=args.tokenizer,
+                     dynamo_backend=args.backend, chat_tokens_route=not args.no_chat_tokens,
+                     generate_route=not args.no_generate, tool_parser=None if args.no_tool_parser else "hermes")
+    try:
+        app = build_app(cfg)
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+
+    async def serve():
+        runner, port = await start(app, args.host, args.port)
+        print(f"fake {args.kind} serving {args.model} on http://{args.host}:{port}/v1", flush=True)
+        try:
+            while True:
+                await asyncio.sleep(3600)
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    del web
+    return 0
+
+
+def cmd_tokenizer_build(args) -> int:
+    from .tokenizer import build_tokenizer, default_tokenizer_dir, load_tokenizer
+
+    t0 = time.perf_counter()
+    path = build_tokenizer(args.dir, args.template) if args.dir else default_tokenizer_dir(args.template)
+    tok = load_tokenizer(str(path))
+    out.print(f"tokenizer ({args.template}) in {path} ({time.perf_counter() - t0:.1f} s): vocab {len(tok)}, "
+              f"'Hello world' -> {tok.encode('Hello world')}")
+    return 0
+
+
+def cmd_faults(args) -> int:
+    from fake_servers.faults import CATALOGUE
+
+    t = Table(title="fault catalogue (x-fake-fault: NAME[=VALUE][@PROBABILITY][*TIMES])", title_justify="left")
+    for col in ("fault", "what the server does", "client behaviour exercised", "servers"):
+        t.add_column(col)
+    for f in CATALOGUE.values():
+        t.add_row(f.name, f.does, f.exercises, ", ".join(f.servers))
+    out.print(t)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from fake_servers.server import FakeConfig, RunningServer
+
+    from .client import ClientConfig
+    from .rollout import run_rollout
+
+    t0 = time.perf_counter()
+    out.print("[bold]Starting a fake vLLM and a fake Dynamo in process (real Qwen2.5 tokenizer)...[/]")
+    with RunningServer(FakeConfig(kind="vllm")) as vllm, RunningServer(FakeConfig(kind="dynamo")) as dyn:
+        runs = [("vllm_generate", vllm.base_url, "auto"), ("dynamo_chat", dyn.base_url, "auto")]
+        ok = True
+        for transport, url, route in runs:
+            cfg = ClientConfig(base_url=url, model="tiny-qwen", renderer_transport=transport, tito_route=route)
+            report = asyncio.run(run_rollout(cfg, args.turns, args.max_tokens))
+            _print_report(report, f"{transport} against the fake {'vLLM' if transport == 'vllm_generate' else 'Dynamo'} at {url}")
+            ok = ok and report.continuity_ok()
+    out.print(f"[bold]demo finished in {time.perf_counter() - t0:.1f} s[/]")
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description="TITO client test harness for vLLM and NVIDIA Dynamo")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logs (each turn's tito/mito decision)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="fake vLLM + fake Dynamo in process, a rollout on each transport, a cassette replay")
+    d.add_argument("--turns", type=int, default=4)
+    d.add_argument("--max-tokens", type=int, default=96)
+    d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("rollout", help="drive a scripted multi-turn tool-using conversation against any server")
+    r.add_argument("--base-url", required=True, help="OpenAI base URL, e.g. http://127.0.0.1:8000/v1")
+    r.add_argument("--model", required=True)
+    r.add_argument("--transport", choices=("vllm_generate", "dynamo_chat"), default="vllm_generate")
+    r.add_argument("--tito-route", choices=("auto", "chat_tokens", "generate"), default="auto",
+                   help="vllm_generate: where stitched turns go (default: probe)")
+    r.add_argument("--turns", type=int, default=4)
+    r.add_argument("--max-tokens", type=int, default=96)
+    r.add_argument("--tokenizer", default=None, help="HF tokenizer dir or name (default: built-in Qwen2.5)")
+    r.add_argument("--template", choices=("chatml", "thinking"), default="chatml")
+    r.add_argument("--api-key", default=os.environ.get("HARNESS_API_KEY"))
+    r.add_argument("--retries", type=int, default=3)
+    r.add_argument("--timeout", type=float, default=120.0)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    r.set_defaults(func=cmd_rollout)
+
+    f = sub.add_parser("fake", help="run a fake vLLM or Dynamo server")
+    f.add_argument("kind", choices=("vllm", "dynamo"))
+    f.add_argument("--host", default="127.0.0.1")
+    f.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed)")
+    f.add_argument("--model", default="tiny-qwen")
+    f.add_argument("--max-model-len", type=int, default=4096)
+    f.add_argument("--fault", action="append", default=[], help="NAME[=VALUE][@PROB][*TIMES]; repeatable")
+    f.add_argument("--fault-seed", type=int, default=0)
+    f.add_argument("--moe", default=None, help="LAYERS,TOP_K,EXPERTS: answer with routed experts")
+    f.add_argument("--latency", default=None, help="TTFT,PER_TOKEN seconds")
+    f.add_argument("--tokenizer", default=None)
+    f.add_argument("--backend", choices=("vllm", "mocker"), default="vllm", help="dynamo: which engine to emulate")
+    f.add_argument("--no-chat-tokens", action="store_true", help="vllm: no /v1/chat/completions/tokens (upstream vLLM)")
+    f.add_argument("--no-generate", action="store_true", help="vllm: no /inference/v1/generate")
+    f.add_argument("--no-tool-parser", action="store_true", help="vllm: refuse tools as a server without --enable-auto-tool-choice")
+    f.set_defaults(func=cmd_fake)
+
+    t = sub.add_parser("tokenizer", help="the offline Qwen2.5 tokenizer")
+    tsub = t.add_subparsers(dest="tokenizer_command", required=True)
+    tb = tsub.add_parser("build", help="build the tokenizer (into DIR, or the cache) and check it")
+    tb.add_argument("dir", nargs="?")
+    tb.add_argument("--template", choices=("chatml", "thinking"), default="chatml")
+    tb.set_defaults(func=cmd_tokenizer_build)
+
+    fl = sub.add_parser("faults", help="list the fake servers' fault catalogue")
+    fl.set_defaults(func=cmd_faults)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+import os
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest  # noqa: E402
+
+from harness.tokenizer import load_tokenizer  # noqa: E402
+
+MODEL = "tiny-qwen"
+TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "look up",
+                                           "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return load_tokenizer()
+
+
+def tool_msg(text: str, i: int = 0) -> dict:
+    return {"role": "tool", "tool_call_id": f"call_{i}", "content": text}
