@@ -49,12 +49,16 @@ class ErrorStyle:
     internal: Callable[[str], web.Response]
 
 
+STATE = web.AppKey("state", ServerState)
+FAULTS = web.RequestKey("faults", Active) if hasattr(web, "RequestKey") else "faults"
+
+
 def state_of(request: web.Request) -> ServerState:
-    return request.app["state"]
+    return request.app[STATE]
 
 
 def faults_of(request: web.Request) -> Active:
-    return request.get("faults") or Active()
+    return request.get(FAULTS) or Active()
 
 
 async def read_json(request: web.Request) -> dict:
@@ -89,7 +93,6 @@ async def send_json(request: web.Request, body: dict, status: int = 200) -> web.
                                                           "Content-Length": str(len(data))})
         await resp.prepare(request)
         await resp.write(data[: len(data) // 2])
-        await resp.drain()
         if request.transport is not None:
             request.transport.abort()
         return resp
@@ -143,7 +146,7 @@ def _fault_middleware(style: ErrorStyle):
             active = state.plan.draw(request.headers.get(FAULT_HEADER))
         except FaultSpecError as exc:
             return style.bad_fault_header(str(exc))
-        request["faults"] = active
+        request[FAULTS] = active
         if active:
             log.debug("faults for %s %s: %s", request.method, request.path, sorted(active.values))
         if "slow" in active:
@@ -159,7 +162,9 @@ def _fault_middleware(style: ErrorStyle):
             return style.route_not_found(request)
         except web.HTTPMethodNotAllowed:
             return style.method_not_allowed(request)
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:  # the client went away (timeouts, the reset fault): nobody to answer
+            return web.Response(status=499)
+        except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug in the fake: say so in the server's shape, never a trace
             log.exception("fake server error on %s %s", request.method, request.path)
@@ -197,7 +202,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def make_app(state: ServerState, style: ErrorStyle, routes: list[tuple[str, str, Handler]]) -> web.Application:
     app = web.Application(middlewares=[_fault_middleware(style)], client_max_size=256 * 1024 * 1024)
-    app["state"] = state
+    app[STATE] = state
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)
     app.router.add_get("/_fake/faults", _admin_get)

@@ -54,6 +54,7 @@ class EngineConfig:
     ttft: float = 0.0  # seconds before the first token
     per_token: float = 0.0  # seconds per generated token
     seed: int = 0  # engine-wide salt; a request's own seed is mixed in
+    think: bool = False  # open each completion with a <think> block (a Qwen3-style thinking model)
 
 
 @dataclass
@@ -164,6 +165,8 @@ class FakeEngine:
         rng = random.Random(seed)
         self._faker.seed_instance(seed)
         text = self._faker.paragraph(nb_sentences=rng.randint(1, 4))
+        if self.config.think:
+            text = f"<think>\n{self._faker.sentence()}\n</think>\n\n{text}"
         finish, stop_reason = "stop", None
         hits = [(text.find(s), s) for s in params.stop if s and s in text]
         if hits:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from . import dynamo, vllm
-from .base import ServerState
+from .base import STATE, ServerState
 from .engine import EngineConfig, FakeEngine, MoEShape
 from .faults import TEMPLATE_FAULTS, FaultPlan, parse_specs
 from .templates import variants
@@ -31,6 +31,7 @@ class FakeConfig:
     seed: int = 0
     tokenizer: object = None  # a tokenizer object, a path/name, or None for the default Qwen2.5
     template: str = "chatml"
+    think: bool | None = None  # completions open with <think> blocks; default: template == "thinking"
     dynamo_backend: str = "vllm"  # "vllm" (engine_data, logprobs) or "mocker"
     chat_tokens_route: bool = True  # vLLM: serve /v1/chat/completions/tokens (prime-rl style)
     generate_route: bool = True  # vLLM: serve /inference/v1/generate (--enable-scale-out)
@@ -56,7 +57,8 @@ def build_app(cfg: FakeConfig | None = None, **overrides) -> web.Application:
     moe = MoEShape.parse(cfg.moe) if isinstance(cfg.moe, str) else cfg.moe
     tok = _tokenizer(cfg)
     engine = FakeEngine(tok, EngineConfig(model=cfg.model, max_model_len=cfg.max_model_len, moe=moe,
-                                          ttft=cfg.ttft, per_token=cfg.per_token, seed=cfg.seed))
+                                          ttft=cfg.ttft, per_token=cfg.per_token, seed=cfg.seed,
+                                          think=cfg.template == "thinking" if cfg.think is None else cfg.think))
     rules = parse_specs(cfg.faults)
     templates = variants(getattr(tok, "chat_template", None))
     for r in rules:
@@ -109,7 +111,7 @@ class RunningServer:
     @property
     def state(self) -> ServerState:
         assert self.app is not None
-        return self.app["state"]
+        return self.app[STATE]
 
     def set_faults(self, specs, seed: int | None = None) -> None:
         self.state.plan.set(specs, seed)

@@ -95,17 +95,20 @@ class HTTP:
             if resp.status_code >= 300:
                 raise _status_error(resp.status_code, await resp.aread(), resp.headers, attempt)
             done = False
-            async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    done = True
-                    break
-                try:
-                    chunks.append(orjson.loads(data))
-                except orjson.JSONDecodeError:
-                    raise MalformedResponseError(f"stream chunk is not JSON: {data[:200]!r}") from None
+            try:
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        done = True
+                        break
+                    try:
+                        chunks.append(orjson.loads(data))
+                    except orjson.JSONDecodeError:
+                        raise MalformedResponseError(f"stream chunk is not JSON: {data[:200]!r}") from None
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                raise IncompleteStreamError(f"stream from {url} cut after {len(chunks)} chunks: {exc}", attempt) from None
         if not done:
             raise IncompleteStreamError(f"stream from {url} ended after {len(chunks)} chunks without [DONE]", attempt)
         return chunks

