@@ -194,6 +194,8 @@ class DynamoHandlers:
             params.logprobs, params.top_logprobs, params.ignore_eos = False, 0, True
             if params.max_tokens is None:
                 params.max_tokens = 16
+        elif params.logprobs:  # a vLLM worker ranks at least the top token even without top_logprobs
+            params.top_logprobs = max(params.top_logprobs, 1)
         try:
             gen = self.engine.generate(prompt_ids, params, check_context=not mocker)
         except ContextLengthExceeded as exc:
@@ -205,11 +207,11 @@ class DynamoHandlers:
         delay = self.engine.config.ttft + self.engine.config.per_token * len(gen.token_ids)
         if delay:
             await asyncio.sleep(delay)
-        lps = logprobs_content(self.engine, gen, params, with_id=True, special_as_empty=True) if params.logprobs else None
+        lps = logprobs_content(self.engine, gen, params, dynamo=True) if params.logprobs else None
         out = {"id": new_id("chatcmpl-", dashed=True),
-               "choices": [{"index": 0, "message": {"content": gen.text, "refusal": None, "role": "assistant"},
+               "choices": [{"index": 0, "message": {"content": gen.text or None, "refusal": None, "role": "assistant"},
                             "finish_reason": gen.finish_reason,
-                            "logprobs": {"content": lps} if lps is not None else None}],
+                            "logprobs": {"content": lps, "refusal": None} if lps is not None else None}],
                "created": int(time.time()), "model": self.model, "object": "chat.completion",
                "usage": self._usage(prompt_ids, gen, reused)}
         ext = self._nvext(extra, prompt_ids, gen, params, reused, gen.token_ids)
@@ -234,41 +236,57 @@ class DynamoHandlers:
         return ed
 
     def _nvext(self, extra: set, prompt_ids, gen: Generation, params, reused: int, ids) -> dict:
+        """nvext in the real frontend's key order: worker_id, completion_token_ids, timing, engine_data."""
         ext: dict = {}
         if "worker_id" in extra:
             ext["worker_id"] = {"prefill_worker_id": WORKER_ID, "decode_worker_id": WORKER_ID}
-        if "engine_data" in extra and self.backend == "vllm":
-            ext["engine_data"] = self._engine_data(prompt_ids, gen, params, reused)
         if "completion_token_ids" in extra:
             ext["completion_token_ids"] = list(ids)
-        if "routed_experts" in extra and gen.routed_experts:
-            ext["routed_experts"] = dict(gen.routed_experts)
         if "timing" in extra:
             now = time.time() * 1000
             ext["timing"] = {"request_received_ms": int(now), "prefill_wait_time_ms": 0.0, "prefill_time_ms": 0.0,
                              "ttft_ms": self.engine.config.ttft * 1000,
                              "total_time_ms": (self.engine.config.ttft + self.engine.config.per_token * len(gen.token_ids)) * 1000}
+        if "routed_experts" in extra and gen.routed_experts:
+            ext["routed_experts"] = dict(gen.routed_experts)
+        if "engine_data" in extra and self.backend == "vllm":
+            ext["engine_data"] = self._engine_data(prompt_ids, gen, params, reused)
         return ext
 
     async def _stream(self, request, body, extra, prompt_ids, gen: Generation, params, reused):
+        """Ids per chunk; the chunk with finish_reason carries engine_data (and, behind a vLLM
+        worker, the last token itself); a usage chunk last when asked."""
         cid, created = new_id("chatcmpl-", dashed=True), int(time.time())
         pieces = text_pieces(self.engine, gen.token_ids)
-        lps = logprobs_content(self.engine, gen, params, with_id=True, special_as_empty=True) if params.logprobs else None
+        lps = logprobs_content(self.engine, gen, params, dynamo=True) if params.logprobs else None
         if self.engine.config.ttft:
             await asyncio.sleep(self.engine.config.ttft)
         tail = {"created": created, "model": self.model, "object": "chat.completion.chunk"}
+        per_chunk = extra - {"engine_data", "timing", "routed_experts"}
+        n = len(gen.token_ids)
+        last_in_final = self.backend == "vllm" and n > 0
+        body_tokens = n - 1 if last_in_final else n
+
+        def lp_of(i):
+            return {"content": [lps[i]], "refusal": None} if lps else None
+
         async with SSE(request, self.engine.config.per_token) as sse:
-            for i, (tid, piece) in enumerate(zip(gen.token_ids, pieces)):
-                delta = {"content": piece, "role": "assistant"} if i == 0 else {"content": piece}
+            for i in range(body_tokens):
+                delta = {"content": pieces[i], "role": "assistant"} if i == 0 else {"content": pieces[i]}
                 chunk = {"id": cid, "choices": [{"index": 0, "delta": delta, "finish_reason": None,
-                                                  "logprobs": {"content": [lps[i]]} if lps else None}], **tail}
-                ext = self._nvext(extra - {"engine_data", "timing", "routed_experts"}, prompt_ids, gen, params, reused, [tid])
+                                                  "logprobs": lp_of(i)}], **tail}
+                ext = self._nvext(per_chunk, prompt_ids, gen, params, reused, [gen.token_ids[i]])
                 if ext:
                     chunk["nvext"] = ext
                 await sse.send(chunk)
-            final = {"id": cid, "choices": [{"index": 0, "delta": {}, "finish_reason": gen.finish_reason,
-                                              "logprobs": None}], **tail}
-            ext = self._nvext(extra, prompt_ids, gen, params, reused, [])
+            delta = {}
+            if last_in_final and pieces[-1]:
+                delta = {"content": pieces[-1], "role": "assistant"} if n == 1 else {"content": pieces[-1]}
+            final = {"id": cid, "choices": [{"index": 0, "delta": delta, "finish_reason": gen.finish_reason,
+                                              "logprobs": lp_of(n - 1) if last_in_final else None}], **tail}
+            ext = self._nvext(extra, prompt_ids, gen, params, reused, [gen.token_ids[-1]] if last_in_final else [])
+            if "completion_token_ids" in ext:  # the real frontend writes engine_data before the last ids
+                ext["completion_token_ids"] = ext.pop("completion_token_ids")
             if ext:
                 final["nvext"] = ext
             await sse.send(final)

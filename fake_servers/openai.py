@@ -42,20 +42,21 @@ def render_messages(state: ServerState, body: dict, active: Active, add_generati
                                kwargs, chat_template_for(state, active))
 
 
-def logprob_entry(engine: FakeEngine, token_id: int, lp: float, alts, with_id: bool = False,
-                  special_as_empty: bool = False) -> dict:
-    def one(t: int, v: float) -> dict:
+def logprob_entry(engine: FakeEngine, token_id: int, lp: float, alts, dynamo: bool = False) -> dict:
+    """One `logprobs.content` entry. Dynamo's (vLLM worker) adds `token_id`, and writes the sampled
+    stop token as `""` with `bytes: null`; its alternatives carry no ids."""
+    def one(t: int, v: float, top: bool) -> dict:
         text = engine.token_text(t)
-        if special_as_empty and t == engine.eos_id:
-            text = ""
+        if dynamo and top and t == engine.eos_id:
+            return {"token": "", "logprob": v, "token_id": t, "bytes": None}
         d = {"token": text, "logprob": v}
-        if with_id:
+        if dynamo and top:
             d["token_id"] = t
         d["bytes"] = list(text.encode("utf-8"))
         return d
 
-    entry = one(token_id, lp)
-    entry["top_logprobs"] = [one(t, v) for t, v in alts] if alts else []
+    entry = one(token_id, lp, True)
+    entry["top_logprobs"] = [one(t, v, False) for t, v in alts] if alts else []
     return entry
 
 

@@ -21,15 +21,19 @@ def json_type(value) -> str:
     return "object"
 
 
-def structure(value, path: str = "$") -> dict[str, set[str]]:
-    """{key path: {json types seen there}} for every node of `value`."""
+# Objects whose keys are data, not schema (vLLM /v1/completions: {token text: logprob}).
+MAP_PATHS = ("$.choices[].logprobs.top_logprobs[]",)
+
+
+def structure(value, path: str = "$", maps=MAP_PATHS) -> dict[str, set[str]]:
+    """{key path: {json types seen there}} for every node of `value` (keys of `maps` become `*`)."""
     out: dict[str, set[str]] = {}
 
     def walk(v, p):
         out.setdefault(p, set()).add(json_type(v))
         if isinstance(v, dict):
             for k, child in v.items():
-                walk(child, f"{p}.{k}")
+                walk(child, f"{p}.*" if p in maps else f"{p}.{k}")
         elif isinstance(v, list):
             for child in v:
                 walk(child, f"{p}[]")

