@@ -1,0 +1,86 @@
+"""No input makes a fake server answer 500 or hang: hypothesis-generated bodies on every route."""
+
+import json
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+ROUTES = {
+    "vllm": ["/v1/chat/completions", "/v1/chat/completions/tokens", "/tokenize", "/detokenize",
+             "/inference/v1/generate", "/v1/completions", "/v1/models", "/nope"],
+    "dynamo": ["/v1/chat/completions", "/tokenize", "/v1/models"],
+}
+FIELDS = ["model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "logprobs",
+          "top_logprobs", "stream", "stop", "seed", "n", "tools", "tokens", "token_ids", "sampling_params",
+          "prompt", "return_token_ids", "nvext", "add_generation_prompt", "stream_options", "priority",
+          "stop_token_ids", "chat_template_kwargs", "ignore_eos"]
+scalar = st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.integers(-2**63, 2**63),
+                   st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12),
+                   st.sampled_from(["tiny-qwen", "user", "assistant", "tool", "system", "engine_data"]))
+value = st.recursive(scalar, lambda inner: st.one_of(
+    st.lists(inner, max_size=4),
+    st.dictionaries(st.sampled_from(["role", "content", "type", "text", "extra_fields", "token_data", "max_tokens",
+                                     "logprobs", "tool_call_id", "function", "name", "agent_hints"]), inner, max_size=4)),
+    max_leaves=10)
+message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "tool", "system", "bogus"]),
+                                 "content": st.one_of(st.text(max_size=20), st.none(), value)})
+body = st.one_of(
+    st.dictionaries(st.sampled_from(FIELDS), value, max_size=6),
+    st.fixed_dictionaries({"model": st.just("tiny-qwen"), "messages": st.lists(message, max_size=3)},
+                          optional={k: value for k in FIELDS[2:]}),
+    value,
+)
+VALID = {
+    "/v1/chat/completions": {"model": "tiny-qwen", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
+    "/v1/chat/completions/tokens": {"model": "tiny-qwen", "tokens": [151644, 872, 198, 6023], "max_tokens": 8},
+    "/tokenize": {"model": "tiny-qwen", "messages": [{"role": "user", "content": "hi"}]},
+    "/detokenize": {"model": "tiny-qwen", "tokens": [9707, 1879]},
+    "/inference/v1/generate": {"model": "tiny-qwen", "token_ids": [9707], "sampling_params": {"max_tokens": 4}},
+    "/v1/completions": {"model": "tiny-qwen", "prompt": "Hello", "max_tokens": 4},
+}
+
+
+def near_valid(route: str):
+    """A valid body for `route` with up to three fields replaced or added and two removed."""
+    base = VALID.get(route, VALID["/v1/chat/completions"])
+    return st.tuples(st.dictionaries(st.sampled_from(FIELDS), value, max_size=3),
+                     st.lists(st.sampled_from(FIELDS), max_size=2)).map(
+        lambda t: {**{k: v for k, v in base.items() if k not in t[1]}, **t[0]})
+
+
+def payload_for(route: str):
+    return st.one_of(body.map(lambda b: json.dumps(b).encode()),
+                     near_valid(route).map(lambda b: json.dumps(b).encode()),
+                     near_valid(route).map(lambda b: json.dumps(b).encode()), st.binary(max_size=40))
+
+
+def requests_for(kind: str):
+    return st.sampled_from(ROUTES[kind]).flatmap(lambda r: st.tuples(st.just(r), payload_for(r)))
+
+
+@pytest.mark.parametrize("kind", ["vllm", "dynamo"])
+def test_no_input_gives_500_or_hangs(request, kind):
+    srv = request.getfixturevalue(f"fake_{kind}_server")
+    client = httpx.Client(base_url=srv.root_url, timeout=10)
+
+    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(req=requests_for(kind), method=st.sampled_from(["POST", "POST", "POST", "GET"]))
+    def check(req, method):
+        route, payload = req
+        resp = client.request(method, route, content=payload if method == "POST" else None)
+        assert resp.status_code < 500, (route, payload[:200], resp.text[:300])
+        if resp.status_code >= 400:
+            err = resp.json()
+            if kind == "dynamo":
+                assert set(err) >= {"message", "type", "code"}
+            else:
+                assert "error" in err or "detail" in err
+        elif resp.headers["content-type"].startswith("application/json") and resp.content:
+            resp.json()
+
+    try:
+        check()
+    finally:
+        client.close()
