@@ -57,8 +57,11 @@ def state_of(request: web.Request) -> ServerState:
     return request.app[STATE]
 
 
+NO_FAULTS = Active()
+
+
 def faults_of(request: web.Request) -> Active:
-    return request.get(FAULTS) or Active()
+    return request.get(FAULTS) or NO_FAULTS
 
 
 async def read_json(request: web.Request) -> dict:

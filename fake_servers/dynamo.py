@@ -257,7 +257,7 @@ class DynamoHandlers:
         """Ids per chunk; the chunk with finish_reason carries engine_data (and, behind a vLLM
         worker, the last token itself); a usage chunk last when asked."""
         cid, created = new_id("chatcmpl-", dashed=True), int(time.time())
-        pieces = text_pieces(self.engine, gen.token_ids)
+        pieces = text_pieces(self.engine, gen)
         lps = logprobs_content(self.engine, gen, params, dynamo=True) if params.logprobs else None
         if self.engine.config.ttft:
             await asyncio.sleep(self.engine.config.ttft)

@@ -85,6 +85,7 @@ class Generation:
     logprobs: list[float]
     top_logprobs: list[list[tuple[int, float]]]  # per position: (id, logprob), best first
     routed_experts: dict[str, Any] | None = None
+    derived: dict = field(default_factory=dict)  # per-answer pieces built once (logprob entries, text deltas)
 
 
 class ContextLengthExceeded(Exception):

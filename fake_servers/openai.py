@@ -60,13 +60,26 @@ def logprob_entry(engine: FakeEngine, token_id: int, lp: float, alts, dynamo: bo
     return entry
 
 
-def logprobs_content(engine: FakeEngine, gen: Generation, params: SamplingParams, **kw) -> list[dict]:
-    tops = gen.top_logprobs or [None] * len(gen.token_ids)
-    return [logprob_entry(engine, t, lp, alts, **kw) for t, lp, alts in zip(gen.token_ids, gen.logprobs, tops)]
+def logprobs_content(engine: FakeEngine, gen: Generation, params: SamplingParams, dynamo: bool = False) -> list[dict]:
+    """The answer's `logprobs.content` (built once per generation; a fresh list each call, since
+    faults may add or remove entries; entries are shared and never mutated)."""
+    key = ("logprobs", dynamo)
+    entries = gen.derived.get(key)
+    if entries is None:
+        tops = gen.top_logprobs or [None] * len(gen.token_ids)
+        entries = gen.derived[key] = tuple(logprob_entry(engine, t, lp, alts, dynamo)
+                                           for t, lp, alts in zip(gen.token_ids, gen.logprobs, tops))
+    return list(entries)
 
 
-def text_pieces(engine: FakeEngine, ids: list[int]) -> list[str]:
+def text_pieces(engine: FakeEngine, gen: Generation) -> list[str]:
     """Per-token text deltas as an incremental detokenizer emits them (specials skipped)."""
+    if "pieces" not in gen.derived:
+        gen.derived["pieces"] = _pieces(engine, gen.token_ids)
+    return gen.derived["pieces"]
+
+
+def _pieces(engine: FakeEngine, ids: list[int]) -> list[str]:
     out, prev = [], ""
     for i in range(len(ids)):
         cur = engine.decode(ids[: i + 1], skip_special_tokens=True)

@@ -217,7 +217,7 @@ class VLLMHandlers:
         want_ids = bool(body.get("return_token_ids"))
         cid, created = new_id("chatcmpl-"), int(time.time())
         head = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": self.model}
-        pieces = text_pieces(self.engine, gen.token_ids)
+        pieces = text_pieces(self.engine, gen)
         lps = logprobs_content(self.engine, gen, params) if params.logprobs else None
         if self.engine.config.ttft:
             await asyncio.sleep(self.engine.config.ttft)

@@ -1,0 +1,128 @@
+"""Fake server throughput at 1,000 concurrent connections, against a bare aiohttp handler.
+
+    python bench/fake_server.py [--connections 1000 --duration 10 --kind vllm|dynamo|both]
+
+Each server runs in its own process on 127.0.0.1; `wrk` (Debian package `wrk`) drives it with a
+chat-completions POST. Prints requests/s, p50/p99 latency and errors for each, and the ratio of
+each fake to the bare handler measured in the same run (target: >= 0.5x).
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+BODIES = {
+    "vllm": {"model": "tiny-qwen", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 32,
+             "logprobs": True, "return_token_ids": True},
+    "dynamo": {"model": "tiny-qwen", "messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 32,
+               "logprobs": True, "nvext": {"extra_fields": ["engine_data", "completion_token_ids"]}},
+}
+
+BARE = r'''
+import sys
+from aiohttp import web
+async def handle(request):
+    await request.read()
+    return web.json_response({"ok": True})
+app = web.Application()
+app.router.add_post("/v1/chat/completions", handle)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None, backlog=4096)
+'''
+
+FAKE = r'''
+import asyncio, sys
+from fake_servers.server import FakeConfig, build_app, start
+async def main():
+    runner, port = await start(build_app(FakeConfig(kind=sys.argv[2])), "127.0.0.1", int(sys.argv[1]))
+    await asyncio.Event().wait()
+asyncio.run(main())
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 60) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"server on {port} did not start")
+
+
+def wrk(port: int, body: dict, connections: int, duration: int) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
+        f.write(f"wrk.body = {json.dumps(json.dumps(body))}\n")
+        script = f.name
+    out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--timeout", "10s",
+                          "--latency", "-s", script, f"http://127.0.0.1:{port}/v1/chat/completions"],
+                         capture_output=True, text=True).stdout
+    os.unlink(script)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def pct(p):
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    return {"rps": rps, "p50_ms": pct(50), "p99_ms": pct(99), "errors": errors}
+
+
+def measure(code: str, args: list[str], body: dict, connections: int, duration: int) -> dict:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", code, str(port), *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        wrk(port, body, min(connections, 50), 2)  # warm-up: caches, tokenizer, connection setup
+        return wrk(port, body, connections, duration)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--connections", type=int, default=1000)
+    p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--kind", choices=("vllm", "dynamo", "both"), default="both")
+    a = p.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: apt-get install wrk")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    kinds = ["vllm", "dynamo"] if a.kind == "both" else [a.kind]
+    bare = measure(BARE, [], BODIES["vllm"], a.connections, a.duration)
+    print(f"{'server':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}{'vs bare':>9}")
+    print(f"{'bare aiohttp handler':<22}{bare['rps']:>10.0f}{bare['p50_ms']:>10.1f}{bare['p99_ms']:>10.1f}{bare['errors']:>8}{'1.00x':>9}")
+    for kind in kinds:
+        r = measure(FAKE, [kind], BODIES[kind], a.connections, a.duration)
+        print(f"{'fake ' + kind + ' chat':<22}{r['rps']:>10.0f}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['errors']:>8}"
+              f"{r['rps'] / bare['rps']:>8.2f}x")
+    print(f"({a.connections} connections, {a.duration} s each, wrk -t1; target: fake >= 0.5x bare, 0 errors)")
+
+
+if __name__ == "__main__":
+    main()
