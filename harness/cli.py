@@ -61,6 +61,39 @@ def cmd_rollout(args) -> int:
     return 0
 
 
+def cmd_parity(args) -> int:
+    from .client import ClientConfig, TitoError
+    from .parity_probe import probe
+
+    config = ClientConfig(base_url=args.base_url, model=args.model, renderer_transport=args.transport,
+                          tokenizer=args.tokenizer, template=args.template, api_key=args.api_key, parity_policy="off")
+    try:
+        rows = asyncio.run(probe(config))
+    except TitoError as exc:
+        err.print(f"[red]parity probe failed:[/] {type(exc).__name__}: {exc}")
+        return 2
+    mismatches = sum(1 for r in rows if r.verdict == "MISMATCH")
+    if args.json:
+        print(json.dumps({"transport": args.transport, "base_url": args.base_url, "model": args.model,
+                          "rows": [r.to_dict() for r in rows], "mismatches": mismatches}))
+    else:
+        t = Table(title=f"tokenizer parity: local vs {args.base_url} ({args.transport})", title_justify="left")
+        for col in ("conversation", "engine tokens", "local tokens", "verdict", "first difference"):
+            t.add_column(col, justify="right" if "tokens" in col else "left")
+        for r in rows:
+            rep = r.report
+            first = r.error or ("" if rep.ok else f"token {rep.first_diff}: engine id {rep.engine_token} vs local id "
+                                                  f"{rep.local_token}; engine {rep.engine_text!r} vs local "
+                                                  f"{rep.local_text!r} ({rep.cause})")
+            color = {"match": "green", "MISMATCH": "red"}.get(r.verdict, "yellow")
+            t.add_row(r.conversation, str(rep.engine_len) if rep else "-", str(rep.local_len) if rep else "-",
+                      f"[{color}]{r.verdict}[/]", first)
+        out.print(t)
+        out.print(f"{mismatches} mismatch(es) in {len(rows)} conversations")
+    unknown = sum(1 for r in rows if r.verdict == "unknown")
+    return 1 if mismatches else (3 if unknown == len(rows) else 0)
+
+
 def cmd_fake(args) -> int:
     from aiohttp import web
 
@@ -164,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     r.set_defaults(func=cmd_rollout)
+
+    pa = sub.add_parser("parity", help="does the local tokenizer render exactly what the engine renders?")
+    pa.add_argument("--base-url", required=True)
+    pa.add_argument("--model", required=True)
+    pa.add_argument("--transport", choices=("vllm_generate", "dynamo_chat"), default="vllm_generate")
+    pa.add_argument("--tokenizer", default=None, help="HF tokenizer dir or name (default: built-in Qwen2.5)")
+    pa.add_argument("--template", choices=("chatml", "thinking"), default="chatml")
+    pa.add_argument("--api-key", default=os.environ.get("HARNESS_API_KEY"))
+    pa.add_argument("--json", action="store_true")
+    pa.set_defaults(func=cmd_parity)
 
     f = sub.add_parser("fake", help="run a fake vLLM or Dynamo server")
     f.add_argument("kind", choices=("vllm", "dynamo"))

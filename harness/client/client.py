@@ -27,6 +27,8 @@ from .transports.dynamo import DynamoChat
 from .transports.vllm import VLLMGenerate
 
 log = logging.getLogger("harness.client")
+# One parity verdict per (base URL, model, tokenizer, template): later clients reuse it.
+_PARITY_CACHE: dict[tuple, ParityReport] = {}
 ENGINE_PROMPT_SOURCES = ("engine_data", "nvext", "response")
 
 
@@ -63,6 +65,12 @@ class TurnResult:
         return d
 
 
+def _tokenizer_id(spec) -> str:
+    if spec is None or isinstance(spec, str):
+        return str(spec)
+    return f"{getattr(spec, 'name_or_path', '')}#{id(spec)}"
+
+
 def _sampling(kwargs: dict) -> Sampling:
     unknown = set(kwargs) - set(Sampling.__dataclass_fields__)
     if unknown:
@@ -80,8 +88,9 @@ class TitoClient:
         self._transport: Transport | None = None
         self._max_model_len: int | None | bool = False  # False = not asked yet
         self._init_lock = asyncio.Lock()
-        self.parity_report: ParityReport | None = None
-        self._parity_checked = config.parity_policy == "off"
+        self._parity_key = (config.base_url, config.model, _tokenizer_id(config.tokenizer), config.template)
+        self.parity_report: ParityReport | None = None if config.parity_policy == "off" else _PARITY_CACHE.get(self._parity_key)
+        self._parity_checked = config.parity_policy == "off" or self.parity_report is not None
 
     async def __aenter__(self) -> "TitoClient":
         return self
@@ -137,7 +146,7 @@ class TitoClient:
     # -- parity -----------------------------------------------------------------------------------
     async def _check_parity(self, transport: Transport, messages, tools, engine_prompt: list[int] | None) -> str | None:
         if self._parity_checked:
-            return None if self.parity_report is None else ("ok" if self.parity_report.ok else "mismatch")
+            return None if self.parity_report is None else self._parity_verdict()
         self._parity_checked = True
         try:
             tok = await self.tokenizer()
@@ -151,14 +160,18 @@ class TitoClient:
             if engine is None:
                 self._parity_checked = False  # try again on a turn that carries engine prompt ids
                 return None
-            self.parity_report = compare(engine, local, tok)
+            self.parity_report = _PARITY_CACHE[self._parity_key] = compare(engine, local, tok)
         except Exception as exc:
             log.warning("tokenizer parity check could not run: %s", exc)
             return None
+        return self._parity_verdict(first=True)
+
+    def _parity_verdict(self, first: bool = False) -> str:
         if not self.parity_report.ok:
             if self.config.parity_policy == "raise":
                 raise TokenizerMismatchError(self.parity_report)
-            log.warning("tokenizer parity: %s", self.parity_report.summary())
+            if first:
+                log.warning("tokenizer parity: %s", self.parity_report.summary())
         return "ok" if self.parity_report.ok else "mismatch"
 
     @property

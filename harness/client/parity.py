@@ -22,19 +22,23 @@ class ParityReport:
     engine_text: str = ""
     local_text: str = ""
     cause: str | None = None
+    engine_token: int | None = None  # the ids at first_diff (None past the end of that side)
+    local_token: int | None = None
 
     def summary(self) -> str:
         if self.ok:
             return f"local rendering equals the engine's ({self.engine_len} tokens)"
-        return (f"first difference at token {self.first_diff} (engine {self.engine_len} tokens, local "
-                f"{self.local_len}): engine {self.engine_window} {self.engine_text!r} vs local "
-                f"{self.local_window} {self.local_text!r}; likely cause: {self.cause}")
+        return (f"first difference at token {self.first_diff}: engine id {self.engine_token} vs local id "
+                f"{self.local_token} (engine {self.engine_len} tokens, local {self.local_len}); engine "
+                f"{self.engine_window} {self.engine_text!r} vs local {self.local_window} {self.local_text!r}; "
+                f"likely cause: {self.cause}")
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "engine_len": self.engine_len, "local_len": self.local_len,
                 "first_diff": self.first_diff, "engine_window": self.engine_window,
                 "local_window": self.local_window, "engine_text": self.engine_text,
-                "local_text": self.local_text, "cause": self.cause}
+                "local_text": self.local_text, "cause": self.cause, "engine_token": self.engine_token,
+                "local_token": self.local_token}
 
 
 def _decode(tokenizer, ids: list[int]) -> str:
@@ -51,7 +55,9 @@ def compare(engine: list[int], local: list[int], tokenizer=None) -> ParityReport
     i = next((k for k, (a, b) in enumerate(zip(engine, local)) if a != b), min(len(engine), len(local)))
     lo = max(0, i - 2)
     ew, lw = engine[lo:i + WINDOW], local[lo:i + WINDOW]
-    report = ParityReport(False, len(engine), len(local), i, ew, lw)
+    report = ParityReport(False, len(engine), len(local), i, ew, lw,
+                          engine_token=engine[i] if i < len(engine) else None,
+                          local_token=local[i] if i < len(local) else None)
     if tokenizer is not None:
         report.engine_text, report.local_text = _decode(tokenizer, ew), _decode(tokenizer, lw)
     report.cause = _cause(engine, local, i, tokenizer)
