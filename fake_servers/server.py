@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from dataclasses import dataclass, field
 
@@ -73,14 +72,9 @@ def build_app(cfg: FakeConfig | None = None, **overrides) -> web.Application:
 
 async def start(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
     """Start `app` in the running loop; returns the runner and the bound port."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    site = web.SockSite(runner, sock, backlog=2048)
-    await site.start()
-    return runner, sock.getsockname()[1]
+    from harness.serve import start_app
+
+    return await start_app(app, host, port)
 
 
 class RunningServer:

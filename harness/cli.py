@@ -94,6 +94,103 @@ def cmd_parity(args) -> int:
     return 1 if mismatches else (3 if unknown == len(rows) else 0)
 
 
+def cmd_record(args) -> int:
+    from .recording.format import CassetteError
+    from .recording.proxy import run_proxy
+    from .recording.scrub import Scrubber
+
+    def ready(port, info):
+        server = f"{info.get('server', 'unknown server')} {info.get('server_version', '')}".strip()
+        print(f"recording {args.upstream} ({server}) into {args.cassette} [mode {args.mode}]; "
+              f"send traffic to http://{args.host}:{port}/v1 ; Ctrl-C to stop", flush=True)
+
+    meta = {k: v for k, v in (("hardware", args.hardware), ("scenario", args.scenario)) if v}
+    try:
+        rec = run_proxy(args.upstream, args.cassette, args.host, args.port, args.mode,
+                        Scrubber(extra_patterns=args.scrub_pattern), meta, ready)
+    except CassetteError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    print(f"stopped: {rec.recorded} exchanges recorded, {len(rec.cassette.interactions)} in {args.cassette}")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from .recording.format import CassetteError
+    from .recording.replay import DEFAULT_IGNORE, run_replay
+
+    def ready(port, index):
+        print(f"replaying {index.count} interactions from {len(args.paths)} path(s) on http://{args.host}:{port}/v1 "
+              f"(unmatched requests answer 422)", flush=True)
+
+    try:
+        run_replay(args.paths, args.host, args.port, (*DEFAULT_IGNORE, *args.ignore_field), args.repeat, ready)
+    except CassetteError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .recording.format import Cassette, CassetteError
+    from .recording.inspect import analyze
+
+    try:
+        report = analyze(Cassette.load(args.path))
+    except CassetteError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    if args.json:
+        print(json.dumps({"meta": report.meta, "routes": dict(report.routes), "statuses": dict(report.statuses),
+                          "rows": [r.__dict__ for r in report.rows], "anomalies": report.anomalies}))
+        return 0
+    meta = report.meta
+    out.print(f"[bold]{args.path}[/]: {len(report.rows)} exchanges")
+    prov = ", ".join(f"{k}: {meta[k]}" for k in ("server", "server_version", "model", "hardware", "scenario",
+                                                   "recorded_at", "recorder", "upstream") if meta.get(k))
+    out.print(f"provenance: {prov or 'none recorded'}")
+    out.print("routes: " + ", ".join(f"{k} x{v}" for k, v in report.routes.items()))
+    out.print("statuses: " + ", ".join(f"{k} x{v}" for k, v in sorted(report.statuses.items())))
+    t = Table(title_justify="left")
+    for col in ("#", "request", "status", "turn", "prompt", "completion", "logprobs", "finish", "anomalies"):
+        t.add_column(col, justify="right" if col in ("#", "status", "prompt", "completion", "logprobs") else "left")
+    fmt = lambda v: "" if v is None else str(v)
+    for r in report.rows:
+        t.add_row(str(r.index), f"{r.method} {r.path}", str(r.status), fmt(r.kind), fmt(r.prompt_tokens),
+                  fmt(r.completion_tokens), fmt(r.logprobs), fmt(r.finish_reason),
+                  "[red]" + "; ".join(r.anomalies) + "[/]" if r.anomalies else "")
+    out.print(t)
+    out.print(f"{len(report.anomalies)} anomal{'y' if len(report.anomalies) == 1 else 'ies'}")
+    return 0
+
+
+def cmd_repro(args) -> int:
+    from .recording.format import CassetteError
+    from .recording.repro import emit_test, repro_cassette
+
+    try:
+        report = repro_cassette(args.path)
+    except (CassetteError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    s = report.script
+    out.print(f"[bold]{args.path}[/]: {len(s.turns)} turns, transport {s.transport}"
+              f"{' (route ' + s.tito_route + ')' if s.transport == 'vllm_generate' else ''}, model {s.model}")
+    t = Table(title_justify="left")
+    for col in ("turn", "mode", "reason", "prompt", "completion", "dropped tokens", "routed experts", "error"):
+        t.add_column(col)
+    for o in report.turns:
+        t.add_row(str(o.index + 1), o.mode or "", o.fallback_reason or "", str(o.prompt_tokens or ""),
+                  str(o.completion_tokens or ""), o.tokens_dropped or "",
+                  (str(o.routed_experts) if o.routed_experts else "") + (o.routed_experts_error or ""),
+                  f"{o.error}: {o.error_message}" if o.error else "")
+    out.print(t)
+    if args.emit_test:
+        path = emit_test(report, args.emit_test)
+        out.print(f"regression test written to {path}")
+    return 0
+
+
 def cmd_fake(args) -> int:
     from aiohttp import web
 
@@ -224,6 +321,36 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-generate", action="store_true", help="vllm: no /inference/v1/generate")
     f.add_argument("--no-tool-parser", action="store_true", help="vllm: refuse tools as a server without --enable-auto-tool-choice")
     f.set_defaults(func=cmd_fake)
+
+    rc = sub.add_parser("record", help="a recording reverse proxy in front of any vLLM or Dynamo")
+    rc.add_argument("--upstream", required=True, help="the real server, e.g. http://gpu-node:8000")
+    rc.add_argument("--cassette", required=True)
+    rc.add_argument("--host", default="127.0.0.1")
+    rc.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
+    rc.add_argument("--mode", choices=("once", "new_episodes", "all"), default="once")
+    rc.add_argument("--scrub-pattern", action="append", default=[], help="another regex to blank out; repeatable")
+    rc.add_argument("--hardware", default=None, help="provenance: e.g. '8x H100'")
+    rc.add_argument("--scenario", default=None, help="provenance: what the traffic is")
+    rc.set_defaults(func=cmd_record)
+
+    rp = sub.add_parser("replay", help="a server that answers from cassettes")
+    rp.add_argument("paths", nargs="+", help="cassette files or directories")
+    rp.add_argument("--host", default="127.0.0.1")
+    rp.add_argument("--port", type=int, default=8080)
+    rp.add_argument("--ignore-field", action="append", default=[], help="dotted body field left out of matching")
+    rp.add_argument("--repeat", choices=("last", "cycle", "error"), default="last",
+                    help="after the recorded answers to a repeated request run out")
+    rp.set_defaults(func=cmd_replay)
+
+    ins = sub.add_parser("inspect", help="summarize a cassette and list its anomalies")
+    ins.add_argument("path")
+    ins.add_argument("--json", action="store_true")
+    ins.set_defaults(func=cmd_inspect)
+
+    rr = sub.add_parser("repro", help="replay a cassette's conversation through the client, turn by turn")
+    rr.add_argument("path")
+    rr.add_argument("--emit-test", default=None, metavar="FILE", help="write a regression test pinning the behaviour")
+    rr.set_defaults(func=cmd_repro)
 
     t = sub.add_parser("tokenizer", help="the offline Qwen2.5 tokenizer")
     tsub = t.add_subparsers(dest="tokenizer_command", required=True)

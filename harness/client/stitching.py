@@ -144,10 +144,10 @@ async def plan_turn(history: list[TurnRecord], messages: list[dict], tools: list
     if blocked:
         return StitchPlan("mito", TOKENIZER_MISMATCH, blocked, matched_turn=index)
     if turn.finish_reason == "length":
-        return StitchPlan("mito", TRUNCATED, f"turn {index} was cut by max_tokens (no stop token)", matched_turn=index)
+        return StitchPlan("mito", TRUNCATED, f"turn {index + 1} was cut by max_tokens (no stop token)", matched_turn=index)
     if turn.tokens_dropped or not turn.prompt_ids or not turn.completion_ids:
         why = turn.tokens_dropped or "the server returned no prompt/completion ids"
-        return StitchPlan("mito", NO_ENGINE_TOKENS, f"turn {index}: {why}", matched_turn=index)
+        return StitchPlan("mito", NO_ENGINE_TOKENS, f"turn {index + 1}: {why}", matched_turn=index)
     env = messages[len(turn.prefix):]
     bad = check_env_tail(env)
     if bad:

@@ -1,0 +1,268 @@
+"""Cassettes: vcrpy's YAML format (version 1), readable, plus our `meta`.
+
+Stock vcrpy and pytest-recording load these files (they read `interactions` and `version`, and
+ignore the top-level `meta` and the extra `x_tito` key of a response). Readability: JSON bodies
+are stored pretty-printed, one key per line, when compacting them again gives the recorded bytes
+exactly (`x_tito.compact: true`); otherwise the exact text is kept. A streamed (SSE) answer keeps
+its exact text and `x_tito.chunks`, the size in bytes of each chunk as it arrived, so replay sends
+the same chunking. Writes are atomic: temp file, fsync, rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_VERSION = 1
+VCR_VERSION = 1
+
+try:  # libyaml when present: 10x faster on large cassettes
+    _Dumper = yaml.CSafeDumper
+    _Loader = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover
+    _Dumper, _Loader = yaml.SafeDumper, yaml.SafeLoader
+
+
+class _ReadableDumper(_Dumper):
+    pass
+
+
+def _str(dumper, data: str):
+    if "\n" in data and all(ch >= " " or ch in "\n\t" for ch in data) and not data.endswith((" ", "\t")):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+_ReadableDumper.add_representer(str, _str)
+
+
+class CassetteError(ValueError):
+    """A file that is not a cassette we can read; the message says what is wrong."""
+
+
+def _compact(value) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def pretty_json(value, indent: int = 0) -> str:
+    """One key per line; lists of plain values (token ids, logprobs) stay on one line."""
+    pad = " " * (indent + 1)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [f"{pad}{json.dumps(k, ensure_ascii=False)}: {pretty_json(v, indent + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+    if isinstance(value, list):
+        if all(not isinstance(x, (dict, list)) for x in value):
+            return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+        return "[\n" + ",\n".join(pad + pretty_json(v, indent + 1) for v in value) + "\n" + " " * indent + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def readable_json(body: bytes) -> tuple[str | None, bool]:
+    """(text to store, compact flag): pretty JSON when compacting it restores `body` exactly."""
+    if not body:
+        return ("" if body == b"" else None), False
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, False
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "[") and len(body) < 4 * 1024 * 1024:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text, False
+        if _compact(value) == body:
+            return pretty_json(value), True
+    return text, False
+
+
+@dataclass
+class Interaction:
+    method: str
+    uri: str
+    request_headers: dict[str, list[str]]
+    request_body: bytes
+    status: int
+    reason: str
+    response_headers: dict[str, list[str]]
+    response_body: bytes
+    chunks: list[int] | None = None  # SSE: byte sizes of the chunks as they arrived
+    duration_ms: float | None = None
+
+    @property
+    def path(self) -> str:
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.uri).path
+
+    def request_json(self) -> Any:
+        try:
+            return json.loads(self.request_body) if self.request_body else None
+        except ValueError:
+            return None
+
+    def response_json(self) -> Any:
+        try:
+            return json.loads(self.response_body)
+        except ValueError:
+            return None
+
+    def is_stream(self) -> bool:
+        ctype = ",".join(self.response_headers.get("content-type", self.response_headers.get("Content-Type", [])))
+        return "text/event-stream" in ctype.lower() or self.chunks is not None
+
+    def sse_chunks(self) -> list[dict]:
+        out = []
+        for line in self.response_body.decode("utf-8", "replace").splitlines():
+            if line.startswith("data:") and line[5:].strip() != "[DONE]":
+                try:
+                    out.append(json.loads(line[5:].strip()))
+                except ValueError:
+                    pass
+        return out
+
+    # -- vcrpy dicts ---------------------------------------------------------------------------
+    def to_vcr(self) -> dict:
+        req_text, req_compact = readable_json(self.request_body)
+        if req_text is None and self.request_body:
+            req_text = self.request_body.decode("latin-1")
+        if self.chunks is not None:  # streamed: exact text, so the chunk sizes still add up
+            try:
+                resp_text, resp_compact = self.response_body.decode("utf-8"), False
+            except UnicodeDecodeError:
+                resp_text, resp_compact = None, False
+        else:
+            resp_text, resp_compact = readable_json(self.response_body)
+        extra: dict[str, Any] = {}
+        if resp_text is None and self.response_body:
+            import base64
+
+            extra["base64"] = base64.b64encode(self.response_body).decode()
+        if resp_compact:
+            extra["compact"] = True
+        if req_compact:
+            extra["request_compact"] = True
+        if self.chunks is not None:
+            extra["chunks"] = list(self.chunks)
+        if self.duration_ms is not None:
+            extra["duration_ms"] = round(self.duration_ms, 2)
+        response = {"status": {"code": self.status, "message": self.reason},
+                    "headers": self.response_headers, "body": {"string": resp_text}}
+        if extra:
+            response["x_tito"] = extra
+        return {"request": {"body": req_text if self.request_body else None, "headers": self.request_headers,
+                            "method": self.method, "uri": self.uri},
+                "response": response}
+
+    @classmethod
+    def from_vcr(cls, d: dict) -> "Interaction":
+        try:
+            req, resp = d["request"], d["response"]
+            extra = resp.get("x_tito") or {}
+            body = resp.get("body", {}).get("string")
+            if extra.get("base64"):
+                import base64
+
+                raw = base64.b64decode(extra["base64"])
+            elif body is None:
+                raw = b""
+            elif isinstance(body, bytes):
+                raw = body
+            elif extra.get("compact"):
+                raw = _compact(json.loads(body))
+            else:
+                raw = body.encode("utf-8")
+            rbody = req.get("body")
+            if rbody is None:
+                rraw = b""
+            elif isinstance(rbody, bytes):
+                rraw = rbody
+            elif extra.get("request_compact"):
+                rraw = _compact(json.loads(rbody))
+            else:
+                rraw = rbody.encode("utf-8")
+            status = resp["status"]
+            return cls(req["method"], req["uri"], _headers(req.get("headers")), rraw,
+                       int(status["code"]), status.get("message", ""), _headers(resp.get("headers")), raw,
+                       extra.get("chunks"), extra.get("duration_ms"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CassetteError(f"malformed interaction ({type(exc).__name__}: {exc})") from None
+
+
+def _headers(h) -> dict[str, list[str]]:
+    if not h:
+        return {}
+    return {str(k): [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in h.items()}
+
+
+@dataclass
+class Cassette:
+    interactions: list[Interaction] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Cassette":
+        p = Path(path)
+        if not p.exists():
+            raise CassetteError(f"no cassette at {p}")
+        try:
+            data = yaml.load(p.read_text("utf-8"), Loader=_Loader)
+        except yaml.YAMLError as exc:
+            raise CassetteError(f"{p} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict) or "interactions" not in data:
+            raise CassetteError(f"{p} is not a vcrpy cassette (no 'interactions')")
+        if data.get("version") != VCR_VERSION:
+            raise CassetteError(f"{p}: cassette version {data.get('version')!r}, expected {VCR_VERSION}")
+        interactions = []
+        for i, d in enumerate(data["interactions"] or []):
+            try:
+                interactions.append(Interaction.from_vcr(d))
+            except CassetteError as exc:
+                raise CassetteError(f"{p}: interaction {i}: {exc}") from None
+        return cls(interactions, data.get("meta") or {})
+
+    def to_yaml(self) -> str:
+        meta = {"schema_version": SCHEMA_VERSION, **self.meta}
+        data = {"version": VCR_VERSION, "meta": meta, "interactions": [i.to_vcr() for i in self.interactions]}
+        return yaml.dump(data, Dumper=_ReadableDumper, sort_keys=False, allow_unicode=True, width=120)
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write(Path(path), self.to_yaml().encode("utf-8"))
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so a reader (or a crash) sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def provenance(**kw) -> dict:
+    """A `meta` mapping: server kind/version, model, hardware, scenario, when, and by what."""
+    from .. import __version__
+
+    return {"recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "recorder": f"tito-harness {__version__}", **{k: v for k, v in kw.items() if v is not None}}

@@ -1,0 +1,231 @@
+"""Replay: answer requests from cassettes, matched in O(1) through a hash index.
+
+A request matches an interaction on method, path and canonical body (JSON key order and
+whitespace ignored, volatile fields dropped). Identical repeated requests are answered in recorded
+order; past the last one the repeat policy decides (`last`: keep answering the last one, `cycle`:
+start over, `error`: unmatched). An unmatched request gets status 422 (UNMATCHED_STATUS) with a
+JSON body naming the closest recorded request and the field-level differences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+from aiohttp import web
+
+from .format import Cassette, Interaction
+from .scrub import SECRET_QUERY_KEYS
+
+UNMATCHED_STATUS = 422
+DEFAULT_IGNORE = ("request_id", "nvext.request_timestamp_ms")
+REPEAT_POLICIES = ("last", "cycle", "error")
+_DROP_HEADERS = {"content-length", "transfer-encoding", "content-encoding", "connection", "keep-alive", "date", "server"}
+
+
+def _drop(value, path: list[str]):
+    if not isinstance(value, dict) or not path:
+        return
+    if len(path) == 1:
+        value.pop(path[0], None)
+    else:
+        _drop(value.get(path[0]), path[1:])
+
+
+def canonical_body(body: bytes, ignore=DEFAULT_IGNORE):
+    """(canonical bytes, parsed JSON or None): sorted keys, no whitespace, ignored fields dropped."""
+    if not body:
+        return b"", None
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body, None
+    for dotted in ignore:
+        _drop(value, dotted.split("."))
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS), value
+
+
+def request_key(method: str, uri_or_path: str, body: bytes, ignore=DEFAULT_IGNORE) -> bytes:
+    parts = urlsplit(uri_or_path)
+    query = sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                   if k.lower() not in SECRET_QUERY_KEYS)
+    h = hashlib.blake2b(digest_size=20)
+    h.update(method.upper().encode())
+    h.update(b"\0" + parts.path.encode() + b"\0" + repr(query).encode() + b"\0")
+    h.update(canonical_body(body, ignore)[0])
+    return h.digest()
+
+
+def flatten(value, prefix: str = "body") -> dict[str, object]:
+    out: dict[str, object] = {}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}"))
+        if not value:
+            out[prefix] = {}
+    elif isinstance(value, list) and not all(isinstance(x, (int, float)) for x in value):
+        for i, v in enumerate(value):
+            out.update(flatten(v, f"{prefix}[{i}]"))
+        if not value:
+            out[prefix] = []
+    else:
+        out[prefix] = value
+    return out
+
+
+def field_diff(recorded, got) -> list[str]:
+    """Field-level differences between two JSON bodies, readable, most useful first."""
+    a, b = flatten(recorded), flatten(got)
+    lines = []
+    for k in sorted(set(a) | set(b)):
+        if k not in b:
+            lines.append(f"{k}: recorded {_short(a[k])}, missing now")
+        elif k not in a:
+            lines.append(f"{k}: not recorded, now {_short(b[k])}")
+        elif a[k] != b[k]:
+            lines.append(f"{k}: recorded {_short(a[k])}, now {_short(b[k])}")
+    return lines
+
+
+def _short(v) -> str:
+    text = json.dumps(v, ensure_ascii=False)
+    if isinstance(v, list) and len(v) > 8:
+        text = f"[{len(v)} items: {json.dumps(v[:3])[1:-1]}, ...]"
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+@dataclass
+class _Slot:
+    interactions: list[Interaction] = field(default_factory=list)
+    served: int = 0
+
+
+class ReplayIndex:
+    def __init__(self, cassettes: list[Cassette] | None = None, ignore=DEFAULT_IGNORE, repeat: str = "last"):
+        if repeat not in REPEAT_POLICIES:
+            raise ValueError(f"repeat policy must be one of {REPEAT_POLICIES}")
+        self.ignore = tuple(ignore)
+        self.repeat = repeat
+        self._slots: dict[bytes, _Slot] = defaultdict(_Slot)
+        self._by_route: dict[tuple[str, str], list[tuple[int, Interaction]]] = defaultdict(list)
+        self.count = 0
+        for c in cassettes or []:
+            self.extend(c.interactions)
+
+    def add(self, interaction: Interaction) -> None:
+        key = request_key(interaction.method, interaction.uri, interaction.request_body, self.ignore)
+        self._slots[key].interactions.append(interaction)
+        self._by_route[(interaction.method.upper(), interaction.path)].append((self.count, interaction))
+        self.count += 1
+
+    def extend(self, interactions) -> None:
+        for i in interactions:
+            self.add(i)
+
+    def lookup(self, method: str, path_qs: str, body: bytes) -> Interaction | None:
+        slot = self._slots.get(request_key(method, path_qs, body, self.ignore))
+        if slot is None or not slot.interactions:
+            return None
+        n = len(slot.interactions)
+        if slot.served < n:
+            hit = slot.interactions[slot.served]
+        elif self.repeat == "last":
+            hit = slot.interactions[-1]
+        elif self.repeat == "cycle":
+            hit = slot.interactions[slot.served % n]
+        else:
+            return None
+        slot.served += 1
+        return hit
+
+    def closest(self, method: str, path_qs: str, body: bytes) -> dict:
+        """Explain a miss: the nearest recorded request and what differs."""
+        path = urlsplit(path_qs).path
+        _, got = canonical_body(body, self.ignore)
+        candidates = self._by_route.get((method.upper(), path), [])
+        if not candidates:
+            routes = sorted({f"{m} {p}" for m, p in self._by_route})
+            return {"closest": None, "differences": [f"no recorded request on {method.upper()} {path}"],
+                    "recorded_routes": routes[:50]}
+        best = None
+        for index, inter in candidates:
+            _, rec = canonical_body(inter.request_body, self.ignore)
+            diffs = field_diff(rec, got) if (rec is not None and got is not None) else ["body differs (not JSON)"]
+            if best is None or len(diffs) < len(best[2]):
+                best = (index, inter, diffs)
+        index, inter, diffs = best
+        if not diffs:
+            diffs = [f"identical request already answered {len(self._slots[request_key(method, path_qs, body, self.ignore)].interactions)} time(s); repeat policy is '{self.repeat}'"]
+        return {"closest": {"index": index, "method": inter.method, "path": inter.path}, "differences": diffs[:20]}
+
+
+def _headers_out(inter: Interaction) -> dict:
+    out = {}
+    for k, vs in inter.response_headers.items():
+        if k.lower() not in _DROP_HEADERS and vs:
+            out[k] = vs[-1]
+    return out
+
+
+async def answer(request: web.Request, inter: Interaction) -> web.StreamResponse:
+    """Send a recorded answer: same status, headers and bytes; same chunking for streams."""
+    headers = _headers_out(inter)
+    if inter.chunks:
+        resp = web.StreamResponse(status=inter.status, reason=inter.reason or None, headers=headers)
+        await resp.prepare(request)
+        pos = 0
+        for size in inter.chunks:
+            await resp.write(inter.response_body[pos:pos + size])
+            pos += size
+            await asyncio.sleep(0)
+        if pos < len(inter.response_body):
+            await resp.write(inter.response_body[pos:])
+        await resp.write_eof()
+        return resp
+    return web.Response(status=inter.status, reason=inter.reason or None, body=inter.response_body, headers=headers)
+
+
+def unmatched(request: web.Request, body: bytes, index: ReplayIndex) -> web.Response:
+    info = index.closest(request.method, request.path_qs, body)
+    where = info["closest"]
+    msg = f"no recorded interaction matches {request.method} {request.path}"
+    if where:
+        msg += f"; closest is interaction #{where['index']}: " + "; ".join(info["differences"][:3])
+    payload = {"error": {"message": msg, "type": "CassetteMismatch", "param": None, "code": UNMATCHED_STATUS}, **info}
+    return web.Response(status=UNMATCHED_STATUS, body=orjson.dumps(payload), content_type="application/json")
+
+
+def create_replay_app(index: ReplayIndex) -> web.Application:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        hit = index.lookup(request.method, request.path_qs, body)
+        if hit is None:
+            return unmatched(request, body, index)
+        return await answer(request, hit)
+
+    app = web.Application(client_max_size=256 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+def load_index(paths, ignore=DEFAULT_IGNORE, repeat: str = "last") -> ReplayIndex:
+    from pathlib import Path
+
+    files = []
+    for p in paths:
+        p = Path(p)
+        files.extend(sorted(p.rglob("*.yaml")) if p.is_dir() else [p])
+    return ReplayIndex([Cassette.load(f) for f in files], ignore, repeat)
+
+
+def run_replay(paths, host: str = "127.0.0.1", port: int = 8080, ignore=DEFAULT_IGNORE, repeat: str = "last",
+               on_ready=None) -> None:
+    from ..serve import serve_forever
+
+    index = load_index(paths, ignore, repeat)
+    serve_forever(create_replay_app(index), host, port, (lambda bound: on_ready(bound, index)) if on_ready else None)

@@ -1,0 +1,272 @@
+"""`harness repro`: rebuild the conversation a cassette holds, replay it through the client.
+
+The conversation comes from `meta.conversation` when the recorder wrote one; otherwise it is
+rebuilt from the requests: messages-in turns carry their messages, /v1/chat/completions/tokens
+turns too; /inference/v1/generate turns take their new messages from the /tokenize call that
+computed their bridge; Dynamo token_data turns from their bridge tokens, decoded and read back
+as ChatML messages. Each turn then runs through the client against a replay server, and the
+report says what the client did: mode, reason, dropped tokens, errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..client import ClientConfig, TitoClient, TitoError
+from .format import Cassette, Interaction
+from .inspect import parsed_answer, turn_kind, turn_tokens
+from .replay import ReplayIndex, create_replay_app
+
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+
+
+@dataclass
+class Turn:
+    messages: list[dict]
+    tools: list[dict] | None = None
+    sampling: dict = field(default_factory=dict)
+
+
+@dataclass
+class Script:
+    transport: str
+    tito_route: str
+    model: str
+    stream: bool
+    turns: list[Turn]
+    extra_body: dict = field(default_factory=dict)
+
+
+def parse_chatml(text: str) -> list[dict]:
+    """Messages of a ChatML bridge: tool responses become tool messages, the rest keep their role."""
+    out: list[dict] = []
+    for block in text.split(IM_START)[1:]:
+        body = block.split(IM_END)[0]
+        role, _, content = body.partition("\n")
+        role = role.strip()
+        if not role or role == "assistant" and not content.strip():
+            continue
+        responses = re.findall(r"<tool_response>\n(.*?)\n</tool_response>", content, re.S)
+        if role == "user" and responses:
+            for k, r in enumerate(responses):
+                out.append({"role": "tool", "tool_call_id": f"call_{len(out)}", "content": r})
+        else:
+            out.append({"role": role, "content": content})
+    return out
+
+
+def _sampling(body: dict, path: str) -> dict:
+    if path == "/inference/v1/generate":
+        sp = body.get("sampling_params") or {}
+        s = {k: sp[k] for k in ("max_tokens", "temperature", "top_p", "seed", "stop") if sp.get(k) is not None}
+        if sp.get("logprobs"):
+            s["top_logprobs"] = sp["logprobs"]
+    else:
+        s = {k: body[k] for k in ("temperature", "top_p", "seed", "stop", "top_logprobs") if body.get(k) is not None}
+        mt = body.get("max_completion_tokens", body.get("max_tokens"))
+        if mt is not None:
+            s["max_tokens"] = mt
+    nvext = body.get("nvext") if isinstance(body.get("nvext"), dict) else {}
+    priority = body.get("priority", (nvext.get("agent_hints") or {}).get("priority"))
+    if priority is not None:
+        s["priority"] = priority
+    return s
+
+
+def rebuild(cassette: Cassette, tokenizer=None) -> Script:
+    meta = cassette.meta or {}
+    inters = cassette.interactions
+    turn_reqs = [(n, i) for n, i in enumerate(inters) if turn_kind(i) is not None and i.status < 500]
+    if not turn_reqs:
+        raise ValueError("the cassette holds no chat or generate request to replay")
+    bodies = [i.request_json() or {} for _, i in turn_reqs]
+    dynamo = any(isinstance(b.get("nvext"), dict) for b in bodies)
+    paths = {i.path for _, i in turn_reqs}
+    route = ("chat_tokens" if "/v1/chat/completions/tokens" in paths else
+             "generate" if "/inference/v1/generate" in paths else "auto")
+    model = meta.get("model") or next((b.get("model") for b in bodies if b.get("model")), "model")
+    stream = any(b.get("stream") for b in bodies)
+    extra: dict = {}
+    if dynamo:
+        nv = next(b["nvext"] for b in bodies if isinstance(b.get("nvext"), dict))
+        fields = [f for f in nv.get("extra_fields") or [] if f not in ("engine_data", "completion_token_ids")]
+        rest = {k: v for k, v in nv.items() if k not in ("extra_fields", "token_data", "agent_hints")}
+        if fields or rest:
+            extra["nvext"] = {**rest, **({"extra_fields": fields} if fields else {})}
+    if meta.get("conversation"):
+        turns = [Turn(t["messages"], t.get("tools"), t.get("sampling") or {}) for t in meta["conversation"]]
+        return Script(meta.get("transport") or ("dynamo_chat" if dynamo else "vllm_generate"),
+                      meta.get("tito_route") or route, model, stream, turns, extra)
+
+    turns: list[Turn] = []
+    prev_answer: dict | None = None
+    for (n, inter), body in zip(turn_reqs, bodies):
+        tools = body.get("tools")
+        if turn_kind(inter) == "mito" or inter.path == "/v1/chat/completions/tokens":
+            messages = body.get("messages") or []
+        else:
+            if not turns or prev_answer is None:
+                raise ValueError(f"interaction #{n} stitches onto a turn the cassette does not hold")
+            env = _env_messages(inters, n, inter, turns, tokenizer)
+            messages = [*turns[-1].messages, prev_answer, *env]
+            tools = tools or turns[-1].tools
+        turns.append(Turn(messages, tools, _sampling(body, inter.path)))
+        prev_answer = _answer_message(inters, n, inter)
+    return Script("dynamo_chat" if dynamo else "vllm_generate", route, model, stream, turns, extra)
+
+
+def _answer_message(inters: list[Interaction], n: int, inter: Interaction) -> dict:
+    if inter.path == "/inference/v1/generate":
+        for later in inters[n + 1:]:
+            if later.path == "/detokenize":
+                return {"role": "assistant", "content": (later.response_json() or {}).get("prompt", "")}
+        return {"role": "assistant", "content": ""}
+    t = turn_tokens(inter)
+    return t.message if t is not None else {"role": "assistant", "content": ""}
+
+
+def _env_messages(inters, n, inter, turns, tokenizer) -> list[dict]:
+    if inter.path == "/inference/v1/generate":
+        for earlier in reversed(inters[:n]):
+            if earlier.path == "/tokenize":
+                b = earlier.request_json() or {}
+                if b.get("add_generation_prompt"):
+                    return list((b.get("messages") or [])[1:])
+        raise ValueError(f"interaction #{n}: no /tokenize call holds this turn's new messages")
+    # Dynamo token_data: the bridge is what follows the previous prompt + completion
+    body = inter.request_json() or {}
+    ids = body["nvext"]["token_data"]
+    prev = next(i for i in reversed(inters[:n]) if turn_kind(i) is not None)
+    t = turn_tokens(prev)
+    head = (t.prompt_ids or []) + (t.completion_ids or []) if t else []
+    if tokenizer is None:
+        from ..tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer()
+    return parse_chatml(tokenizer.decode(ids[len(head):]))
+
+
+@dataclass
+class TurnOutcome:
+    index: int
+    mode: str | None = None
+    fallback_reason: str | None = None
+    tokens_dropped: str | None = None
+    logprobs_missing: bool | None = None
+    routed_experts: list[int] | None = None
+    routed_experts_error: str | None = None
+    error: str | None = None
+    error_message: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    def expectation(self) -> dict:
+        """What a regression test pins down (no token counts: those are the cassette's)."""
+        return {"mode": self.mode, "fallback_reason": self.fallback_reason,
+                "tokens_dropped": self.tokens_dropped is not None, "logprobs_missing": self.logprobs_missing,
+                "routed_experts": self.routed_experts, "routed_experts_error": self.routed_experts_error is not None,
+                "error": self.error}
+
+
+@dataclass
+class ReproReport:
+    cassette: str
+    script: Script
+    turns: list[TurnOutcome]
+
+
+class _ReplayThread:
+    def __init__(self, index: ReplayIndex):
+        self.index = index
+        self.loop = asyncio.new_event_loop()
+        self.port = None
+
+    def __enter__(self):
+        from ..serve import start_app
+
+        ready = threading.Event()
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            self.runner, self.port = self.loop.run_until_complete(start_app(create_replay_app(self.index)))
+            ready.set()
+            self.loop.run_forever()
+            self.loop.run_until_complete(self.runner.cleanup())
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(30)
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+async def _run(script: Script, base_url: str) -> list[TurnOutcome]:
+    config = ClientConfig(base_url=base_url, model=script.model, renderer_transport=script.transport,
+                          tito_route=script.tito_route, stream=script.stream, max_retries=0,
+                          extra_body=script.extra_body, check_context=False)
+    out = []
+    async with TitoClient(config) as client:
+        convo = client.conversation()
+        for k, turn in enumerate(script.turns):
+            o = TurnOutcome(k)
+            try:
+                r = await convo.turn(turn.messages, turn.tools, **turn.sampling)
+            except TitoError as exc:
+                o.error, o.error_message = type(exc).__name__, str(exc)
+                out.append(o)
+                break
+            o.mode, o.fallback_reason, o.tokens_dropped = r.mode, r.fallback_reason, r.tokens_dropped
+            o.logprobs_missing = r.logprobs_missing
+            o.routed_experts = list(r.routed_experts.shape) if r.routed_experts is not None else None
+            o.routed_experts_error = r.routed_experts_error
+            o.prompt_tokens = len(r.prompt_ids) if r.prompt_ids is not None else None
+            o.completion_tokens = len(r.completion_ids) if r.completion_ids is not None else None
+            out.append(o)
+    return out
+
+
+def repro_cassette(path: str | Path, tokenizer=None) -> ReproReport:
+    cassette = Cassette.load(path)
+    script = rebuild(cassette, tokenizer)
+    with _ReplayThread(ReplayIndex([cassette])) as srv:
+        turns = asyncio.run(_run(script, f"http://127.0.0.1:{srv.port}/v1"))
+    return ReproReport(str(path), script, turns)
+
+
+TEST_TEMPLATE = '''"""Regression test for {name}: generated by `harness repro --emit-test`.
+
+It replays the cassette through the client and pins down what the client did on each turn.
+"""
+
+from pathlib import Path
+
+from harness.recording.repro import repro_cassette
+
+CASSETTE = Path(__file__).parent / {rel!r}
+EXPECTED = {expected!r}
+
+
+def test_{func}():
+    report = repro_cassette(CASSETTE)
+    assert [t.expectation() for t in report.turns] == EXPECTED
+'''
+
+
+def emit_test(report: ReproReport, out: str | Path) -> Path:
+    import os
+
+    out = Path(out)
+    rel = os.path.relpath(Path(report.cassette).resolve(), out.resolve().parent)
+    name = Path(report.cassette).stem
+    func = re.sub(r"\W", "_", name)
+    expected = [t.expectation() for t in report.turns]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(TEST_TEMPLATE.format(name=Path(report.cassette).name, rel=rel, expected=expected, func=func))
+    return out

@@ -1,0 +1,101 @@
+"""Secrets out before anything touches disk: headers, query tokens, and key-looking strings.
+
+Every secret becomes the same stable placeholder, so scrubbed cassettes still diff cleanly and
+replay (the replay matcher never looks at headers or the scrubbed query values).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+PLACEHOLDER = "<SCRUBBED>"
+
+SECRET_HEADERS = {
+    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key", "openai-api-key",
+    "x-auth-token", "x-access-token", "x-amz-security-token", "x-goog-api-key", "ocp-apim-subscription-key",
+}
+_SECRET_HEADER_PARTS = ("token", "secret", "api-key", "apikey", "password", "credential", "session")
+SECRET_QUERY_KEYS = {"api_key", "apikey", "key", "token", "access_token", "auth", "sig", "signature", "password",
+                     "secret", "client_secret", "code"}
+BODY_PATTERNS = [
+    r"(?i)bearer\s+[A-Za-z0-9._~+/=-]{8,}",
+    r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}",
+    r"\bhf_[A-Za-z0-9]{20,}",
+    r"\bnvapi-[A-Za-z0-9_-]{20,}",
+    r"\bgh[pousr]_[A-Za-z0-9]{20,}",
+    r"\bAKIA[0-9A-Z]{16}\b",
+    r"\bxox[abprs]-[A-Za-z0-9-]{10,}",
+    r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}",  # JWT
+    r"""(?i)(["']?(?:api[_-]?key|secret|password|access[_-]?token|auth[_-]?token)["']?\s*[:=]\s*["']?)([A-Za-z0-9._~+/-]{8,})""",
+]
+
+
+@dataclass
+class Scrubber:
+    """Scrubs headers, URLs and bodies; `extra_patterns` are more regexes to blank out."""
+
+    extra_patterns: list[str] = field(default_factory=list)
+    placeholder: str = PLACEHOLDER
+
+    def __post_init__(self):
+        self._patterns = [re.compile(p) for p in [*BODY_PATTERNS, *self.extra_patterns]]
+
+    def is_secret_header(self, name: str) -> bool:
+        low = name.lower()
+        return low in SECRET_HEADERS or any(part in low for part in _SECRET_HEADER_PARTS)
+
+    def headers(self, headers: dict) -> dict:
+        """Header dict (values str or list) with secret values replaced."""
+        out = {}
+        for k, v in headers.items():
+            if self.is_secret_header(k):
+                out[k] = [self.placeholder] * len(v) if isinstance(v, list) else self.placeholder
+            elif isinstance(v, list):
+                out[k] = [self.text(x) for x in v]
+            else:
+                out[k] = self.text(v)
+        return out
+
+    def url(self, url: str) -> str:
+        parts = urlsplit(url)
+        if not parts.query:
+            return url
+        pairs = [(k, self.placeholder if k.lower() in SECRET_QUERY_KEYS else self.text(v))
+                 for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        return urlunsplit(parts._replace(query=urlencode(pairs, safe="<>")))
+
+    def text(self, text: str) -> str:
+        for pattern in self._patterns:
+            if pattern.groups >= 2:
+                text = pattern.sub(lambda m: m.group(1) + self.placeholder, text)
+            else:
+                text = pattern.sub(self.placeholder, text)
+        return text
+
+    def body(self, body: bytes) -> bytes:
+        """Scrub a body; routed-experts base64 blobs are left alone (a pattern must never corrupt them)."""
+        if not body:
+            return body
+        from ..client.routed_experts import find_blobs
+
+        try:
+            spans = find_blobs(body) if b'"routed_experts"' in body else []
+        except ValueError:
+            spans = []
+        out, last = [], 0
+        for s, e in [*spans, (len(body), len(body))]:
+            out.append(self._segment(body[last:s]))
+            out.append(body[s:e])
+            last = e
+        scrubbed = b"".join(out)
+        return body if scrubbed == body else scrubbed
+
+    def _segment(self, raw: bytes) -> bytes:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw
+        scrubbed = self.text(text)
+        return raw if scrubbed == text else scrubbed.encode("utf-8")
