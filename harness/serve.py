@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import threading
 
 from aiohttp import web
 
@@ -36,3 +37,40 @@ def serve_forever(app: web.Application, host: str = "127.0.0.1", port: int = 0, 
             await runner.cleanup()
 
     asyncio.run(main())
+
+
+class AppThread:
+    """An aiohttp app on its own loop and thread; `port` once started."""
+
+    def __init__(self, app):
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.port: int | None = None
+
+    def __enter__(self):
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def run():
+            asyncio.set_event_loop(self.loop)
+            try:
+                self.runner, self.port = self.loop.run_until_complete(start_app(self.app))
+            except BaseException as exc:
+                errors.append(exc)
+                ready.set()
+                return
+            ready.set()
+            self.loop.run_forever()
+            self.loop.run_until_complete(self.runner.cleanup())
+            self.loop.close()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(30)
+        if errors:
+            raise errors[0]
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)

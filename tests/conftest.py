@@ -18,3 +18,4 @@ def tokenizer():
 
 def tool_msg(text: str, i: int = 0) -> dict:
     return {"role": "tool", "tool_call_id": f"call_{i}", "content": text}
+pytest_plugins = ["pytester"]

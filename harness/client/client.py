@@ -237,7 +237,7 @@ class Conversation:
             if self.client.config.mismatch_policy == "raise":
                 raise LogprobMismatchError(len(ids), len(lps))
             r.tokens_dropped = f"{len(lps)} logprobs for {len(ids)} completion ids (engine answer out of sync)"
-            log.warning("turn %d: %s; tokens dropped, next turn falls back to MITO", r.index, r.tokens_dropped)
+            log.warning("turn %d: %s; tokens dropped, next turn falls back to MITO", r.index + 1, r.tokens_dropped)
             r.completion_ids = r.prompt_ids = r.completion_logprobs = None
         if r.logprobs_missing and ids is not None:
             r.notes.append("completion ids without logprobs: usable for stitching, not for training")
@@ -249,4 +249,4 @@ class Conversation:
             r.routed_experts = decode_payload(payload, body.get("_blobs"))
         except RoutedExpertsError as exc:
             r.routed_experts_error = str(exc)
-            log.warning("turn %d: routed experts not decoded: %s", r.index, exc)
+            log.warning("turn %d: routed experts not decoded: %s", r.index + 1, exc)

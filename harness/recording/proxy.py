@@ -27,6 +27,7 @@ log = logging.getLogger("harness.recording")
 MODES = ("once", "new_episodes", "all")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding"}
+SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
 RESPONSE_DROP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
 
 
@@ -112,12 +113,12 @@ def create_proxy_app(upstream: str, recorder: Recorder) -> web.Application:
         upstream = upstream[:-3]
 
     async def on_startup(app):
-        app["session"] = aiohttp.ClientSession(
+        app[SESSION] = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
             connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
 
     async def on_cleanup(app):
-        await app["session"].close()
+        await app[SESSION].close()
         recorder.flush()
         log.info("cassette %s: %d interactions", recorder.path, len(recorder.cassette.interactions))
 
@@ -130,7 +131,7 @@ def create_proxy_app(upstream: str, recorder: Recorder) -> web.Application:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         t0 = time.perf_counter()
         try:
-            up = await app["session"].request(request.method, _uri(upstream, request.path_qs), headers=headers,
+            up = await app[SESSION].request(request.method, _uri(upstream, request.path_qs), headers=headers,
                                               data=body, allow_redirects=False)
         except aiohttp.ClientError as exc:
             return web.json_response({"error": {"message": f"recording proxy: upstream {upstream} unreachable: {exc}",

@@ -1,14 +1,38 @@
-"""pytest plugin (entry point `pytest11`): fake servers as fixtures.
+"""pytest plugin (entry point `pytest11`): fake servers and cassettes as fixtures.
 
-Fixtures `fake_vllm` and `fake_dynamo` yield a running fake server's base URL (".../v1"); the
-servers start once per session (in a thread, so sync and async tests both use them) and their
-faults are cleared after every test. `fake_vllm_server` / `fake_dynamo_server` yield the
-`RunningServer` itself, for tests that set faults (`server.set_faults(["http_503*2"])`).
+- `fake_vllm`, `fake_dynamo`: a running fake server's base URL (".../v1"), started once per
+  session in a thread (sync and async tests alike); faults are cleared after every test.
+  `fake_vllm_server` / `fake_dynamo_server` yield the server object (`.set_faults([...])`).
+- `cassette_server`: the base URL of a server for the test's cassette, named by
+  `@pytest.mark.cassette("name")` (a path under the `tito_cassette_dir` ini option, default
+  `cassettes/`, `.yaml` optional; default name: the test's name). With `--record-mode=none` (the
+  default: CI never touches the network) it replays; with `once`, `new_episodes` or `all` it is a
+  recording proxy in front of `--record-upstream URL`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+RECORD_MODES = ("none", "once", "new_episodes", "all")
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("tito-harness")
+    try:
+        group.addoption("--record-mode", action="store", default="none", choices=RECORD_MODES,
+                        help="cassettes: none (replay only, default), once, new_episodes, all")
+    except ValueError:  # pytest-recording already defines it, with the same meaning
+        pass
+    group.addoption("--record-upstream", action="store", default=None,
+                    help="the real server to record from (e.g. http://gpu-node:8000)")
+    parser.addini("tito_cassette_dir", "directory of cassettes for @pytest.mark.cassette", default="cassettes")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cassette(name): the cassette the cassette_server fixture serves")
 
 
 def _server(request, kind: str):
@@ -47,3 +71,44 @@ def fake_vllm(fake_vllm_server) -> str:
 def fake_dynamo(fake_dynamo_server) -> str:
     """Base URL of a running fake Dynamo frontend with a vLLM-like backend (model `tiny-qwen`)."""
     return fake_dynamo_server.base_url
+
+
+def cassette_path(request) -> Path:
+    marker = request.node.get_closest_marker("cassette")
+    name = marker.args[0] if marker and marker.args else request.node.name
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        path = path.with_suffix(".yaml")
+    if not path.is_absolute():
+        path = Path(request.config.rootpath) / request.config.getini("tito_cassette_dir") / path
+    return path
+
+
+@pytest.fixture
+def cassette_server(request):
+    """Base URL of a replay server (or a recording proxy) for the test's cassette."""
+    from .format import Cassette, CassetteError
+    from .proxy import Recorder, create_proxy_app, recording_meta
+    from .replay import ReplayIndex, create_replay_app
+
+    path = cassette_path(request)
+    mode = request.config.getoption("--record-mode") or "none"
+    upstream = request.config.getoption("--record-upstream")
+    if mode == "once" and path.exists():
+        mode = "none"
+    if mode == "none":
+        if not path.exists():
+            pytest.fail(f"no cassette at {path}: record it with --record-mode=once --record-upstream URL", pytrace=False)
+        app = create_replay_app(ReplayIndex([Cassette.load(path)]))
+    else:
+        if not upstream:
+            pytest.fail(f"--record-mode={mode} needs --record-upstream URL", pytrace=False)
+        try:
+            recorder = Recorder(path, mode, meta=recording_meta(upstream, scenario=request.node.nodeid))
+        except CassetteError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        app = create_proxy_app(upstream, recorder)
+    from ..serve import AppThread
+
+    with AppThread(app) as srv:
+        yield f"http://127.0.0.1:{srv.port}/v1"

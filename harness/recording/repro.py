@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..client import ClientConfig, TitoClient, TitoError
 from .format import Cassette, Interaction
-from .inspect import parsed_answer, turn_kind, turn_tokens
+from .inspect import turn_kind, turn_tokens
 from .replay import ReplayIndex, create_replay_app
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -179,34 +178,6 @@ class ReproReport:
     turns: list[TurnOutcome]
 
 
-class _ReplayThread:
-    def __init__(self, index: ReplayIndex):
-        self.index = index
-        self.loop = asyncio.new_event_loop()
-        self.port = None
-
-    def __enter__(self):
-        from ..serve import start_app
-
-        ready = threading.Event()
-
-        def run():
-            asyncio.set_event_loop(self.loop)
-            self.runner, self.port = self.loop.run_until_complete(start_app(create_replay_app(self.index)))
-            ready.set()
-            self.loop.run_forever()
-            self.loop.run_until_complete(self.runner.cleanup())
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        ready.wait(30)
-        return self
-
-    def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
 async def _run(script: Script, base_url: str) -> list[TurnOutcome]:
     config = ClientConfig(base_url=base_url, model=script.model, renderer_transport=script.transport,
                           tito_route=script.tito_route, stream=script.stream, max_retries=0,
@@ -235,7 +206,9 @@ async def _run(script: Script, base_url: str) -> list[TurnOutcome]:
 def repro_cassette(path: str | Path, tokenizer=None) -> ReproReport:
     cassette = Cassette.load(path)
     script = rebuild(cassette, tokenizer)
-    with _ReplayThread(ReplayIndex([cassette])) as srv:
+    from ..serve import AppThread
+
+    with AppThread(create_replay_app(ReplayIndex([cassette]))) as srv:
         turns = asyncio.run(_run(script, f"http://127.0.0.1:{srv.port}/v1"))
     return ReproReport(str(path), script, turns)
 
