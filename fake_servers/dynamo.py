@@ -217,7 +217,12 @@ class DynamoHandlers:
         ext = self._nvext(extra, prompt_ids, gen, params, reused, gen.token_ids)
         if ext:
             out["nvext"] = ext
-        echo = self.engine.encode(gen.text) if "echo_ids" in active else None
+        echo = None
+        if "echo_ids" in active:  # detokenize, then re-tokenize with the stop token spelled as plain text
+            text = self.engine.decode(gen.token_ids)
+            echo = self.engine.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            if echo == gen.token_ids:  # a cut completion has no stop token: the echo still loses its last id
+                echo = echo[:-1]
         return await send_json(request, mutate.apply(active, out, echo_ids=echo))
 
     def _usage(self, prompt_ids, gen: Generation, reused: int) -> dict:

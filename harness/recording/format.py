@@ -240,6 +240,26 @@ class Cassette:
         atomic_write(Path(path), self.to_yaml().encode("utf-8"))
 
 
+def interactions_yaml(interactions: list[Interaction]) -> str:
+    """Interactions as the tail of a cassette file: appending this text keeps the file a cassette
+    (`interactions` is the last key, and PyYAML writes its items unindented)."""
+    return yaml.dump([i.to_vcr() for i in interactions], Dumper=_ReadableDumper, sort_keys=False,
+                     allow_unicode=True, width=120)
+
+
+def append_durably(path: Path, data: bytes) -> None:
+    """One write() of the whole batch, then fsync: a killed process leaves all of it or none."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so a reader (or a crash) sees the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from .format import Cassette, CassetteError, Interaction, atomic_write, provenance
+from .format import Cassette, CassetteError, Interaction, append_durably, atomic_write, interactions_yaml, provenance
 from .replay import ReplayIndex, answer
 from .scrub import Scrubber
 
@@ -32,7 +32,13 @@ RESPONSE_DROP = {"connection", "keep-alive", "transfer-encoding", "content-lengt
 
 
 class Recorder:
-    """Holds the cassette in memory and keeps the file on disk in step with it."""
+    """Holds the cassette in memory and keeps the file on disk in step with it.
+
+    The file is written whole (atomically) at start and on shutdown; in between, each batch of
+    finished exchanges is appended with one write and an fsync (the interactions list is the last
+    key of the file, so an append keeps it a whole cassette). Cost per exchange stays flat however
+    long the cassette grows.
+    """
 
     def __init__(self, path: str | Path, mode: str = "once", scrubber: Scrubber | None = None, meta: dict | None = None):
         if mode not in MODES:
@@ -47,19 +53,17 @@ class Recorder:
         self.cassette = existing if mode == "new_episodes" else Cassette(meta=existing.meta)
         self.cassette.meta = {**self.cassette.meta, **(meta or {})}
         self.replay = ReplayIndex([existing]) if mode == "new_episodes" else None
+        self._pending: list[Interaction] = []
         self._added = 0
-        self._written = -1
+        self._written = 0
         self.write_errors = 0
         self._cond = asyncio.Condition()
         self._writer: asyncio.Task | None = None
+        self.flush()
 
     @property
     def recorded(self) -> int:
         return self._added
-
-    def record_sync(self, interaction: Interaction) -> None:
-        self.cassette.interactions.append(self._scrubbed(interaction))
-        self._added += 1
 
     def _scrubbed(self, i: Interaction) -> Interaction:
         s = self.scrubber
@@ -72,8 +76,10 @@ class Recorder:
 
     async def add(self, interaction: Interaction) -> None:
         """Append an exchange and return once a write holding it has reached the disk."""
+        scrubbed = self._scrubbed(interaction)
         async with self._cond:
-            self.record_sync(interaction)
+            self._pending.append(scrubbed)
+            self._added += 1
             mine = self._added
             if self._writer is None or self._writer.done():
                 self._writer = asyncio.create_task(self._write_loop())
@@ -82,13 +88,19 @@ class Recorder:
     async def _write_loop(self) -> None:
         while True:
             async with self._cond:
+                batch, self._pending = self._pending, []
                 target = self._added
-                if self._written >= target:
+                if not batch:
                     return
-                snapshot = Cassette(list(self.cassette.interactions), dict(self.cassette.meta))
+                first = not self.cassette.interactions
+                self.cassette.interactions.extend(batch)
             try:
-                data = await asyncio.to_thread(lambda: snapshot.to_yaml().encode("utf-8"))
-                await asyncio.to_thread(atomic_write, self.path, data)
+                if first:  # `interactions: []` on disk cannot be appended to: write the file whole
+                    snapshot = Cassette(list(self.cassette.interactions), dict(self.cassette.meta))
+                    await asyncio.to_thread(lambda: atomic_write(self.path, snapshot.to_yaml().encode("utf-8")))
+                else:
+                    data = await asyncio.to_thread(lambda: interactions_yaml(batch).encode("utf-8"))
+                    await asyncio.to_thread(append_durably, self.path, data)
             except Exception as exc:  # never leave a handler waiting: say it loudly, keep serving
                 self.write_errors += 1
                 log.error("could not write cassette %s: %s", self.path, exc)
@@ -97,7 +109,9 @@ class Recorder:
                 self._cond.notify_all()
 
     def flush(self) -> None:
-        """Write now (synchronously): on shutdown."""
+        """Write the whole cassette now (synchronously): at start and on shutdown."""
+        self.cassette.interactions.extend(self._pending)
+        self._pending = []
         atomic_write(self.path, self.cassette.to_yaml().encode("utf-8"))
         self._written = self._added
 
