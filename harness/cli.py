@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -191,6 +192,39 @@ def cmd_repro(args) -> int:
     return 0
 
 
+def cmd_record_suite(args) -> int:
+    from .suite import record_suite
+
+    try:
+        results = record_suite(args.base_url, args.transport, args.model, args.out, args.hardware,
+                               args.scenario or None, args.tokenizer, progress=lambda m: out.print(m))
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    failed = [r for r in results if r[1] != "ok"]
+    out.print(f"{len(results) - len(failed)} of {len(results)} scenarios recorded into {args.out}")
+    return 1 if failed else 0
+
+
+def cmd_conformance(args) -> int:
+    from .conformance import run_conformance
+
+    report = run_conformance(args.cassettes, args.fake)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report.to_dict(), indent=1))
+    t = Table(title=f"conformance: fake {args.fake} vs {args.cassettes}", title_justify="left")
+    for col in ("cassette", "#", "request", "status real/fake", "verdict", "differences"):
+        t.add_column(col)
+    for c in report.checks:
+        verdict = "[green]same[/]" if c.ok else ("[yellow]allowed[/]" if c.allowed_only else "[red]DIFFERS[/]")
+        t.add_row(c.cassette, str(c.index), c.request, f"{c.real_status}/{c.fake_status}", verdict,
+                  "\n".join(c.problems + [f"(allowed) {a}" for a in c.allowed])[:400])
+    out.print(t)
+    out.print(f"{report.failed} difference(s) outside the allowlist in {len(report.checks)} exchanges"
+              + (f"; JSON report: {args.json_out}" if args.json_out else ""))
+    return 1 if report.failed else 0
+
+
 def cmd_fake(args) -> int:
     from aiohttp import web
 
@@ -351,6 +385,22 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("path")
     rr.add_argument("--emit-test", default=None, metavar="FILE", help="write a regression test pinning the behaviour")
     rr.set_defaults(func=cmd_repro)
+
+    rs = sub.add_parser("record-suite", help="record the scenario suite from a server, one cassette per scenario")
+    rs.add_argument("--base-url", required=True, help="the server to record, e.g. http://gpu-node:8000/v1")
+    rs.add_argument("--transport", choices=("vllm_generate", "dynamo_chat"), required=True)
+    rs.add_argument("--model", required=True)
+    rs.add_argument("--out", required=True, help="directory, e.g. cassettes/real/my-cluster/")
+    rs.add_argument("--hardware", default=None, help="provenance, e.g. '8x H100 80GB'")
+    rs.add_argument("--scenario", action="append", default=[], help="only these scenarios (repeatable)")
+    rs.add_argument("--tokenizer", default=None, help="HF tokenizer dir or name for dynamo_chat bridges")
+    rs.set_defaults(func=cmd_record_suite)
+
+    cf = sub.add_parser("conformance", help="send recorded requests to a fake and compare answers by structure")
+    cf.add_argument("--cassettes", required=True, help="a directory of cassettes (searched recursively) or a file")
+    cf.add_argument("--fake", choices=("vllm", "dynamo"), required=True)
+    cf.add_argument("--json-out", default=None, metavar="FILE", help="also write the report as JSON")
+    cf.set_defaults(func=cmd_conformance)
 
     t = sub.add_parser("tokenizer", help="the offline Qwen2.5 tokenizer")
     tsub = t.add_subparsers(dest="tokenizer_command", required=True)

@@ -1,0 +1,149 @@
+"""`harness conformance`: send every recorded request to a fake and compare the answers.
+
+The comparison is by structure (key paths, JSON types, nesting; a null on either side matches any
+type), plus the status code and invariants that hold whatever the values: the logprob count
+equals the completion id count, and a tokens-in request's prompt ids echo the ids sent.
+Differences listed in ALLOWLIST (each with its reason) are reported but do not fail the run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from .recording.format import Cassette, Interaction
+from .recording.inspect import turn_kind, turn_tokens
+from .shape import diff
+
+# (fake kind, regex on a difference line, reason). Empty today: every difference the real
+# captures showed was fixed in the fakes instead (see the fidelity tests). Add an entry only with
+# a reason a reviewer can check.
+ALLOWLIST: list[tuple[str, str, str]] = []
+
+
+@dataclass
+class Check:
+    cassette: str
+    index: int
+    request: str
+    real_status: int
+    fake_status: int
+    problems: list[str] = field(default_factory=list)
+    allowed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.allowed
+
+    @property
+    def allowed_only(self) -> bool:
+        return not self.problems and bool(self.allowed)
+
+
+@dataclass
+class Report:
+    checks: list[Check]
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for c in self.checks if c.problems)
+
+    def to_dict(self) -> dict:
+        return {"failed": self.failed, "checked": len(self.checks),
+                "allowlist": [{"fake": k, "pattern": p, "reason": r} for k, p, r in ALLOWLIST],
+                "checks": [{**c.__dict__, "ok": c.ok} for c in self.checks]}
+
+
+def _fake_config(kind: str, cassettes: list[Cassette]):
+    """A fake set up like the recorded server: model, context window, routes, backend."""
+    from fake_servers.server import FakeConfig
+
+    inters = [i for c in cassettes for i in c.interactions]
+    model = next((c.meta.get("model") for c in cassettes if c.meta.get("model")), "tiny-qwen")
+    max_len, mocker = 2048, False
+    for i in inters:
+        if i.path == "/v1/models" and i.status == 200:
+            data = (i.response_json() or {}).get("data") or [{}]
+            window = data[0].get("max_model_len", data[0].get("context_window"))
+            if window == 0:
+                mocker = True
+            elif window:
+                max_len = window
+    statuses = {(i.path, i.status) for i in inters}
+    if kind == "dynamo" and not mocker:  # a backend that never sends engine_data nor logprobs is the mocker
+        chats = [i for i in inters if turn_kind(i) and i.status == 200]
+        mocker = bool(chats) and all(b'"engine_data"' not in i.response_body for i in chats)
+    return FakeConfig(kind=kind, model=model, max_model_len=max_len, dynamo_backend="mocker" if mocker else "vllm",
+                      chat_tokens_route=("/v1/chat/completions/tokens", 404) not in statuses)
+
+
+def _parse(inter_body: bytes, stream: bool):
+    if stream:
+        return [json.loads(line[5:]) for line in inter_body.decode("utf-8", "replace").splitlines()
+                if line.startswith("data:") and line[5:].strip() != "[DONE]"]
+    try:
+        return json.loads(inter_body)
+    except ValueError:
+        return None
+
+
+def _invariants(inter: Interaction, fake_inter: Interaction) -> list[str]:
+    out = []
+    if turn_kind(inter) is None or fake_inter.status >= 400:
+        return out
+    t = turn_tokens(fake_inter)
+    if t is None:
+        return ["fake answer cannot be parsed as a turn"]
+    if t.completion_ids is not None and t.completion_logprobs is not None and len(t.completion_ids) != len(t.completion_logprobs):
+        out.append(f"invariant: {len(t.completion_logprobs)} logprobs for {len(t.completion_ids)} ids")
+    req = inter.request_json() or {}
+    sent = req.get("tokens") or req.get("token_ids") or (req.get("nvext") or {}).get("token_data")
+    if sent is not None and t.prompt_source in ("engine_data", "nvext", "response") and t.prompt_ids != sent:
+        out.append("invariant: prompt ids do not echo the ids sent")
+    return out
+
+
+def compare(cassette_name: str, index: int, inter: Interaction, client: httpx.Client, kind: str) -> Check:
+    headers = {k: v[-1] for k, v in inter.request_headers.items()
+               if k.lower() in ("content-type", "accept")}
+    resp = client.request(inter.method, inter.path, content=inter.request_body or None, headers=headers)
+    fake = Interaction(inter.method, inter.uri, {}, inter.request_body, resp.status_code, "",
+                       {k: [v] for k, v in resp.headers.items()}, resp.content)
+    check = Check(cassette_name, index, f"{inter.method} {inter.path}", inter.status, resp.status_code)
+    if resp.status_code != inter.status:
+        check.problems.append(f"status: real {inter.status}, fake {resp.status_code}")
+    stream = inter.is_stream()
+    real_body, fake_body = _parse(inter.response_body, stream), _parse(resp.content, stream)
+    if (real_body is None) != (fake_body is None):
+        check.problems.append("body: JSON on one side only")
+    elif real_body is not None:
+        for line in diff(real_body, fake_body):
+            reason = next((r for k, p, r in ALLOWLIST if k == kind and re.search(p, line)), None)
+            (check.allowed if reason else check.problems).append(line)
+    check.problems.extend(_invariants(inter, fake))
+    return check
+
+
+def run_conformance(path: str | Path, kind: str) -> Report:
+    from fake_servers.server import RunningServer
+
+    p = Path(path)
+    files = sorted(p.rglob("*.yaml")) if p.is_dir() else [p]
+    cassettes = [(f, Cassette.load(f)) for f in files]
+    # group cassettes by the server set-up they need
+    groups: dict[tuple, list] = {}
+    for f, c in cassettes:
+        cfg = _fake_config(kind, [c])
+        groups.setdefault((cfg.model, cfg.max_model_len, cfg.dynamo_backend, cfg.chat_tokens_route), []).append((f, c, cfg))
+    checks: list[Check] = []
+    for items in groups.values():
+        with RunningServer(items[0][2]) as srv, httpx.Client(base_url=srv.root_url, timeout=60) as client:
+            for f, c, _ in items:
+                name = f"{f.parent.name}/{f.stem}" if p.is_dir() else f.name
+                for n, inter in enumerate(c.interactions):
+                    checks.append(compare(name, n, inter, client, kind))
+    return Report(checks)

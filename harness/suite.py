@@ -1,0 +1,188 @@
+"""The scenario suite behind `harness record-suite` and the replay of real cassettes in CI.
+
+Each scenario drives a server (through the client, or with raw HTTP where the point is the
+server's own answer) and returns an *outcome*: per-turn modes and reasons, token continuity,
+statuses and error types. Recording stores the outcome in the cassette's `meta`; in CI the same
+scenario runs again against a replay server and must reach the same outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import httpx
+
+from .client import ClientConfig, TitoClient, TitoError
+from .rollout import run_rollout
+
+Scenario = Callable[[ClientConfig], Awaitable[dict]]
+QUESTION = [{"role": "user", "content": "Name a prime number larger than 10."}]
+
+
+def _turn(r) -> dict:
+    return {"mode": r.mode, "fallback_reason": r.fallback_reason, "finish_reason": r.finish_reason,
+            "has_ids": r.completion_ids is not None, "has_logprobs": r.completion_logprobs is not None,
+            "tokens_dropped": r.tokens_dropped is not None}
+
+
+def _continuity(results) -> bool:
+    for prev, cur in zip(results, results[1:]):
+        if cur.mode == "tito":
+            head = (prev.prompt_ids or []) + (prev.completion_ids or [])
+            if not head or (cur.prompt_ids or [])[: len(head)] != head:
+                return False
+    return True
+
+
+async def single_turn_logprobs(config: ClientConfig) -> dict:
+    async with TitoClient(config) as c:
+        r = await c.chat(QUESTION, max_tokens=24, top_logprobs=2, seed=11)
+    return {"turns": [_turn(r)], "logprobs_match_ids": r.completion_logprobs is None
+            or len(r.completion_logprobs) == len(r.completion_ids or [])}
+
+
+async def rollout_4_turns_tools(config: ClientConfig) -> dict:
+    report = await run_rollout(config, turns=4, max_tokens=48, seed=21)
+    return {"turns": [_turn(t) for t in report.turns], "continuity": report.continuity_ok()}
+
+
+async def streaming(config: ClientConfig) -> dict:
+    cfg = ClientConfig(**{**config.__dict__, "stream": True})
+    report = await run_rollout(cfg, turns=2, max_tokens=32, seed=31)
+    return {"turns": [_turn(t) for t in report.turns], "continuity": report.continuity_ok()}
+
+
+async def truncated_turn(config: ClientConfig) -> dict:
+    async with TitoClient(config) as c:
+        convo = c.conversation()
+        r1 = await convo.turn(QUESTION, max_tokens=1, seed=41)
+        r2 = await convo.turn([*QUESTION, r1.message, {"role": "user", "content": "Go on."}], max_tokens=16, seed=42)
+    return {"turns": [_turn(r1), _turn(r2)]}
+
+
+async def _error_of(coro) -> str | None:
+    try:
+        await coro
+    except TitoError as exc:
+        return type(exc).__name__
+    return None
+
+
+async def overlong_prompt(config: ClientConfig) -> dict:
+    async with TitoClient(config) as c:
+        err = await _error_of(c.chat([{"role": "user", "content": "hello " * 2200}], max_tokens=4))
+    return {"error": err}
+
+
+async def unknown_model(config: ClientConfig) -> dict:
+    cfg = ClientConfig(**{**config.__dict__, "model": "no-such-model"})
+    async with TitoClient(cfg) as c:
+        return {"error": await _error_of(c.chat(QUESTION, max_tokens=4))}
+
+
+async def _raw(config: ClientConfig, method: str, path: str, **kw) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=config.timeout) as http:
+        return await http.request(method, config.root_url + path, **kw)
+
+
+def _shape(resp: httpx.Response) -> dict:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    keys = sorted(body) if isinstance(body, dict) else None
+    return {"status": resp.status_code, "keys": keys}
+
+
+async def unknown_field(config: ClientConfig) -> dict:
+    body = {"model": config.model, "messages": QUESTION, "max_tokens": 4, "definitely_not_a_field": 1}
+    return _shape(await _raw(config, "POST", "/v1/chat/completions", json=body))
+
+
+async def malformed_body(config: ClientConfig) -> dict:
+    return _shape(await _raw(config, "POST", "/v1/chat/completions", content=b'{"model": ',
+                             headers={"content-type": "application/json"}))
+
+
+async def tokenize_detokenize(config: ClientConfig) -> dict:
+    tok = await _raw(config, "POST", "/tokenize", json={"model": config.model, "messages": QUESTION,
+                                                        "add_generation_prompt": True, "return_token_strs": True})
+    ids = tok.json().get("tokens", []) if tok.status_code == 200 else []
+    detok = await _raw(config, "POST", "/detokenize", json={"model": config.model, "tokens": ids})
+    return {"tokenize": _shape(tok), "detokenize": _shape(detok), "count_matches": len(ids) == tok.json().get("count")}
+
+
+@dataclass
+class Spec:
+    name: str
+    run: Scenario
+    transports: tuple[str, ...] = ("vllm_generate", "dynamo_chat")
+
+
+SCENARIOS = [Spec("single_turn_logprobs", single_turn_logprobs), Spec("rollout_4_turns_tools", rollout_4_turns_tools),
+             Spec("streaming", streaming), Spec("truncated_turn", truncated_turn),
+             Spec("tokenize_detokenize", tokenize_detokenize, ("vllm_generate",)),
+             Spec("overlong_prompt", overlong_prompt), Spec("unknown_field", unknown_field),
+             Spec("unknown_model", unknown_model), Spec("malformed_body", malformed_body)]
+BY_NAME = {s.name: s for s in SCENARIOS}
+
+
+def scenarios_for(transport: str, only: list[str] | None = None) -> list[Spec]:
+    unknown = set(only or []) - set(BY_NAME)
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {sorted(unknown)}; known: {', '.join(BY_NAME)}")
+    return [s for s in SCENARIOS if transport in s.transports and (not only or s.name in only)]
+
+
+def record_suite(base_url: str, transport: str, model: str, out_dir: str | Path, hardware: str | None = None,
+                 only: list[str] | None = None, tokenizer=None, progress=print) -> list[tuple[str, str, str]]:
+    """Run every scenario through the recording proxy; one cassette per scenario. A failing
+    scenario is reported and the others still run. Returns [(name, status, detail)]."""
+    from .recording.format import Cassette
+    from .recording.proxy import Recorder, create_proxy_app, probe_upstream, recording_meta
+    from .serve import AppThread
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = asyncio.run(probe_upstream(base_url))
+    specs = scenarios_for(transport, only)
+    results = []
+    for k, spec in enumerate(specs, 1):
+        path = out / f"{spec.name}.yaml"
+        meta = recording_meta(base_url, **info, model=model, hardware=hardware, scenario=spec.name, transport=transport)
+        meta.pop("upstream", None)
+        recorder = Recorder(path, "all", meta=meta)
+        progress(f"[{k}/{len(specs)}] {spec.name} ...")
+        try:
+            with AppThread(create_proxy_app(base_url, recorder)) as proxy:
+                config = ClientConfig(base_url=f"http://127.0.0.1:{proxy.port}/v1", model=model,
+                                      renderer_transport=transport, tokenizer=tokenizer, max_retries=0)
+                outcome = asyncio.run(spec.run(config))
+            recorder.flush()
+            cassette = Cassette.load(path)
+            cassette.meta["outcome"] = outcome
+            cassette.save(path)
+            results.append((spec.name, "ok", f"{len(cassette.interactions)} exchanges"))
+        except Exception as exc:  # report and go on with the next scenario
+            results.append((spec.name, "failed", f"{type(exc).__name__}: {exc}"))
+        progress(f"    {results[-1][1]}: {results[-1][2]}")
+    return results
+
+
+async def replay_outcome(cassette_path: str | Path) -> tuple[dict, dict]:
+    """(recorded outcome, outcome now) for a suite cassette replayed through the client."""
+    from .recording.format import Cassette
+    from .recording.replay import ReplayIndex, create_replay_app
+    from .serve import AppThread
+
+    cassette = Cassette.load(cassette_path)
+    meta = cassette.meta
+    spec = BY_NAME[meta["scenario"]]
+    with AppThread(create_replay_app(ReplayIndex([cassette], repeat="error"))) as srv:
+        config = ClientConfig(base_url=f"http://127.0.0.1:{srv.port}/v1", model=meta["model"],
+                              renderer_transport=meta["transport"], max_retries=0)
+        now = await spec.run(config)
+    return meta["outcome"], now

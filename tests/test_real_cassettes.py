@@ -1,0 +1,45 @@
+"""Every cassette recorded from a real server (cassettes/real/) replays through the client with the
+outcome it had live: per-turn modes and reasons, token continuity, statuses and error types."""
+
+from pathlib import Path
+
+import pytest
+
+from harness.recording.format import Cassette
+from harness.suite import replay_outcome
+
+REAL = Path(__file__).parents[1] / "cassettes" / "real"
+CASSETTES = sorted(REAL.rglob("*.yaml"))
+
+
+def test_real_cassettes_are_committed_for_each_server():
+    servers = {p.parent.name for p in CASSETTES}
+    assert {"vllm-0.32-cpu", "dynamo-1.6.1-mocker", "dynamo-1.6.1-vllm-0.31-cpu"} <= servers
+    for p in CASSETTES:
+        meta = Cassette.load(p).meta
+        for key in ("server", "model", "hardware", "recorded_at", "recorder", "scenario", "transport", "outcome"):
+            assert meta.get(key), f"{p}: meta.{key} missing"
+    assert sum(p.stat().st_size for p in CASSETTES) < 4 * 1024 * 1024  # a few MB in all
+
+
+@pytest.mark.parametrize("path", CASSETTES, ids=[f"{p.parent.name}/{p.stem}" for p in CASSETTES])
+async def test_replays_with_the_recorded_outcome(path):
+    recorded, now = await replay_outcome(path)
+    assert now == recorded
+
+
+@pytest.mark.parametrize("server", ["vllm-0.32-cpu", "dynamo-1.6.1-vllm-0.31-cpu"])
+def test_real_rollouts_are_tito_from_turn_two(server):
+    outcome = Cassette.load(REAL / server / "rollout_4_turns_tools.yaml").meta["outcome"]
+    assert [t["mode"] for t in outcome["turns"]] == ["mito", "tito", "tito", "tito"] and outcome["continuity"]
+    assert all(t["has_logprobs"] for t in outcome["turns"])
+
+
+def test_real_error_types():
+    expect = {"vllm-0.32-cpu": "ContextLengthError", "dynamo-1.6.1-vllm-0.31-cpu": "ContextLengthError",
+              "dynamo-1.6.1-mocker": None}  # the mocker checks no context window
+    for server, err in expect.items():
+        assert Cassette.load(REAL / server / "overlong_prompt.yaml").meta["outcome"]["error"] == err
+        assert Cassette.load(REAL / server / "unknown_model.yaml").meta["outcome"]["error"] == "ModelNotFoundError"
+    assert Cassette.load(REAL / "vllm-0.32-cpu" / "unknown_field.yaml").meta["outcome"]["status"] == 200
+    assert Cassette.load(REAL / "dynamo-1.6.1-mocker" / "unknown_field.yaml").meta["outcome"]["status"] == 400
