@@ -165,17 +165,9 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def cmd_repro(args) -> int:
-    from .recording.format import CassetteError
-    from .recording.repro import emit_test, repro_cassette
-
-    try:
-        report = repro_cassette(args.path)
-    except (CassetteError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}")
-        return 2
+def _print_repro(report, title) -> None:
     s = report.script
-    out.print(f"[bold]{args.path}[/]: {len(s.turns)} turns, transport {s.transport}"
+    out.print(f"[bold]{title}[/]: {len(s.turns)} turns, transport {s.transport}"
               f"{' (route ' + s.tito_route + ')' if s.transport == 'vllm_generate' else ''}, model {s.model}")
     t = Table(title_justify="left")
     for col in ("turn", "mode", "reason", "prompt", "completion", "dropped tokens", "routed experts", "error"):
@@ -186,6 +178,18 @@ def cmd_repro(args) -> int:
                   (str(o.routed_experts) if o.routed_experts else "") + (o.routed_experts_error or ""),
                   f"{o.error}: {o.error_message}" if o.error else "")
     out.print(t)
+
+
+def cmd_repro(args) -> int:
+    from .recording.format import CassetteError
+    from .recording.repro import emit_test, repro_cassette
+
+    try:
+        report = repro_cassette(args.path)
+    except (CassetteError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    _print_repro(report, args.path)
     if args.emit_test:
         path = emit_test(report, args.emit_test)
         out.print(f"regression test written to {path}")
@@ -298,6 +302,16 @@ def cmd_demo(args) -> int:
             report = asyncio.run(run_rollout(cfg, args.turns, args.max_tokens))
             _print_report(report, f"{transport} against the fake {'vLLM' if transport == 'vllm_generate' else 'Dynamo'} at {url}")
             ok = ok and report.continuity_ok()
+    from .recording.repro import repro_cassette
+
+    real = Path(__file__).resolve().parent.parent / "cassettes" / "real"
+    for name in ("vllm-0.32-cpu", "dynamo-1.6.1-vllm-0.31-cpu"):
+        path = real / name / "rollout_4_turns_tools.yaml"
+        if path.exists():  # (an installed wheel carries no cassettes)
+            out.print(f"[bold]Replaying a rollout recorded from a real server ({name}) through the client...[/]")
+            report = repro_cassette(path)
+            _print_repro(report, path.relative_to(real.parent.parent))
+            ok = ok and [t.mode for t in report.turns] == ["mito", "tito", "tito", "tito"]
     out.print(f"[bold]demo finished in {time.perf_counter() - t0:.1f} s[/]")
     return 0 if ok else 1
 

@@ -21,6 +21,9 @@ from .inspect import turn_kind, turn_tokens
 from .replay import ReplayIndex, create_replay_app
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+CLIENT_FIELDS = {"model", "messages", "tools", "logprobs", "top_logprobs", "temperature", "top_p", "seed", "stop",
+                 "stream", "stream_options", "return_token_ids", "max_completion_tokens", "max_tokens", "priority",
+                 "tokens", "nvext"}
 
 
 @dataclass
@@ -79,17 +82,21 @@ def _sampling(body: dict, path: str) -> dict:
 def rebuild(cassette: Cassette, tokenizer=None) -> Script:
     meta = cassette.meta or {}
     inters = cassette.interactions
-    turn_reqs = [(n, i) for n, i in enumerate(inters) if turn_kind(i) is not None and i.status < 500]
+    # a 404 on a tokens-in route is the client probing for it (tito_route auto), not a turn
+    probed = any(turn_kind(i) == "tito" and i.status == 404 for i in inters)
+    turn_reqs = [(n, i) for n, i in enumerate(inters)
+                 if turn_kind(i) is not None and i.status < 500 and not (turn_kind(i) == "tito" and i.status == 404)]
     if not turn_reqs:
         raise ValueError("the cassette holds no chat or generate request to replay")
     bodies = [i.request_json() or {} for _, i in turn_reqs]
     dynamo = any(isinstance(b.get("nvext"), dict) for b in bodies)
     paths = {i.path for _, i in turn_reqs}
-    route = ("chat_tokens" if "/v1/chat/completions/tokens" in paths else
+    route = ("auto" if probed else "chat_tokens" if "/v1/chat/completions/tokens" in paths else
              "generate" if "/inference/v1/generate" in paths else "auto")
-    model = meta.get("model") or next((b.get("model") for b in bodies if b.get("model")), "model")
+    model = next((b.get("model") for b in bodies if b.get("model")), None) or meta.get("model") or "model"
     stream = any(b.get("stream") for b in bodies)
-    extra: dict = {}
+    # fields the client does not write itself came from the caller: replay them as extra_body
+    extra: dict = {k: v for k, v in bodies[0].items() if k not in CLIENT_FIELDS}
     if dynamo:
         nv = next(b["nvext"] for b in bodies if isinstance(b.get("nvext"), dict))
         fields = [f for f in nv.get("extra_fields") or [] if f not in ("engine_data", "completion_token_ids")]
