@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -89,10 +87,8 @@ class RunningServer:
         for k, v in overrides.items():
             setattr(self.cfg, k, v)
         self.host, self.port = host, port
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
         self.app: web.Application | None = None
+        self._thread = None
 
     @property
     def root_url(self) -> str:
@@ -111,37 +107,17 @@ class RunningServer:
         self.state.plan.set(specs, seed)
 
     def start(self) -> "RunningServer":
+        from harness.serve import AppThread
+
         self.app = build_app(self.cfg)
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run():
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                self._runner, self.port = loop.run_until_complete(start(self.app, self.host, self.port))
-            except BaseException as exc:  # surfaced to the caller below
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name=f"fake-{self.cfg.kind}", daemon=True)
-        self._thread.start()
-        ready.wait(60)
-        if failure:
-            raise failure[0]
+        self._thread = AppThread(self.app, self.host, self.port).__enter__()
+        self.port = self._thread.port
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop = self._thread = None
+        if self._thread is not None:
+            self._thread.__exit__(None, None, None)
+            self._thread = None
 
     def __enter__(self) -> "RunningServer":
         return self.start()

@@ -71,28 +71,17 @@ def _float(name, v):
     raise FieldError(name, "float_type", "Input should be a valid number", "f32", v)
 
 
-def _bool(name, v):
-    if isinstance(v, bool):
-        return
-    raise FieldError(name, "bool_type", "Input should be a valid boolean", "a boolean", v)
+def _simple(is_ok, kind: str, msg: str, expected: str):
+    def check(name, v):
+        if not is_ok(v):
+            raise FieldError(name, kind, msg, expected, v)
+    return check
 
 
-def _str(name, v):
-    if isinstance(v, str):
-        return
-    raise FieldError(name, "string_type", "Input should be a valid string", "a string", v)
-
-
-def _list(name, v):
-    if isinstance(v, list):
-        return
-    raise FieldError(name, "list_type", "Input should be a valid list", "a sequence", v)
-
-
-def _dict(name, v):
-    if isinstance(v, dict):
-        return
-    raise FieldError(name, "dict_type", "Input should be a valid dictionary", "a map", v)
+_bool = _simple(lambda v: isinstance(v, bool), "bool_type", "Input should be a valid boolean", "a boolean")
+_str = _simple(lambda v: isinstance(v, str), "string_type", "Input should be a valid string", "a string")
+_list = _simple(lambda v: isinstance(v, list), "list_type", "Input should be a valid list", "a sequence")
+_dict = _simple(lambda v: isinstance(v, dict), "dict_type", "Input should be a valid dictionary", "a map")
 
 
 def _int_list(name, v):

@@ -230,9 +230,7 @@ def cmd_conformance(args) -> int:
 
 
 def cmd_fake(args) -> int:
-    from aiohttp import web
-
-    from fake_servers.server import FakeConfig, build_app, start
+    from fake_servers.server import FakeConfig, build_app
 
     latency = [float(x) for x in args.latency.split(",")] if args.latency else [0.0, 0.0]
     cfg = FakeConfig(kind=args.kind, model=args.model, max_model_len=args.max_model_len, moe=args.moe,
@@ -245,21 +243,10 @@ def cmd_fake(args) -> int:
     except ValueError as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
+    from .serve import serve_forever
 
-    async def serve():
-        runner, port = await start(app, args.host, args.port)
-        print(f"fake {args.kind} serving {args.model} on http://{args.host}:{port}/v1", flush=True)
-        try:
-            while True:
-                await asyncio.sleep(3600)
-        finally:
-            await runner.cleanup()
-
-    try:
-        asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
-    del web
+    serve_forever(app, args.host, args.port,
+                  lambda port: print(f"fake {args.kind} serving {args.model} on http://{args.host}:{port}/v1", flush=True))
     return 0
 
 

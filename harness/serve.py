@@ -42,10 +42,11 @@ def serve_forever(app: web.Application, host: str = "127.0.0.1", port: int = 0, 
 class AppThread:
     """An aiohttp app on its own loop and thread; `port` once started."""
 
-    def __init__(self, app):
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
         self.app = app
+        self.host = host
         self.loop = asyncio.new_event_loop()
-        self.port: int | None = None
+        self.port: int = port
 
     def __enter__(self):
         ready = threading.Event()
@@ -54,7 +55,7 @@ class AppThread:
         def run():
             asyncio.set_event_loop(self.loop)
             try:
-                self.runner, self.port = self.loop.run_until_complete(start_app(self.app))
+                self.runner, self.port = self.loop.run_until_complete(start_app(self.app, self.host, self.port))
             except BaseException as exc:
                 errors.append(exc)
                 ready.set()

@@ -169,34 +169,28 @@ class Interaction:
         try:
             req, resp = d["request"], d["response"]
             extra = resp.get("x_tito") or {}
-            body = resp.get("body", {}).get("string")
             if extra.get("base64"):
                 import base64
 
                 raw = base64.b64decode(extra["base64"])
-            elif body is None:
-                raw = b""
-            elif isinstance(body, bytes):
-                raw = body
-            elif extra.get("compact"):
-                raw = _compact(json.loads(body))
             else:
-                raw = body.encode("utf-8")
-            rbody = req.get("body")
-            if rbody is None:
-                rraw = b""
-            elif isinstance(rbody, bytes):
-                rraw = rbody
-            elif extra.get("request_compact"):
-                rraw = _compact(json.loads(rbody))
-            else:
-                rraw = rbody.encode("utf-8")
+                raw = _stored_bytes(resp.get("body", {}).get("string"), extra.get("compact"))
+            rraw = _stored_bytes(req.get("body"), extra.get("request_compact"))
             status = resp["status"]
             return cls(req["method"], req["uri"], _headers(req.get("headers")), rraw,
                        int(status["code"]), status.get("message", ""), _headers(resp.get("headers")), raw,
                        extra.get("chunks"), extra.get("duration_ms"))
         except (KeyError, TypeError, ValueError) as exc:
             raise CassetteError(f"malformed interaction ({type(exc).__name__}: {exc})") from None
+
+
+def _stored_bytes(text, compact: bool) -> bytes:
+    """The recorded bytes of a stored body (pretty JSON is compacted back when flagged)."""
+    if text is None:
+        return b""
+    if isinstance(text, bytes):
+        return text
+    return _compact(json.loads(text)) if compact else text.encode("utf-8")
 
 
 def _headers(h) -> dict[str, list[str]]:
