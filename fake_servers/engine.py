@@ -153,12 +153,13 @@ class FakeEngine:
             self.check_length(len(prompt_ids), params.max_tokens)
         digest = hashlib.blake2b(digest_size=16)
         digest.update(np.asarray(prompt_ids, dtype=np.int64).tobytes())
-        digest.update(params.key())
-        digest.update(str(self.config.seed).encode())
+        digest.update(orjson.dumps([params.temperature, params.top_p, params.seed, self.config.seed]))
+        sampling_seed = int.from_bytes(digest.digest()[:8], "little")  # what sampling depends on
+        digest.update(params.key())  # ... and what only cuts or annotates the answer
         key = digest.digest()
         hit = self._cache.get(key)
         if hit is None:
-            hit = self._generate(prompt_ids, params, int.from_bytes(key[:8], "little"))
+            hit = self._generate(prompt_ids, params, sampling_seed)
             self._remember(self._cache, key, hit)
         return hit
 

@@ -115,6 +115,26 @@ async def tokenize_detokenize(config: ClientConfig) -> dict:
     return {"tokenize": _shape(tok), "detokenize": _shape(detok), "count_matches": len(ids) == tok.json().get("count")}
 
 
+async def vllm_only_keys(config: ClientConfig) -> dict:
+    """The keys a vLLM client sends that Dynamo's validator refuses (the client scrubs them)."""
+    body = {"model": config.model, "messages": QUESTION, "max_tokens": 4, "return_token_ids": True,
+            "priority": 1, "spaces_between_special_tokens": False}
+    return _shape(await _raw(config, "POST", "/v1/chat/completions", json=body))
+
+
+async def extra_fields_variants(config: ClientConfig) -> dict:
+    """What each nvext.extra_fields request brings back."""
+    out = {}
+    for fields in (["engine_data"], ["completion_token_ids"], ["worker_id", "timing"],
+                   ["engine_data", "completion_token_ids", "worker_id", "timing"]):
+        body = {"model": config.model, "messages": QUESTION, "max_tokens": 8, "logprobs": True,
+                "nvext": {"extra_fields": fields}}
+        resp = await _raw(config, "POST", "/v1/chat/completions", json=body)
+        nvext = resp.json().get("nvext") if resp.status_code == 200 else None
+        out["+".join(fields)] = {"status": resp.status_code, "nvext": sorted(nvext) if isinstance(nvext, dict) else None}
+    return out
+
+
 @dataclass
 class Spec:
     name: str
@@ -126,7 +146,8 @@ SCENARIOS = [Spec("single_turn_logprobs", single_turn_logprobs), Spec("rollout_4
              Spec("streaming", streaming), Spec("truncated_turn", truncated_turn),
              Spec("tokenize_detokenize", tokenize_detokenize, ("vllm_generate",)),
              Spec("overlong_prompt", overlong_prompt), Spec("unknown_field", unknown_field),
-             Spec("unknown_model", unknown_model), Spec("malformed_body", malformed_body)]
+             Spec("unknown_model", unknown_model), Spec("malformed_body", malformed_body),
+             Spec("vllm_only_keys", vllm_only_keys), Spec("extra_fields_variants", extra_fields_variants, ("dynamo_chat",))]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
 

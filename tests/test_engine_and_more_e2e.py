@@ -1,0 +1,129 @@
+"""The fake engine's contract, and the fallback reasons and faults not covered elsewhere, end to end."""
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from fake_servers.engine import EngineConfig, FakeEngine, MoEShape, SamplingParams
+from fake_servers.server import FakeConfig, RunningServer
+from harness.client import ClientConfig, TitoClient
+from harness.recording.proxy import Recorder, create_proxy_app
+from harness.serve import AppThread
+
+from .conftest import MODEL, tool_msg
+
+PROMPT = [151644, 872, 198, 9707, 151645, 198, 151644, 77091, 198]
+
+
+@pytest.fixture(scope="module")
+def engine(tokenizer):
+    return FakeEngine(tokenizer, EngineConfig(max_model_len=256, moe=MoEShape(3, 2, 300)))
+
+
+def test_engine_is_deterministic_per_request_and_seed(engine):
+    a = engine.generate(PROMPT, SamplingParams(seed=1, top_logprobs=3))
+    b = FakeEngine(engine.tokenizer, engine.config).generate(PROMPT, SamplingParams(seed=1, top_logprobs=3))
+    c = engine.generate(PROMPT, SamplingParams(seed=2, top_logprobs=3))
+    assert a.token_ids == b.token_ids and a.logprobs == b.logprobs and a.token_ids != c.token_ids
+    assert a.token_ids[-1] == engine.eos_id and a.finish_reason == "stop"
+    assert engine.tokenizer.decode(a.token_ids[:-1]) == a.text and " " in a.text  # natural-looking prose
+    assert all(lp < 0 for lp in a.logprobs)
+    assert all(len(alts) == 3 and alts[0] == (t, lp) and all(v < lp for _, v in alts[1:])
+               for t, lp, alts in zip(a.token_ids, a.logprobs, a.top_logprobs))
+
+
+def test_engine_max_tokens_stop_strings_and_context(engine):
+    cut = engine.generate(PROMPT, SamplingParams(seed=1, max_tokens=3))
+    assert len(cut.token_ids) == 3 and cut.finish_reason == "length" and engine.eos_id not in cut.token_ids
+    full = engine.generate(PROMPT, SamplingParams(seed=1))
+    word = full.text.split()[2]
+    stopped = engine.generate(PROMPT, SamplingParams(seed=1, stop=[word]))
+    assert stopped.finish_reason == "stop" and stopped.stop_reason == word and word not in stopped.text
+    long = engine.generate(PROMPT, SamplingParams(seed=1, ignore_eos=True))
+    assert len(PROMPT) + len(long.token_ids) == 256 and long.finish_reason == "length"
+    from fake_servers.engine import ContextLengthExceeded
+    with pytest.raises(ContextLengthExceeded):
+        engine.generate([9707] * 256, SamplingParams())
+
+
+def test_engine_moe_dtype_follows_expert_count(engine):
+    g = engine.generate(PROMPT, SamplingParams(seed=3))
+    re = g.routed_experts
+    assert re["dtype"] == "uint16" and re["shape"] == [len(PROMPT) + len(g.token_ids), 3, 2]
+    assert MoEShape(2, 2, 128).dtype == "uint8" and MoEShape(2, 2, 70000).dtype == "int32"
+    with pytest.raises(ValueError):
+        MoEShape.parse("4,9,8")
+
+
+async def test_latency_model(tokenizer):
+    with RunningServer(FakeConfig(kind="vllm", ttft=0.2, per_token=0.01)) as srv:
+        async with httpx.AsyncClient() as c:
+            t0 = time.perf_counter()
+            r = await c.post(f"{srv.base_url}/chat/completions", json={"messages": [{"role": "user", "content": "q"}],
+                                                                      "max_tokens": 10, "return_token_ids": True})
+            took = time.perf_counter() - t0
+    n = len(r.json()["choices"][0]["token_ids"])
+    assert took >= 0.2 + 0.01 * n - 0.02
+
+
+def cfg(url, transport="vllm_generate", **kw):
+    return ClientConfig(base_url=url, model=MODEL, renderer_transport=transport, **kw)
+
+
+Q = [{"role": "user", "content": "q"}]
+
+
+@pytest.mark.parametrize("kind,transport", [("vllm", "vllm_generate"), ("dynamo", "dynamo_chat")])
+@pytest.mark.parametrize("case,reason", [("edited", "no_prefix_match"), ("assistant_tail", "invalid_env_tail"),
+                                         ("image", "multimodal"), ("stop_string", "no_stop_token")])
+async def test_more_fallback_reasons_end_to_end(request, kind, transport, case, reason):
+    url = request.getfixturevalue(f"fake_{kind}")
+    async with TitoClient(cfg(url, transport)) as c:
+        convo = c.conversation()
+        r1 = await convo.turn(Q, max_tokens=64, **({"stop": ["e"]} if case == "stop_string" else {}))
+        nxt = {"edited": [{"role": "user", "content": "q (edited)"}, r1.message, tool_msg("r")],
+               "assistant_tail": [*Q, r1.message, {"role": "assistant", "content": "injected"}],
+               "image": [*Q, r1.message, {"role": "user", "content": [
+                   {"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}],
+               "stop_string": [*Q, r1.message, tool_msg("r")]}[case]
+        r2 = await convo.turn(nxt, max_tokens=16)
+    assert r2.mode == "mito" and r2.fallback_reason == reason and r2.fallback_detail
+
+
+async def test_missing_prompt_token_ids(fake_vllm_server, fake_dynamo_server):
+    # vLLM, messages-in turn: no prompt ids, nothing to stitch on
+    fake_vllm_server.set_faults(["missing_prompt_token_ids*1"])
+    async with TitoClient(cfg(fake_vllm_server.base_url, parity_policy="off")) as c:
+        convo = c.conversation()
+        r1 = await convo.turn(Q, max_tokens=32)
+        r2 = await convo.turn([*Q, r1.message, tool_msg("r")], max_tokens=32)
+        # a stitched turn without prompt ids keeps the ids it sent
+        fake_vllm_server.set_faults(["missing_prompt_token_ids*1"])
+        r3 = await convo.turn([*Q, r1.message, tool_msg("r"), r2.message, tool_msg("s", 1)], max_tokens=32)
+    assert r1.tokens_dropped == "the answer carried no prompt ids" and r2.fallback_reason == "no_engine_tokens"
+    assert r3.mode == "tito" and r3.prompt_ids[: len(r2.prompt_ids)] == r2.prompt_ids
+    # Dynamo, messages-in turn: the local rendering stands in (and says so)
+    fake_dynamo_server.set_faults(["missing_prompt_token_ids*1"])
+    async with TitoClient(cfg(fake_dynamo_server.base_url, "dynamo_chat")) as c:
+        convo = c.conversation()
+        d1 = await convo.turn(Q, max_tokens=32)
+        d2 = await convo.turn([*Q, d1.message, tool_msg("r")], max_tokens=32)
+    assert any("local rendering" in n for n in d1.notes) and d2.mode == "tito"
+
+
+async def test_proxy_streams_sse_live(tmp_path):
+    """The first chunk reaches the client long before the last token is generated."""
+    with RunningServer(FakeConfig(kind="vllm", per_token=0.1)) as srv:
+        rec = Recorder(tmp_path / "live.yaml", "all")
+        with AppThread(create_proxy_app(srv.root_url, rec)) as p:
+            async with httpx.AsyncClient(timeout=30) as c:
+                t0 = time.perf_counter()
+                async with c.stream("POST", f"http://127.0.0.1:{p.port}/v1/chat/completions",
+                                    json={"messages": Q, "max_tokens": 12, "stream": True, "ignore_eos": True}) as r:
+                    stamps = []
+                    async for line in r.aiter_lines():
+                        if line.startswith("data:"):
+                            stamps.append(time.perf_counter() - t0)
+    assert stamps[0] < 0.35 and stamps[-1] > 1.0  # ~1.2 s of tokens, the first event after ~0.1 s
