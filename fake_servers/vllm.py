@@ -15,7 +15,7 @@ import time
 from aiohttp import web
 
 from . import errors, mutate
-from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json, state_of
+from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json
 from .engine import ContextLengthExceeded, Generation, SamplingParams
 from .openai import logprobs_content, render_messages, sampling_from, text_pieces, usage
 from .validate import INT_LOGPROBS, FieldError, check_fields, check_range

@@ -1,6 +1,5 @@
 """The fake engine's contract, and the fallback reasons and faults not covered elsewhere, end to end."""
 
-import asyncio
 import time
 
 import httpx

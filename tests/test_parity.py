@@ -10,7 +10,7 @@ from harness.client import ClientConfig, TitoClient, TokenizerMismatchError
 from harness.client.parity import compare
 from harness.rollout import run_rollout
 
-from .conftest import MODEL, tool_msg
+from .conftest import MODEL
 
 TEMPLATE_FAULTS = ["template_system_default", "template_no_newline", "template_tools_format"]
 

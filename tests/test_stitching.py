@@ -96,7 +96,7 @@ async def test_duplicated_stop_token_is_skipped(tokenizer):
     # a template that reuses the stop token as the next role marker: <eos> x <eos> ...
     async def eos_marker(messages, tools, add_gen):
         ids = [5, 9, 2]  # dummy assistant: "x" then stop (2), nothing after it
-        for m in messages[1:]:
+        for _ in messages[1:]:
             ids += [2, 11]  # each following message opens with the stop token
         return ids + ([2, 12] if add_gen else [])
     turn = TurnRecord([USER], ANSWER, [1], [9, 2], "stop")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-import pytest
 import vcr as stock_vcr
 
 from fake_servers.server import FakeConfig, RunningServer

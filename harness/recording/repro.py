@@ -54,7 +54,7 @@ def parse_chatml(text: str) -> list[dict]:
             continue
         responses = re.findall(r"<tool_response>\n(.*?)\n</tool_response>", content, re.S)
         if role == "user" and responses:
-            for k, r in enumerate(responses):
+            for r in responses:
                 out.append({"role": "tool", "tool_call_id": f"call_{len(out)}", "content": r})
         else:
             out.append({"role": role, "content": content})
