@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 SCHEMA_VERSION = 1
@@ -35,8 +37,11 @@ class _ReadableDumper(_Dumper):
         return True
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def _str(dumper, data: str):
-    if "\n" in data and all(ch >= " " or ch in "\n\t" for ch in data) and not data.endswith((" ", "\t")):
+    if "\n" in data and not _CONTROL.search(data) and not data.endswith((" ", "\t")):
         return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
     return dumper.represent_scalar("tag:yaml.org,2002:str", data)
 
@@ -52,19 +57,17 @@ def _compact(value) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def pretty_json(value, indent: int = 0) -> str:
-    """One key per line; lists of plain values (token ids, logprobs) stay on one line."""
-    pad = " " * (indent + 1)
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        items = [f"{pad}{json.dumps(k, ensure_ascii=False)}: {pretty_json(v, indent + 1)}" for k, v in value.items()]
-        return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
-    if isinstance(value, list):
-        if all(not isinstance(x, (dict, list)) for x in value):
-            return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-        return "[\n" + ",\n".join(pad + pretty_json(v, indent + 1) for v in value) + "\n" + " " * indent + "]"
-    return json.dumps(value, ensure_ascii=False)
+_SCALAR_LIST = re.compile(rb"\[\n(?:[ ]+(?:-?[0-9][0-9.eE+-]*|true|false|null),?\n)+[ ]*\]")
+
+
+def _one_line(m: re.Match) -> bytes:
+    return b"[" + b", ".join(x.strip().rstrip(b",") for x in m.group(0)[1:-1].split(b"\n") if x.strip()) + b"]"
+
+
+def pretty_json(value) -> str:
+    """One key per line; lists of numbers (token ids, logprobs) stay on one line."""
+    text = orjson.dumps(value, option=orjson.OPT_INDENT_2)
+    return _SCALAR_LIST.sub(_one_line, text).decode("utf-8")
 
 
 def readable_json(body: bytes) -> tuple[str | None, bool]:
@@ -82,7 +85,12 @@ def readable_json(body: bytes) -> tuple[str | None, bool]:
         except ValueError:
             return text, False
         if _compact(value) == body:
-            return pretty_json(value), True
+            try:
+                pretty = pretty_json(value)
+                if _compact(json.loads(pretty)) == body:  # e.g. NaN or huge ints would not survive
+                    return pretty, True
+            except (TypeError, ValueError, orjson.JSONEncodeError):
+                pass
     return text, False
 
 

@@ -19,16 +19,18 @@ SECRET_HEADERS = {
 _SECRET_HEADER_PARTS = ("token", "secret", "api-key", "apikey", "password", "credential", "session")
 SECRET_QUERY_KEYS = {"api_key", "apikey", "key", "token", "access_token", "auth", "sig", "signature", "password",
                      "secret", "client_secret", "code"}
+# (regex, literal hints: the regex can only match text holding one of them, lower-cased)
 BODY_PATTERNS = [
-    r"(?i)bearer\s+[A-Za-z0-9._~+/=-]{8,}",
-    r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}",
-    r"\bhf_[A-Za-z0-9]{20,}",
-    r"\bnvapi-[A-Za-z0-9_-]{20,}",
-    r"\bgh[pousr]_[A-Za-z0-9]{20,}",
-    r"\bAKIA[0-9A-Z]{16}\b",
-    r"\bxox[abprs]-[A-Za-z0-9-]{10,}",
-    r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}",  # JWT
-    r"""(?i)(["']?(?:api[_-]?key|secret|password|access[_-]?token|auth[_-]?token)["']?\s*[:=]\s*["']?)([A-Za-z0-9._~+/-]{8,})""",
+    (r"(?i)bearer\s+[A-Za-z0-9._~+/=-]{8,}", ("bearer",)),
+    (r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}", ("sk-",)),
+    (r"\bhf_[A-Za-z0-9]{20,}", ("hf_",)),
+    (r"\bnvapi-[A-Za-z0-9_-]{20,}", ("nvapi-",)),
+    (r"\bgh[pousr]_[A-Za-z0-9]{20,}", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
+    (r"\bAKIA[0-9A-Z]{16}\b", ("akia",)),
+    (r"\bxox[abprs]-[A-Za-z0-9-]{10,}", ("xox",)),
+    (r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}", ("eyj",)),  # JWT
+    (r"""(?i)(["']?(?:api[_-]?key|secret|password|access[_-]?token|auth[_-]?token)["']?\s*[:=]\s*["']?)([A-Za-z0-9._~+/-]{8,})""",
+     ("key", "secret", "password", "token")),
 ]
 
 
@@ -40,7 +42,8 @@ class Scrubber:
     placeholder: str = PLACEHOLDER
 
     def __post_init__(self):
-        self._patterns = [re.compile(p) for p in [*BODY_PATTERNS, *self.extra_patterns]]
+        self._patterns = [(re.compile(p), hints) for p, hints in BODY_PATTERNS]
+        self._patterns += [(re.compile(p), ()) for p in self.extra_patterns]
 
     def is_secret_header(self, name: str) -> bool:
         low = name.lower()
@@ -67,7 +70,10 @@ class Scrubber:
         return urlunsplit(parts._replace(query=urlencode(pairs, safe="<>")))
 
     def text(self, text: str) -> str:
-        for pattern in self._patterns:
+        low = text.lower()
+        for pattern, hints in self._patterns:
+            if hints and not any(h in low for h in hints):
+                continue
             if pattern.groups >= 2:
                 text = pattern.sub(lambda m: m.group(1) + self.placeholder, text)
             else:
