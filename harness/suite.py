@@ -135,6 +135,19 @@ async def extra_fields_variants(config: ClientConfig) -> dict:
     return out
 
 
+async def token_data_turn(config: ClientConfig) -> dict:
+    """A tokens-in turn sent raw: the engine must take nvext.token_data and skip the template."""
+    ids = [151644, 872, 198, 9707, 151645, 198, 151644, 77091, 198]  # ChatML for "Hello" + generation prompt
+    body = {"model": config.model, "messages": [{"role": "user", "content": ""}], "max_tokens": 8, "logprobs": True,
+            "nvext": {"token_data": ids, "extra_fields": ["engine_data", "completion_token_ids"]}}
+    resp = await _raw(config, "POST", "/v1/chat/completions", json=body)
+    data = resp.json() if resp.status_code == 200 else {}
+    nvext = data.get("nvext") or {}
+    return {"status": resp.status_code, "usage_counts_sent_ids": (data.get("usage") or {}).get("prompt_tokens") == len(ids),
+            "nvext": sorted(nvext), "engine_prompt_is_sent_ids": (nvext.get("engine_data") or {}).get("prompt_token_ids",
+                                                                                                     ids) == ids}
+
+
 @dataclass
 class Spec:
     name: str
@@ -147,7 +160,8 @@ SCENARIOS = [Spec("single_turn_logprobs", single_turn_logprobs), Spec("rollout_4
              Spec("tokenize_detokenize", tokenize_detokenize, ("vllm_generate",)),
              Spec("overlong_prompt", overlong_prompt), Spec("unknown_field", unknown_field),
              Spec("unknown_model", unknown_model), Spec("malformed_body", malformed_body),
-             Spec("vllm_only_keys", vllm_only_keys), Spec("extra_fields_variants", extra_fields_variants, ("dynamo_chat",))]
+             Spec("vllm_only_keys", vllm_only_keys), Spec("extra_fields_variants", extra_fields_variants, ("dynamo_chat",)),
+             Spec("token_data_turn", token_data_turn, ("dynamo_chat",))]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
 
