@@ -28,15 +28,6 @@ def _turn(r) -> dict:
             "tokens_dropped": r.tokens_dropped is not None}
 
 
-def _continuity(results) -> bool:
-    for prev, cur in zip(results, results[1:]):
-        if cur.mode == "tito":
-            head = (prev.prompt_ids or []) + (prev.completion_ids or [])
-            if not head or (cur.prompt_ids or [])[: len(head)] != head:
-                return False
-    return True
-
-
 async def single_turn_logprobs(config: ClientConfig) -> dict:
     async with TitoClient(config) as c:
         r = await c.chat(QUESTION, max_tokens=24, top_logprobs=2, seed=11)
