@@ -105,10 +105,15 @@ def cmd_record(args) -> int:
         print(f"recording {args.upstream} ({server}) into {args.cassette} [mode {args.mode}]; "
               f"send traffic to http://{args.host}:{port}/v1 ; Ctrl-C to stop", flush=True)
 
+    def recorded(count, inter):
+        if not args.quiet:
+            ms = f"{inter.duration_ms:.0f} ms" if inter.duration_ms is not None else ""
+            err.print(f"#{count} {inter.method} {inter.path} -> {inter.status} {ms}", highlight=False)
+
     meta = {k: v for k, v in (("hardware", args.hardware), ("scenario", args.scenario)) if v}
     try:
         rec = run_proxy(args.upstream, args.cassette, args.host, args.port, args.mode,
-                        Scrubber(extra_patterns=args.scrub_pattern), meta, ready)
+                        Scrubber(extra_patterns=args.scrub_pattern), meta, ready, recorded)
     except CassetteError as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
@@ -366,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--scrub-pattern", action="append", default=[], help="another regex to blank out; repeatable")
     rc.add_argument("--hardware", default=None, help="provenance: e.g. '8x H100'")
     rc.add_argument("--scenario", default=None, help="provenance: what the traffic is")
+    rc.add_argument("--quiet", action="store_true", help="no line per recorded exchange")
     rc.set_defaults(func=cmd_record)
 
     rp = sub.add_parser("replay", help="a server that answers from cassettes")

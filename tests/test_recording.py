@@ -159,7 +159,7 @@ def test_signals_flush_and_exit_cleanly(fake_vllm_server, tmp_path, sig):
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert "5 exchanges recorded" in out
+    assert "5 exchanges recorded" in out and "#5 POST /tokenize -> 200" in err  # a line per exchange
     c = Cassette.load(cassette)
     assert len(c.interactions) == 5 and c.meta["hardware"] == "test box" and c.meta["server"] == "vllm"
 

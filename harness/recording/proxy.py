@@ -40,7 +40,9 @@ class Recorder:
     long the cassette grows.
     """
 
-    def __init__(self, path: str | Path, mode: str = "once", scrubber: Scrubber | None = None, meta: dict | None = None):
+    def __init__(self, path: str | Path, mode: str = "once", scrubber: Scrubber | None = None, meta: dict | None = None,
+                 on_record=None):
+        self.on_record = on_record  # called with (count, interaction) once an exchange is on disk
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.path = Path(path)
@@ -84,6 +86,8 @@ class Recorder:
             if self._writer is None or self._writer.done():
                 self._writer = asyncio.create_task(self._write_loop())
             await self._cond.wait_for(lambda: self._written >= mine)
+        if self.on_record:
+            self.on_record(mine, scrubbed)
 
     async def _write_loop(self) -> None:
         while True:
@@ -210,12 +214,12 @@ async def probe_upstream(upstream: str) -> dict:
 
 
 def run_proxy(upstream: str, cassette: str, host: str = "127.0.0.1", port: int = 8080, mode: str = "once",
-              scrubber: Scrubber | None = None, meta: dict | None = None, on_ready=None) -> Recorder:
+              scrubber: Scrubber | None = None, meta: dict | None = None, on_ready=None, on_record=None) -> Recorder:
     """Serve the recording proxy until SIGINT/SIGTERM; the cassette is flushed on the way out."""
     from ..serve import serve_forever
 
     info = asyncio.run(probe_upstream(upstream))
-    recorder = Recorder(cassette, mode, scrubber, recording_meta(upstream, **info, **(meta or {})))
+    recorder = Recorder(cassette, mode, scrubber, recording_meta(upstream, **info, **(meta or {})), on_record)
     serve_forever(create_proxy_app(upstream, recorder), host, port,
                   (lambda bound: on_ready(bound, info)) if on_ready else None)
     return recorder
