@@ -141,19 +141,31 @@ async def test_hundreds_of_concurrent_exchanges_none_lost_or_interleaved(fake_vl
     assert len(seen) == n
 
 
-def _start_record_cli(upstream, cassette, *extra):
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "record", "--upstream", upstream, "--cassette",
-                             str(cassette), "--port", "0", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    line = proc.stdout.readline()
-    port = int(line.split("send traffic to http://127.0.0.1:")[1].split("/")[0])
-    return proc, port
+@pytest.fixture
+def record_cli(request):
+    """Start `harness record` on a free port; the process never outlives the test."""
+    procs = []
+
+    def start(upstream, cassette, *extra):
+        proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "record", "--upstream", upstream, "--cassette",
+                                 str(cassette), "--port", "0", *extra], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        procs.append(proc)
+        line = proc.stdout.readline()
+        port = int(line.split("send traffic to http://127.0.0.1:")[1].split("/")[0])
+        return proc, port
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signals_flush_and_exit_cleanly(fake_vllm_server, tmp_path, sig):
+def test_signals_flush_and_exit_cleanly(fake_vllm_server, tmp_path, sig, record_cli):
     cassette = tmp_path / "sig.yaml"
-    proc, port = _start_record_cli(fake_vllm_server.root_url, cassette, "--hardware", "test box")
+    proc, port = record_cli(fake_vllm_server.root_url, cassette, "--hardware", "test box")
     for k in range(5):
         assert httpx.post(f"http://127.0.0.1:{port}/tokenize", json={"model": MODEL, "prompt": str(k)}).status_code == 200
     proc.send_signal(sig)
@@ -164,9 +176,9 @@ def test_signals_flush_and_exit_cleanly(fake_vllm_server, tmp_path, sig):
     assert len(c.interactions) == 5 and c.meta["hardware"] == "test box" and c.meta["server"] == "vllm"
 
 
-def test_kill_9_never_corrupts_the_cassette(fake_vllm_server, tmp_path):
+def test_kill_9_never_corrupts_the_cassette(fake_vllm_server, tmp_path, record_cli):
     cassette = tmp_path / "killed.yaml"
-    proc, port = _start_record_cli(fake_vllm_server.root_url, cassette)
+    proc, port = record_cli(fake_vllm_server.root_url, cassette)
     done = 0
     t0 = time.time()
     with httpx.Client() as client:
