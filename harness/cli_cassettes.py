@@ -1,0 +1,149 @@
+"""`harness` subcommands for cassettes: record, replay, inspect, repro, record-suite, conformance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from .cli import err, out
+
+
+def cmd_record(args) -> int:
+    from .recording.format import CassetteError
+    from .recording.proxy import run_proxy
+    from .recording.scrub import Scrubber
+
+    def ready(port, info):
+        server = f"{info.get('server', 'unknown server')} {info.get('server_version', '')}".strip()
+        print(f"recording {args.upstream} ({server}) into {args.cassette} [mode {args.mode}]; "
+              f"send traffic to http://{args.host}:{port}/v1 ; Ctrl-C to stop", flush=True)
+
+    def recorded(count, inter):
+        if not args.quiet:
+            ms = f"{inter.duration_ms:.0f} ms" if inter.duration_ms is not None else ""
+            err.print(f"#{count} {inter.method} {inter.path} -> {inter.status} {ms}", highlight=False)
+
+    meta = {k: v for k, v in (("hardware", args.hardware), ("scenario", args.scenario)) if v}
+    try:
+        rec = run_proxy(args.upstream, args.cassette, args.host, args.port, args.mode,
+                        Scrubber(extra_patterns=args.scrub_pattern), meta, ready, recorded)
+    except CassetteError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    print(f"stopped: {rec.recorded} exchanges recorded, {len(rec.cassette.interactions)} in {args.cassette}")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from .recording.format import CassetteError
+    from .recording.replay import DEFAULT_IGNORE, run_replay
+
+    def ready(port, index):
+        print(f"replaying {index.count} interactions from {len(args.paths)} path(s) on http://{args.host}:{port}/v1 "
+              f"(unmatched requests answer 422)", flush=True)
+
+    try:
+        run_replay(args.paths, args.host, args.port, (*DEFAULT_IGNORE, *args.ignore_field), args.repeat, ready)
+    except CassetteError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .recording.format import Cassette, CassetteError
+    from .recording.inspect import analyze
+
+    try:
+        report = analyze(Cassette.load(args.path))
+    except CassetteError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    if args.json:
+        print(json.dumps({"meta": report.meta, "routes": dict(report.routes), "statuses": dict(report.statuses),
+                          "rows": [r.__dict__ for r in report.rows], "anomalies": report.anomalies}))
+        return 0
+    meta = report.meta
+    out.print(f"[bold]{args.path}[/]: {len(report.rows)} exchanges")
+    prov = ", ".join(f"{k}: {meta[k]}" for k in ("server", "server_version", "model", "hardware", "scenario",
+                                                   "recorded_at", "recorder", "upstream") if meta.get(k))
+    out.print(f"provenance: {prov or 'none recorded'}")
+    out.print("routes: " + ", ".join(f"{k} x{v}" for k, v in report.routes.items()))
+    out.print("statuses: " + ", ".join(f"{k} x{v}" for k, v in sorted(report.statuses.items())))
+    t = Table(title_justify="left")
+    for col in ("#", "request", "status", "turn", "prompt", "completion", "logprobs", "finish", "anomalies"):
+        t.add_column(col, justify="right" if col in ("#", "status", "prompt", "completion", "logprobs") else "left")
+    fmt = lambda v: "" if v is None else str(v)
+    for r in report.rows:
+        t.add_row(str(r.index), f"{r.method} {r.path}", str(r.status), fmt(r.kind), fmt(r.prompt_tokens),
+                  fmt(r.completion_tokens), fmt(r.logprobs), fmt(r.finish_reason),
+                  "[red]" + "; ".join(r.anomalies) + "[/]" if r.anomalies else "")
+    out.print(t)
+    out.print(f"{len(report.anomalies)} anomal{'y' if len(report.anomalies) == 1 else 'ies'}")
+    return 0
+
+
+def _print_repro(report, title) -> None:
+    s = report.script
+    out.print(f"[bold]{title}[/]: {len(s.turns)} turns, transport {s.transport}"
+              f"{' (route ' + s.tito_route + ')' if s.transport == 'vllm_generate' else ''}, model {s.model}")
+    t = Table(title_justify="left")
+    for col in ("turn", "mode", "reason", "prompt", "completion", "dropped tokens", "routed experts", "error"):
+        t.add_column(col)
+    for o in report.turns:
+        t.add_row(str(o.index + 1), o.mode or "", o.fallback_reason or "", str(o.prompt_tokens or ""),
+                  str(o.completion_tokens or ""), o.tokens_dropped or "",
+                  (str(o.routed_experts) if o.routed_experts else "") + (o.routed_experts_error or ""),
+                  f"{o.error}: {o.error_message}" if o.error else "")
+    out.print(t)
+
+
+def cmd_repro(args) -> int:
+    from .recording.format import CassetteError
+    from .recording.repro import emit_test, repro_cassette
+
+    try:
+        report = repro_cassette(args.path)
+    except (CassetteError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    _print_repro(report, args.path)
+    if args.emit_test:
+        path = emit_test(report, args.emit_test)
+        out.print(f"regression test written to {path}")
+    return 0
+
+
+def cmd_record_suite(args) -> int:
+    from .suite import record_suite
+
+    try:
+        results = record_suite(args.base_url, args.transport, args.model, args.out, args.hardware,
+                               args.scenario or None, args.tokenizer, progress=lambda m: out.print(m))
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    failed = [r for r in results if r[1] != "ok"]
+    out.print(f"{len(results) - len(failed)} of {len(results)} scenarios recorded into {args.out}")
+    return 1 if failed else 0
+
+
+def cmd_conformance(args) -> int:
+    from .conformance import run_conformance
+
+    report = run_conformance(args.cassettes, args.fake)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report.to_dict(), indent=1))
+    t = Table(title=f"conformance: fake {args.fake} vs {args.cassettes}", title_justify="left")
+    for col in ("cassette", "#", "request", "status real/fake", "verdict", "differences"):
+        t.add_column(col)
+    for c in report.checks:
+        verdict = "[green]same[/]" if c.ok else ("[yellow]allowed[/]" if c.allowed_only else "[red]DIFFERS[/]")
+        t.add_row(c.cassette, str(c.index), c.request, f"{c.real_status}/{c.fake_status}", verdict,
+                  "\n".join(c.problems + [f"(allowed) {a}" for a in c.allowed])[:400])
+    out.print(t)
+    out.print(f"{report.failed} difference(s) outside the allowlist in {len(report.checks)} exchanges"
+              + (f"; JSON report: {args.json_out}" if args.json_out else ""))
+    return 1 if report.failed else 0
