@@ -39,9 +39,10 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 
 FAKE = r'''
 import asyncio, sys
-from fake_servers.server import FakeConfig, build_app, start
+from fake_servers.server import FakeConfig, build_app
+from harness.serve import start_app
 async def main():
-    runner, port = await start(build_app(FakeConfig(kind=sys.argv[2])), "127.0.0.1", int(sys.argv[1]))
+    runner, port = await start_app(build_app(FakeConfig(kind=sys.argv[2])), "127.0.0.1", int(sys.argv[1]))
     await asyncio.Event().wait()
 asyncio.run(main())
 '''

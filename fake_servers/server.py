@@ -1,8 +1,8 @@
-"""Build and run a fake server: in the caller's loop, in a background thread, or as a process."""
+"""Build a fake server app, or run one in a background thread (`RunningServer`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -33,7 +33,6 @@ class FakeConfig:
     chat_tokens_route: bool = True  # vLLM: serve /v1/chat/completions/tokens (prime-rl style)
     generate_route: bool = True  # vLLM: serve /inference/v1/generate (--enable-scale-out)
     tool_parser: str | None = "hermes"  # vLLM: None = started without --enable-auto-tool-choice
-    extra: dict = field(default_factory=dict)
 
 
 def _tokenizer(cfg: FakeConfig):
@@ -66,13 +65,6 @@ def build_app(cfg: FakeConfig | None = None, **overrides) -> web.Application:
     if cfg.kind == "vllm":
         return vllm.create_app(state, cfg.chat_tokens_route, cfg.generate_route, cfg.tool_parser)
     return dynamo.create_app(state, cfg.dynamo_backend)
-
-
-async def start(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
-    """Start `app` in the running loop; returns the runner and the bound port."""
-    from harness.serve import start_app
-
-    return await start_app(app, host, port)
 
 
 class RunningServer:

@@ -8,7 +8,6 @@ Differences listed in ALLOWLIST (each with its reason) are reported but do not f
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,16 +80,6 @@ def _fake_config(kind: str, cassettes: list[Cassette]):
                       chat_tokens_route=("/v1/chat/completions/tokens", 404) not in statuses)
 
 
-def _parse(inter_body: bytes, stream: bool):
-    if stream:
-        return [json.loads(line[5:]) for line in inter_body.decode("utf-8", "replace").splitlines()
-                if line.startswith("data:") and line[5:].strip() != "[DONE]"]
-    try:
-        return json.loads(inter_body)
-    except ValueError:
-        return None
-
-
 def _invariants(inter: Interaction, fake_inter: Interaction) -> list[str]:
     out = []
     if turn_kind(inter) is None or fake_inter.status >= 400:
@@ -117,7 +106,8 @@ def compare(cassette_name: str, index: int, inter: Interaction, client: httpx.Cl
     if resp.status_code != inter.status:
         check.problems.append(f"status: real {inter.status}, fake {resp.status_code}")
     stream = inter.is_stream()
-    real_body, fake_body = _parse(inter.response_body, stream), _parse(resp.content, stream)
+    real_body, fake_body = ((inter.sse_chunks(), fake.sse_chunks()) if stream
+                            else (inter.response_json(), fake.response_json()))
     if (real_body is None) != (fake_body is None):
         check.problems.append("body: JSON on one side only")
     elif real_body is not None:
