@@ -36,6 +36,7 @@ class ServerState:
     template_faults: dict = field(default_factory=dict)  # fault name -> chat template text
     requests: int = 0
     started: float = field(default_factory=time.time)
+    profile: object = None  # the fake_servers.profiles.Profile being served
 
 
 @dataclass
@@ -178,8 +179,8 @@ def _fault_middleware(style: ErrorStyle):
 
 async def _admin_get(request: web.Request) -> web.Response:
     state = state_of(request)
-    return json_ok({**state.plan.describe(), "requests": state.requests,
-                              "catalogue": sorted(CATALOGUE)})
+    return json_ok({**state.plan.describe(), "requests": state.requests, "catalogue": sorted(CATALOGUE),
+                    "profile": state.profile.describe() if state.profile is not None else None})
 
 
 async def _admin_post(request: web.Request) -> web.Response:

@@ -1,9 +1,11 @@
-"""A fake NVIDIA Dynamo OpenAI frontend (shapes of Dynamo 1.6.1, checked against real captures).
+"""A fake NVIDIA Dynamo OpenAI frontend, answering as its profile says (`profiles.py`).
 
-`backend="vllm"` answers like a frontend serving a vLLM worker (engine_data, logprobs);
-`backend="mocker"` like one serving the mocker engine (no engine_data, logprobs always null,
-no context-length check). Routes: /v1/models, /health, /v1/chat/completions; everything
-else answers `404 Route not found: METHOD PATH`, as the real frontend does.
+Backend `vllm` answers like a frontend serving a vLLM worker (engine_data, logprobs); `mocker`
+like one serving the mocker engine (no engine_data, logprobs always null, no context-length
+check); `sglang` like one serving an SGLang worker (routed experts as a base64 string). Routes:
+/v1/models, /health, /v1/chat/completions, and /inference/v1/generate when the profile has it
+(DYN_VLLM_ENABLE_INFERENCE_V1_GENERATE=1); everything else answers `404 Route not found: METHOD
+PATH`, as the real frontend does.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from collections import OrderedDict
 
 from aiohttp import web
 
-from . import errors, mutate
+from . import errors, experts, generate, mutate
 from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json
 from .engine import ContextLengthExceeded, Generation, SamplingParams
 from .openai import logprobs_content, render_messages, sampling_from, text_pieces
+from .profiles import ROUTES, Profile
 from .validate import FieldError, check_fields
 
 # Top-level fields the real frontend accepts (probed one by one against Dynamo 1.6.1).
@@ -107,13 +110,12 @@ class PrefixCache:
 
 
 class DynamoHandlers:
-    def __init__(self, state: ServerState, backend: str = "vllm"):
-        if backend not in ("vllm", "mocker"):
-            raise ValueError("backend must be 'vllm' or 'mocker'")
+    def __init__(self, state: ServerState, profile: Profile):
         self.state = state
+        self.profile = profile
         self.engine = state.engine
         self.model = state.engine.config.model
-        self.backend = backend
+        self.backend = profile.backend
         self.cache = PrefixCache()
 
     async def models(self, request):
@@ -236,8 +238,8 @@ class DynamoHandlers:
               "completion_token_ids": list(gen.token_ids), "finished": True}
         if params.logprobs:
             ed["completion_logprobs"] = list(gen.logprobs)
-        if gen.routed_experts:
-            ed["routed_experts"] = dict(gen.routed_experts)
+        if gen.routed_experts is not None and self.profile.routed_experts == "nvext_object":
+            ed["routed_experts"] = experts.cached(gen, "nvext_object")
         return ed
 
     def _nvext(self, extra: set, prompt_ids, gen: Generation, params, reused: int, ids) -> dict:
@@ -252,9 +254,9 @@ class DynamoHandlers:
             ext["timing"] = {"request_received_ms": int(now), "prefill_wait_time_ms": 0.0, "prefill_time_ms": 0.0,
                              "ttft_ms": self.engine.config.ttft * 1000,
                              "total_time_ms": (self.engine.config.ttft + self.engine.config.per_token * len(gen.token_ids)) * 1000}
-        if "routed_experts" in extra and gen.routed_experts:
-            ext["routed_experts"] = dict(gen.routed_experts)
-        if "engine_data" in extra and self.backend == "vllm":
+        if "routed_experts" in extra and gen.routed_experts is not None and self.backend != "mocker":
+            ext["routed_experts"] = experts.cached(gen, self.profile.routed_experts)
+        if "engine_data" in extra and self.backend != "mocker":
             ext["engine_data"] = self._engine_data(prompt_ids, gen, params, reused)
         return ext
 
@@ -269,7 +271,7 @@ class DynamoHandlers:
         tail = {"created": created, "model": self.model, "object": "chat.completion.chunk"}
         per_chunk = extra - {"engine_data", "timing", "routed_experts"}
         n = len(gen.token_ids)
-        last_in_final = self.backend == "vllm" and n > 0
+        last_in_final = self.backend != "mocker" and n > 0
         body_tokens = n - 1 if last_in_final else n
 
         def lp_of(i):
@@ -300,9 +302,47 @@ class DynamoHandlers:
         return sse.resp
 
 
-def create_app(state: ServerState, backend: str = "vllm") -> web.Application:
-    h = DynamoHandlers(state, backend)
-    return make_app(state, STYLE, [
-        ("GET", "/v1/models", h.models), ("GET", "/health", h.health),
-        ("POST", "/v1/chat/completions", h.chat),
-    ])
+    async def generate(self, request):
+        """Dynamo's native /inference/v1/generate (vLLM worker, aggregated, token input)."""
+        try:
+            body = await read_json(request)
+        except BadBody as exc:
+            return _bad_body(exc)
+        try:
+            check_fields(body, ("token_ids", "sampling_params", "model", "stream"))
+            check_fields(body.get("sampling_params") or {}, ("max_tokens", "temperature", "top_p", "seed"),
+                         prefix="sampling_params.")
+        except FieldError as e:
+            return errors.dynamo_deserialize(e.serde_reason() + " at line 1 column 1")
+        if body.get("token_ids") is None or body.get("sampling_params") is None:
+            missing = "token_ids" if body.get("token_ids") is None else "sampling_params"
+            return errors.dynamo_deserialize(f"missing field `{missing}` at line 1 column 1")
+        if body.get("stream"):
+            return errors.dynamo_generate_error(501, "streaming is not supported on /inference/v1/generate",
+                                                "not_implemented")
+        if body.get("model") not in (None, self.model):
+            return errors.dynamo_generate_error(404, f"model {body.get('model')} not found", "not_found")
+        ids = body["token_ids"]
+        if not ids or any(t >= self.engine.vocab_size for t in ids):
+            return errors.dynamo_generate_error(400, "Invalid request", "invalid_request_error")
+        sp = body["sampling_params"]
+        n_logprobs = sp.get("logprobs")
+        params = sampling_from({**sp, "logprobs": n_logprobs is not None, "top_logprobs": n_logprobs or 0})
+        params.top_logprobs = max(params.top_logprobs, 1) if params.logprobs else 0
+        try:
+            gen = self.engine.generate(list(ids), params)
+        except ContextLengthExceeded:
+            return errors.dynamo_generate_error(400, "Invalid request", "invalid_request_error")
+        delay = self.engine.config.ttft + self.engine.config.per_token * len(gen.token_ids)
+        if delay:
+            await asyncio.sleep(delay)
+        start = sp.get("routed_experts_prompt_start")
+        out = generate.answer(self.engine, self.profile, self.model, list(ids), gen, params.logprobs, "tokens",
+                              start if isinstance(start, int) else 0)
+        return await send_json(request, mutate.apply(faults_of(request), out))
+
+
+def create_app(state: ServerState, profile: Profile) -> web.Application:
+    h = DynamoHandlers(state, profile)
+    handlers = {"models": h.models, "health": h.health, "chat": h.chat, "generate": h.generate}
+    return make_app(state, STYLE, [(*ROUTES[name], handlers[name]) for name in ROUTES if profile.serves(name)])

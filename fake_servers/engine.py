@@ -11,11 +11,9 @@ import hashlib
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import orjson
-import pybase64
 from faker import Faker
 
 
@@ -84,7 +82,7 @@ class Generation:
     stop_reason: str | int | None
     logprobs: list[float]
     top_logprobs: list[list[tuple[int, float]]]  # per position: (id, logprob), best first
-    routed_experts: dict[str, Any] | None = None
+    routed_experts: np.ndarray | None = None  # (prompt + completion tokens, layers, top_k)
     derived: dict = field(default_factory=dict)  # per-answer pieces built once (logprob entries, text deltas)
 
 
@@ -206,13 +204,11 @@ class FakeEngine:
         routed = self._routed_experts(len(prompt_ids) + len(ids), seed) if self.config.moe else None
         return Generation(ids, text, finish, stop_reason, logprobs, top, routed)
 
-    def _routed_experts(self, seq_len: int, seed: int) -> dict[str, Any]:
+    def _routed_experts(self, seq_len: int, seed: int) -> np.ndarray:
         moe = self.config.moe
         assert moe is not None
         rng = np.random.default_rng(seed)
-        arr = rng.integers(0, moe.experts, size=(seq_len, moe.layers, moe.top_k)).astype(moe.dtype)
-        return {"data": pybase64.b64encode(arr.tobytes()).decode("ascii"),
-                "shape": list(arr.shape), "start": 0, "dtype": moe.dtype}
+        return rng.integers(0, moe.experts, size=(seq_len, moe.layers, moe.top_k), dtype=np.dtype(moe.dtype))
 
     def _remember(self, cache: OrderedDict, key: bytes, value) -> None:
         cache[key] = value

@@ -18,13 +18,20 @@ def vllm_error(status: int, message: str, type_: str = "BadRequestError", param:
                  headers)
 
 
-def vllm_validation(loc: str, kind: str, msg: str, input_repr: str, ctx: dict | None = None) -> web.Response:
-    """A pydantic validation failure, as vLLM's exception handler words it."""
+def _pydantic_line(loc: str, kind: str, msg: str, input_repr: str, ctx: dict | None) -> str:
     detail = f"{{'type': '{kind}', 'loc': '{loc}', 'msg': '{msg}', 'input': {input_repr}"
     if ctx:
         detail += f", 'ctx': {ctx!r}"
-    detail += "}"
-    return vllm_error(400, f"1 validation error:\n  {detail}", "Bad Request", loc)
+    return detail + "}"
+
+
+def vllm_validation(loc: str, kind: str, msg: str, input_repr: str, ctx: dict | None = None,
+                    more: list | None = None) -> web.Response:
+    """Pydantic validation failures, as vLLM's exception handler words them (`more`: further
+    (loc, kind, msg, input, ctx) errors reported after the first)."""
+    lines = [_pydantic_line(loc, kind, msg, input_repr, ctx)] + [_pydantic_line(*m) for m in more or []]
+    head = "1 validation error" if len(lines) == 1 else f"{len(lines)} validation errors"
+    return vllm_error(400, f"{head}:\n  " + "\n  ".join(lines), "Bad Request", loc)
 
 
 def vllm_model_not_found(model: str, served: str) -> web.Response:
@@ -55,12 +62,9 @@ def vllm_decoder_too_long(prompt_len: int, max_model_len: int) -> web.Response:
     return vllm_error(400, msg)
 
 
-def fastapi_not_found() -> web.Response:
-    return _json(404, {"detail": "Not Found"})
-
-
-def fastapi_method_not_allowed() -> web.Response:
-    return _json(405, {"detail": "Method Not Allowed"})
+def fastapi_detail(status: int, detail: str) -> web.Response:
+    """FastAPI's own errors (unknown route, wrong method, a body it cannot read): `{"detail"}`."""
+    return _json(status, {"detail": detail})
 
 
 # -- Dynamo (1.6): {message, type, code}, with optional details -------------------------------
@@ -86,3 +90,8 @@ def dynamo_route_not_found(method: str, path: str) -> web.Response:
 
 def dynamo_context_length(limit: int, actual: int) -> web.Response:
     return dynamo_error(400, "Invalid request", {"type": "context_length", "limit": limit, "actual": actual})
+
+
+def dynamo_generate_error(status: int, message: str, type_: str) -> web.Response:
+    """Errors of Dynamo's native /inference/v1/generate: vLLM-style `{"error": {message, type, code}}`."""
+    return _json(status, {"error": {"message": message, "type": type_, "code": status}})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pybase64
+
 from .faults import Active
 
 SIBLING = {"data": "c2libGluZyBkYXRh", "note": "not the routed experts"}
@@ -20,16 +22,89 @@ def _logprob_lists(body: dict):
 
 
 def _experts_holders(body: dict):
-    """(container, key) pairs that hold a routed_experts payload."""
+    """Containers that hold a routed_experts payload (an object or a string)."""
     for c in body.get("choices") or []:
-        if isinstance(c.get("routed_experts"), dict):
+        if isinstance(c.get("routed_experts"), (dict, str)):
             yield c
     nvext = body.get("nvext") or {}
-    if isinstance(nvext.get("routed_experts"), dict):
+    if isinstance(nvext.get("routed_experts"), (dict, str)):
         yield nvext
     ed = nvext.get("engine_data")
-    if isinstance(ed, dict) and isinstance(ed.get("routed_experts"), dict):
+    if isinstance(ed, dict) and isinstance(ed.get("routed_experts"), (dict, str)):
         yield ed
+
+
+def _npy_header(text: str, edit) -> str:
+    """Rewrite the header of a base64 `.npy` payload (`edit(header) -> header` of the same length)."""
+    raw = bytearray(pybase64.b64decode(text))
+    if raw[:6] != b"\x93NUMPY":
+        return text
+    size = int.from_bytes(raw[8:10], "little") if raw[6] == 1 else int.from_bytes(raw[8:12], "little")
+    at = 10 if raw[6] == 1 else 12
+    header = raw[at:at + size].decode("latin-1")
+    new = edit(header)
+    new = new + " " * (len(header) - len(new)) if len(new) <= len(header) else new[:len(header)]
+    raw[at:at + size] = new.encode("latin-1")
+    return pybase64.b64encode(bytes(raw)).decode("ascii")
+
+
+_WIDER = {"|u1": "<i4", "<u2": "<i4", "<i2": "<i4", "<i4": "|u1"}
+
+
+def _wider_dtype(header: str) -> str:
+    for old, new in _WIDER.items():
+        if f"'descr': '{old}'" in header:
+            return header.replace(f"'descr': '{old}'", f"'descr': '{new}'")
+    return header
+
+
+def _no_descr(header: str) -> str:
+    import re
+
+    return re.sub(r"'descr': '[^']*', ", "", header)
+
+
+def _experts_fault(active: Active, holder: dict) -> None:
+    re_ = holder["routed_experts"]
+    if isinstance(re_, str):  # .npy string (upstream vLLM) or raw int32 bytes (SGLang)
+        if "experts_wrong_dtype" in active:
+            fixed = _npy_header(re_, _wider_dtype)
+            if fixed == re_:  # raw int32 bytes: two bytes short of a whole number of int32s
+                fixed = pybase64.b64encode(pybase64.b64decode(re_)[:-2]).decode("ascii")
+            holder["routed_experts"] = fixed
+        if "experts_missing_dtype" in active:
+            holder["routed_experts"] = _npy_header(holder["routed_experts"], _no_descr)
+    else:
+        if "experts_wrong_dtype" in active:
+            re_["dtype"] = "int32" if re_.get("dtype", "uint8") != "int32" else "uint8"
+        if "experts_missing_dtype" in active:
+            re_.pop("dtype", None)
+    if "experts_sibling_data" in active:
+        payload = holder["routed_experts"]
+        if isinstance(payload, dict):
+            inner = {k: v for k, v in payload.items() if k != "data"}
+            inner["meta"] = dict(SIBLING)
+            inner["data"] = payload["data"]
+            payload = inner
+        rebuilt = {}
+        for k, v in holder.items():
+            if k == "routed_experts":
+                rebuilt["routed_experts_debug"] = dict(SIBLING)
+                rebuilt[k] = payload
+            else:
+                rebuilt[k] = v
+        holder.clear()
+        holder.update(rebuilt)
+    if "experts_key_order" in active:
+        payload = holder["routed_experts"]
+        if isinstance(payload, dict):
+            holder["routed_experts"] = {k: payload[k] for k in ("shape", "start", "dtype", "meta") if k in payload}
+            holder["routed_experts"]["data"] = payload["data"]
+        else:  # a string: the key moves to the front of its object
+            rest = {k: v for k, v in holder.items() if k != "routed_experts"}
+            holder.clear()
+            holder["routed_experts"] = payload
+            holder.update(rest)
 
 
 def apply(active: Active, body: dict, echo_ids=None) -> dict:
@@ -76,28 +151,7 @@ def apply(active: Active, body: dict, echo_ids=None) -> dict:
         for c in choices:
             c["token_ids"] = list(echo_ids)
     for holder in list(_experts_holders(body)):
-        re = holder["routed_experts"]
-        if "experts_wrong_dtype" in active:
-            re["dtype"] = "int32" if re.get("dtype", "uint8") != "int32" else "uint8"
-        if "experts_missing_dtype" in active:
-            re.pop("dtype", None)
-        if "experts_sibling_data" in active:
-            inner = {k: v for k, v in re.items() if k != "data"}
-            inner["meta"] = dict(SIBLING)
-            inner["data"] = re["data"]
-            rebuilt = {}
-            for k, v in holder.items():
-                if k == "routed_experts":
-                    rebuilt["routed_experts_debug"] = dict(SIBLING)
-                    rebuilt[k] = inner
-                else:
-                    rebuilt[k] = v
-            holder.clear()
-            holder.update(rebuilt)
-            re = inner
-        if "experts_key_order" in active:
-            holder["routed_experts"] = {k: re[k] for k in ("shape", "start", "dtype", "meta") if k in re}
-            holder["routed_experts"]["data"] = re["data"]
+        _experts_fault(active, holder)
     if "experts_string_mention" in active:
         for c in choices:
             msg = c.get("message")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -10,6 +11,7 @@ from . import dynamo, vllm
 from .base import STATE, ServerState
 from .engine import EngineConfig, FakeEngine, MoEShape
 from .faults import TEMPLATE_FAULTS, FaultPlan, parse_specs
+from .profiles import Profile, get_profile
 from .templates import variants
 
 KINDS = ("vllm", "dynamo")
@@ -29,10 +31,22 @@ class FakeConfig:
     tokenizer: object = None  # a tokenizer object, a path/name, or None for the default Qwen2.5
     template: str = "chatml"
     think: bool | None = None  # completions open with <think> blocks; default: template == "thinking"
-    dynamo_backend: str = "vllm"  # "vllm" (engine_data, logprobs) or "mocker"
-    chat_tokens_route: bool = True  # vLLM: serve /v1/chat/completions/tokens (prime-rl style)
-    generate_route: bool = True  # vLLM: serve /inference/v1/generate (--enable-scale-out)
+    profile: str | None = None  # a name from fake_servers.profiles (default: the kind's default)
+    dynamo_backend: str | None = None  # Dynamo: "vllm" (engine_data, logprobs), "mocker" or "sglang"
+    native_generate: bool = False  # Dynamo: serve /inference/v1/generate (vLLM backend)
+    chat_tokens_route: bool | None = None  # vLLM: force /v1/chat/completions/tokens on or off (None: profile)
+    generate_route: bool | None = None  # vLLM: force /inference/v1/generate on or off (None: profile)
     tool_parser: str | None = "hermes"  # vLLM: None = started without --enable-auto-tool-choice
+
+    def resolve_profile(self) -> Profile:
+        """The profile this configuration serves, with any route overrides applied."""
+        prof = get_profile(self.profile, self.kind, self.dynamo_backend if self.kind == "dynamo" else None,
+                           self.native_generate)
+        routes = set(prof.routes)
+        for name, on in (("chat_tokens", self.chat_tokens_route), ("generate", self.generate_route)):
+            if on is not None and self.kind == "vllm":
+                (routes.add if on else routes.discard)(name)
+        return dataclasses.replace(prof, routes=frozenset(routes))
 
 
 def _tokenizer(cfg: FakeConfig):
@@ -50,6 +64,7 @@ def build_app(cfg: FakeConfig | None = None, **overrides) -> web.Application:
         setattr(cfg, k, v)
     if cfg.kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {cfg.kind!r}")
+    profile = cfg.resolve_profile()  # ProfileError (a ValueError) names what is wrong
     moe = MoEShape.parse(cfg.moe) if isinstance(cfg.moe, str) else cfg.moe
     tok = _tokenizer(cfg)
     engine = FakeEngine(tok, EngineConfig(model=cfg.model, max_model_len=cfg.max_model_len, moe=moe,
@@ -61,10 +76,10 @@ def build_app(cfg: FakeConfig | None = None, **overrides) -> web.Application:
         if r.name in TEMPLATE_FAULTS and r.name not in templates:
             raise ValueError(f"fault {r.name} needs the project's ChatML template; this tokenizer's differs")
     state = ServerState(kind=cfg.kind, engine=engine, plan=FaultPlan(cfg.faults, cfg.fault_seed),
-                        template_faults=templates)
+                        template_faults=templates, profile=profile)
     if cfg.kind == "vllm":
-        return vllm.create_app(state, cfg.chat_tokens_route, cfg.generate_route, cfg.tool_parser)
-    return dynamo.create_app(state, cfg.dynamo_backend)
+        return vllm.create_app(state, profile, cfg.tool_parser)
+    return dynamo.create_app(state, profile)
 
 
 class RunningServer:

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dc_field, replace
 from typing import Any, Callable
+
+INT64_MAX = 2 ** 63 - 1
 
 
 @dataclass
 class FieldError(Exception):
-    """`field` failed: `kind`/`msg` in pydantic's words (vLLM), `expected` in serde's (Dynamo)."""
+    """`field` failed: `kind`/`msg` in pydantic's words (vLLM), `expected` in serde's (Dynamo).
+    `more` holds further pydantic errors (loc, kind, msg, input, ctx) reported with this one."""
 
     field: str
     kind: str
     msg: str
     expected: str
     value: Any
+    ctx: dict | None = None
+    more: list = dc_field(default_factory=list)
+
+    def sampling_params(self, sp: dict) -> "FieldError":
+        """As vLLM's /inference/v1/generate words it: SamplingParams is a dataclass, so pydantic
+        first reports that the object is not an instance of it."""
+        head = replace(self, field="sampling_params", kind="is_instance_of",
+                       msg="Input should be an instance of SamplingParams",
+                       value=sp, ctx={"class": "SamplingParams"}, more=[])
+        head.more = [(f"body.{self.field}", self.kind, self.msg, self.pydantic_input(), self.ctx), *self.more]
+        return head
 
     def serde_reason(self) -> str:
         v = self.value
@@ -40,7 +54,8 @@ class FieldError(Exception):
             return f"'<dict of {len(v)} items>'"
         if isinstance(v, list):
             return f"'<list of {len(v)} items>'"
-        return repr(v)
+        return repr(str(v))  # vLLM's handler prints every input as a string: 'input': '1.5'
+
 
 
 def _is_int(v) -> bool:
@@ -55,12 +70,24 @@ def _int(name, v):
     if _is_int(v):
         return
     if isinstance(v, float):
+        if v.is_integer() and abs(v) > INT64_MAX:
+            raise FieldError(name, "int_parsing_size", "Unable to parse input string as an integer, exceeded maximum size",
+                             "u32", v)
         if v.is_integer():
             return
         raise FieldError(name, "int_from_float", "Input should be a valid integer, got a number with a fractional part", "u32", v)
     if isinstance(v, str):
         raise FieldError(name, "int_parsing", "Input should be a valid integer, unable to parse string as an integer", "u32", v)
     raise FieldError(name, "int_type", "Input should be a valid integer", "u32", v)
+
+
+def _int64(name, v):
+    _int(name, v)
+    if _is_int(v) and not -INT64_MAX - 1 <= v <= INT64_MAX:
+        raise FieldError(name, "less_than_equal" if v > 0 else "greater_than_equal",
+                         f"Input should be less than or equal to {INT64_MAX}" if v > 0 else
+                         f"Input should be greater than or equal to {-INT64_MAX - 1}", "i64", str(v),
+                         {"le": INT64_MAX} if v > 0 else {"ge": -INT64_MAX - 1})
 
 
 def _float(name, v):
@@ -91,12 +118,20 @@ def _int_list(name, v):
             raise FieldError(f"{name}.{i}", "int_type", "Input should be a valid integer", "u32", x)
 
 
+MAX_STOP = 4
+
+
 def _stop(name, v):
     if isinstance(v, str):
         return
     _list(name, v)
     for i, x in enumerate(v):
         _str(f"{name}.{i}", x)
+    if len(v) > MAX_STOP:  # vLLM: str | list[str] with at most 4 items: pydantic reports both branches
+        raise FieldError(name, "string_type", "Input should be a valid string", "a string", v, None,
+                         [(f"body.{name}", "too_long", f"List should have at most {MAX_STOP} items after validation, "
+                           f"not {len(v)}", f"'<list of {len(v)} items>'",
+                           {"field_type": "List", "max_length": MAX_STOP, "actual_length": len(v)})])
 
 
 def _messages(name, v):
@@ -119,7 +154,7 @@ def _messages(name, v):
 
 CHECKS: dict[str, Callable[[str, Any], None]] = {
     "model": _str, "messages": _messages, "prompt": lambda n, v: None,
-    "max_tokens": _int, "max_completion_tokens": _int, "min_tokens": _int, "n": _int, "seed": _int,
+    "max_tokens": _int, "max_completion_tokens": _int, "min_tokens": _int, "n": _int, "seed": _int64,
     "top_k": _int, "top_logprobs": _int, "priority": _int,
     "temperature": _float, "top_p": _float, "min_p": _float, "presence_penalty": _float,
     "frequency_penalty": _float, "repetition_penalty": _float,

@@ -1,9 +1,8 @@
-"""A fake vLLM OpenAI server (shapes of vLLM 0.32, checked against real captures).
+"""A fake vLLM OpenAI server, answering as its profile's version does (`profiles.py`).
 
-Routes: /v1/models, /health, /version, /tokenize, /detokenize, /v1/chat/completions,
-/v1/chat/completions/tokens (prime-rl style; off with `chat_tokens_route=False`),
-/inference/v1/generate (upstream vLLM with --enable-scale-out; off with `generate_route=False`),
-/v1/completions. Unknown request fields are ignored, as real vLLM does.
+Routes (as the profile lists them): /v1/models, /health, /version, /tokenize, /detokenize,
+/v1/chat/completions, /v1/chat/completions/tokens (prime-rl), /inference/v1/generate (upstream
+vLLM with --enable-scale-out), /v1/completions. Unknown request fields are ignored, as real vLLM does.
 """
 
 from __future__ import annotations
@@ -14,18 +13,23 @@ import time
 
 from aiohttp import web
 
-from . import errors, mutate
+from . import errors, experts, generate, mutate
 from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json
 from .engine import ContextLengthExceeded, Generation, SamplingParams
 from .openai import logprobs_content, render_messages, sampling_from, text_pieces, usage
+from .profiles import ROUTES, Profile
 from .validate import INT_LOGPROBS, FieldError, check_fields, check_range
 
-VERSION = "0.32.0"
-FINGERPRINT = f"vllm-{VERSION}-fake"
 MAX_LOGPROBS = 20
 
 
 def _bad_body(exc: BadBody) -> web.Response:
+    try:
+        exc.raw.decode("utf-8")
+    except UnicodeDecodeError:  # FastAPI fails before pydantic sees the body
+        return errors.fastapi_detail(400, "There was an error parsing the body")
+    if (exc.exc is not None and not exc.raw.strip()) or (exc.exc is None and exc.value is None):
+        return errors.vllm_validation("body", "missing", "Field required", "'None'")  # empty body, or null
     if exc.exc is not None:
         import json
 
@@ -43,12 +47,12 @@ def _bad_body(exc: BadBody) -> web.Response:
 
 
 def _field_error(e: FieldError) -> web.Response:
-    return errors.vllm_validation(f"body.{e.field}", e.kind, e.msg, e.pydantic_input())
+    return errors.vllm_validation(f"body.{e.field}", e.kind, e.msg, e.pydantic_input(), e.ctx, e.more)
 
 
 STYLE = ErrorStyle(
-    route_not_found=lambda request: errors.fastapi_not_found(),
-    method_not_allowed=lambda request: errors.fastapi_method_not_allowed(),
+    route_not_found=lambda request: errors.fastapi_detail(404, "Not Found"),
+    method_not_allowed=lambda request: errors.fastapi_detail(405, "Method Not Allowed"),
     http_fault=lambda status, msg, headers: errors.vllm_error(
         status, msg, {429: "RateLimitError", 503: "ServiceUnavailableError"}.get(status, "InternalServerError"),
         None, headers),
@@ -58,14 +62,13 @@ STYLE = ErrorStyle(
 
 
 class VLLMHandlers:
-    def __init__(self, state: ServerState, chat_tokens_route: bool, generate_route: bool,
-                 tool_parser: str | None = "hermes"):
+    def __init__(self, state: ServerState, profile: Profile, tool_parser: str | None = "hermes"):
         self.tool_parser = tool_parser
         self.state = state
+        self.profile = profile
+        self.fingerprint = f"vllm-{profile.version}-fake"
         self.engine = state.engine
         self.model = state.engine.config.model
-        self.chat_tokens_route = chat_tokens_route
-        self.generate_route = generate_route
 
     # -- shared checks --------------------------------------------------------------------------
     async def _body(self, request: web.Request, required=(), overrides=None) -> dict | web.Response:
@@ -86,17 +89,32 @@ class VLLMHandlers:
             return errors.vllm_model_not_found(model, self.model)
         return body
 
-    def _check_sampling(self, body: dict, key: str = "max_tokens") -> web.Response | None:
+    def _check_sampling(self, body: dict, key: str = "max_tokens", window: bool = True) -> web.Response | None:
         mt = body.get("max_completion_tokens", body.get(key))
+        limit = self.engine.config.max_model_len
+        if window and isinstance(mt, int) and mt > limit:
+            return errors.vllm_error(400, f"max_tokens={mt} cannot be greater than max_model_len={limit}. Please "
+                                          f"request fewer output tokens. (parameter=max_tokens, value={mt})",
+                                     "BadRequestError", "max_tokens")
+        temp = body.get("temperature")
+        if isinstance(temp, (int, float)) and not 0 <= temp <= 2:
+            return errors.vllm_error(400, f"temperature must be in [0, 2], got {float(temp)}. (parameter=temperature, "
+                                          f"value={float(temp)})", "BadRequestError", "temperature")
         for name, value, lo, hi in (("max_tokens", mt, 1, None), ("n", body.get("n"), 1, 8),
                                     ("top_logprobs", body.get("top_logprobs"), 0, MAX_LOGPROBS),
-                                    ("temperature", body.get("temperature"), 0, None),
                                     ("top_p", body.get("top_p"), 0, 1)):
             msg = check_range(name, value, lo, hi)
             if msg:
                 return errors.vllm_error(400, f"{msg[:-1]}. (parameter={name}, value={value})",
                                          "BadRequestError", name)
         return None
+
+    def _experts(self, gen: Generation, route: str, body: dict):
+        """routed_experts of a choice, in the profile's format, on the routes that carry them."""
+        if route not in self.profile.experts_routes or self.profile.routed_experts not in ("npy", "object"):
+            return None
+        start = body.get("routed_experts_prompt_start")
+        return experts.cached(gen, self.profile.routed_experts, start if isinstance(start, int) else 0)
 
     def _vocab_error(self, ids: list[int]) -> web.Response | None:
         for t in ids:
@@ -119,7 +137,7 @@ class VLLMHandlers:
         return web.Response(status=200)
 
     async def version(self, request):
-        return json_ok({"version": VERSION})
+        return json_ok({"version": self.profile.version})
 
     async def tokenize(self, request):
         body = await self._body(request)
@@ -152,8 +170,6 @@ class VLLMHandlers:
         return await self._chat(request, tokens_route=False)
 
     async def chat_tokens(self, request):
-        if not self.chat_tokens_route:
-            raise web.HTTPNotFound()
         return await self._chat(request, tokens_route=True)
 
     async def _chat(self, request, tokens_route: bool):
@@ -190,9 +206,10 @@ class VLLMHandlers:
             return await self._stream(request, body, prompt_ids, gens[0], params)
         if delay:
             await asyncio.sleep(delay)
-        return await send_json(request, mutate.apply(active, self._chat_body(body, prompt_ids, gens, params)))
+        return await send_json(request, mutate.apply(active, self._chat_body(body, prompt_ids, gens, params,
+                                                                            "chat_tokens" if tokens_route else "chat")))
 
-    def _chat_body(self, body, prompt_ids, gens: list[Generation], params: SamplingParams) -> dict:
+    def _chat_body(self, body, prompt_ids, gens: list[Generation], params: SamplingParams, route: str) -> dict:
         want_ids = bool(body.get("return_token_ids"))
         choices = []
         for i, gen in enumerate(gens):
@@ -204,12 +221,12 @@ class VLLMHandlers:
                 "finish_reason": gen.finish_reason,
                 "stop_reason": gen.stop_reason,
                 "token_ids": list(gen.token_ids) if want_ids else None,
-                "routed_experts": dict(gen.routed_experts) if gen.routed_experts else None,
+                "routed_experts": self._experts(gen, route, body),
             })
         completion = sum(len(g.token_ids) for g in gens)
         return {"id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
                 "model": self.model, "choices": choices, "service_tier": None,
-                "system_fingerprint": FINGERPRINT, "usage": usage(len(prompt_ids), completion),
+                "system_fingerprint": self.fingerprint, "usage": usage(len(prompt_ids), completion),
                 "prompt_logprobs": None, "prompt_token_ids": list(prompt_ids) if want_ids else None,
                 "prompt_text": None, "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
 
@@ -242,12 +259,10 @@ class VLLMHandlers:
                 u = usage(len(prompt_ids), len(gen.token_ids))
                 await sse.send({**head, "choices": [], "usage": {k: u[k] for k in
                                 ("prompt_tokens", "total_tokens", "completion_tokens")},
-                                "system_fingerprint": FINGERPRINT})
+                                "system_fingerprint": self.fingerprint})
         return sse.resp
 
     async def generate(self, request):
-        if not self.generate_route:
-            raise web.HTTPNotFound()
         body = await self._body(request, required=("token_ids", "sampling_params"))
         if isinstance(body, web.Response):
             return body
@@ -255,8 +270,17 @@ class VLLMHandlers:
         try:
             check_fields(sp, prefix="sampling_params.", overrides=INT_LOGPROBS)
         except FieldError as e:
-            return _field_error(e)
-        bad = self._check_sampling(sp) or self._vocab_error(body["token_ids"])
+            return _field_error(e.sampling_params(sp))
+        if not body["token_ids"]:
+            return errors.vllm_validation("body.token_ids", "too_short",
+                                          "List should have at least 1 item after validation, not 0",
+                                          "'<list of 0 items>'", {"field_type": "List", "min_length": 1, "actual_length": 0})
+        mode = body.get("output_mode") or "tokens"
+        if mode not in self.profile.output_modes:
+            return errors.vllm_validation("body.output_mode", "literal_error",
+                                          "Input should be " + " or ".join(f"'{m}'" for m in self.profile.output_modes),
+                                          repr(mode), {"expected": " or ".join(f"'{m}'" for m in self.profile.output_modes)})
+        bad = self._check_sampling(sp, window=False) or self._vocab_error(body["token_ids"])
         if bad:
             return bad
         n_logprobs = sp.get("logprobs")
@@ -271,24 +295,9 @@ class VLLMHandlers:
         delay = self.engine.config.ttft + self.engine.config.per_token * len(gen.token_ids)
         if delay:
             await asyncio.sleep(delay)
-        logprobs = None
-        if params.logprobs:
-            # the sampled token is always ranked, even with logprobs=0 (as real vLLM answers)
-            tops = gen.top_logprobs or [[(t, lp)] for t, lp in zip(gen.token_ids, gen.logprobs)]
-            logprobs = {"content": [
-                {"token_id": t, "logprob": lp, "rank": 1,
-                 "top_logprobs": [{"token_id": a, "logprob": v, "rank": r + 1} for r, (a, v) in enumerate(alts)]}
-                for t, lp, alts in zip(gen.token_ids, gen.logprobs, tops)]}
-        n = len(gen.token_ids)
-        out = {"request_id": new_id("generate-tokens-"), "model": self.model, "created": int(time.time()),
-               "usage": usage(len(prompt_ids), n), "prompt_logprobs": None, "prompt_token_id_logprobs": None,
-               "prompt_token_ids": None, "mm_placeholders": None, "metrics": None, "kv_transfer_params": None,
-               "ec_transfer_params": None, "output_mode": "tokens",
-               "choices": [{"index": 0, "finish_reason": gen.finish_reason, "stop_reason": gen.stop_reason,
-                            "token_ids": list(gen.token_ids),
-                            "routed_experts": dict(gen.routed_experts) if gen.routed_experts else None,
-                            "sampling_mask": None, "weight_versions": [{"version": "default", "start": 0, "end": n}],
-                            "logprobs": logprobs}]}
+        start = sp.get("routed_experts_prompt_start")
+        out = generate.answer(self.engine, self.profile, self.model, prompt_ids, gen, params.logprobs, mode,
+                              start if isinstance(start, int) else 0)
         return await send_json(request, mutate.apply(faults_of(request), out))
 
     async def completions(self, request):
@@ -333,8 +342,8 @@ class VLLMHandlers:
                "choices": [{"index": 0, "text": gen.text, "logprobs": logprobs, "finish_reason": gen.finish_reason,
                             "stop_reason": gen.stop_reason, "token_ids": list(gen.token_ids) if want_ids else None,
                             "prompt_logprobs": None, "prompt_token_ids": prompt_ids if want_ids else None,
-                            "routed_experts": dict(gen.routed_experts) if gen.routed_experts else None}],
-               "service_tier": None, "system_fingerprint": FINGERPRINT, "usage": usage(len(prompt_ids), len(gen.token_ids)),
+                            "routed_experts": self._experts(gen, "completions", body)}],
+               "service_tier": None, "system_fingerprint": self.fingerprint, "usage": usage(len(prompt_ids), len(gen.token_ids)),
                "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
         return await send_json(request, mutate.apply(faults_of(request), out))
 
@@ -346,13 +355,11 @@ def _per_choice(params: SamplingParams, n: int) -> list[SamplingParams]:
     return [dataclasses.replace(params, seed=base + i) for i in range(n)]
 
 
-def create_app(state: ServerState, chat_tokens_route: bool = True, generate_route: bool = True,
-               tool_parser: str | None = "hermes") -> web.Application:
-    """`tool_parser=None` emulates a server started without --enable-auto-tool-choice."""
-    h = VLLMHandlers(state, chat_tokens_route, generate_route, tool_parser)
-    return make_app(state, STYLE, [
-        ("GET", "/v1/models", h.models), ("GET", "/health", h.health), ("GET", "/version", h.version),
-        ("POST", "/tokenize", h.tokenize), ("POST", "/detokenize", h.detokenize),
-        ("POST", "/v1/chat/completions", h.chat), ("POST", "/v1/chat/completions/tokens", h.chat_tokens),
-        ("POST", "/inference/v1/generate", h.generate), ("POST", "/v1/completions", h.completions),
-    ])
+def create_app(state: ServerState, profile: Profile, tool_parser: str | None = "hermes") -> web.Application:
+    """The routes `profile` serves; `tool_parser=None` emulates a server started without
+    --enable-auto-tool-choice."""
+    h = VLLMHandlers(state, profile, tool_parser)
+    handlers = {"models": h.models, "health": h.health, "version": h.version, "tokenize": h.tokenize,
+                "detokenize": h.detokenize, "chat": h.chat, "chat_tokens": h.chat_tokens, "generate": h.generate,
+                "completions": h.completions}
+    return make_app(state, STYLE, [(*ROUTES[name], handlers[name]) for name in ROUTES if profile.serves(name)])

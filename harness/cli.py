@@ -102,17 +102,41 @@ def cmd_fake(args) -> int:
     cfg = FakeConfig(kind=args.kind, model=args.model, max_model_len=args.max_model_len, moe=args.moe,
                      faults=args.fault, fault_seed=args.fault_seed, ttft=latency[0],
                      per_token=latency[1] if len(latency) > 1 else 0.0, tokenizer=args.tokenizer,
-                     dynamo_backend=args.backend, chat_tokens_route=not args.no_chat_tokens,
-                     generate_route=not args.no_generate, tool_parser=None if args.no_tool_parser else "hermes")
+                     profile=args.profile, dynamo_backend=args.backend, native_generate=args.native_generate,
+                     chat_tokens_route=False if args.no_chat_tokens else None,
+                     generate_route=False if args.no_generate else None,
+                     tool_parser=None if args.no_tool_parser else "hermes")
     try:
         app = build_app(cfg)
+        prof = cfg.resolve_profile()
     except ValueError as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
+    from fake_servers.profiles import profile_label
+
     from .serve import serve_forever
 
     serve_forever(app, args.host, args.port,
-                  lambda port: print(f"fake {args.kind} serving {args.model} on http://{args.host}:{port}/v1", flush=True))
+                  lambda port: print(f"fake {args.kind} ({profile_label(prof)}) serving {args.model} on "
+                                     f"http://{args.host}:{port}/v1", flush=True))
+    return 0
+
+
+def cmd_profiles(args) -> int:
+    from fake_servers.profiles import DEFAULTS, PROFILES, differences_markdown
+
+    if args.json:
+        print(json.dumps({"defaults": DEFAULTS, "profiles": [p.describe() for p in PROFILES.values()]}))
+        return 0
+    t = Table(title="server profiles (harness fake KIND --profile NAME)", title_justify="left")
+    for col in ("profile", "kind", "version", "facts from", "what it is"):
+        t.add_column(col)
+    for p in PROFILES.values():
+        default = " (default)" if DEFAULTS.get(p.kind) == p.name else ""
+        t.add_row(p.name + default, p.kind, p.version, p.source, p.summary)
+    out.print(t)
+    if args.differences:
+        print(differences_markdown())
     return 0
 
 
@@ -171,6 +195,7 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .client.config import TRANSPORTS
     from .cli_cassettes import (cmd_conformance, cmd_inspect, cmd_record, cmd_record_suite, cmd_replay,
                                 cmd_repro)
 
@@ -186,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("rollout", help="drive a scripted multi-turn tool-using conversation against any server")
     r.add_argument("--base-url", required=True, help="OpenAI base URL, e.g. http://127.0.0.1:8000/v1")
     r.add_argument("--model", required=True)
-    r.add_argument("--transport", choices=("vllm_generate", "dynamo_chat"), default="vllm_generate")
+    r.add_argument("--transport", choices=TRANSPORTS, default="vllm_generate")
     r.add_argument("--tito-route", choices=("auto", "chat_tokens", "generate"), default="auto",
                    help="vllm_generate: where stitched turns go (default: probe)")
     r.add_argument("--turns", type=int, default=4)
@@ -203,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa = sub.add_parser("parity", help="does the local tokenizer render exactly what the engine renders?")
     pa.add_argument("--base-url", required=True)
     pa.add_argument("--model", required=True)
-    pa.add_argument("--transport", choices=("vllm_generate", "dynamo_chat"), default="vllm_generate")
+    pa.add_argument("--transport", choices=TRANSPORTS, default="vllm_generate")
     pa.add_argument("--tokenizer", default=None, help="HF tokenizer dir or name (default: built-in Qwen2.5)")
     pa.add_argument("--template", choices=("chatml", "thinking"), default="chatml")
     pa.add_argument("--api-key", default=os.environ.get("HARNESS_API_KEY"))
@@ -221,8 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--moe", default=None, help="LAYERS,TOP_K,EXPERTS: answer with routed experts")
     f.add_argument("--latency", default=None, help="TTFT,PER_TOKEN seconds")
     f.add_argument("--tokenizer", default=None)
-    f.add_argument("--backend", choices=("vllm", "mocker"), default="vllm", help="dynamo: which engine to emulate")
-    f.add_argument("--no-chat-tokens", action="store_true", help="vllm: no /v1/chat/completions/tokens (upstream vLLM)")
+    f.add_argument("--profile", default=None, help="server version to answer as (harness profiles; default: "
+                   "vllm-0.32 / dynamo-1.6.1)")
+    f.add_argument("--backend", choices=("vllm", "mocker", "sglang"), default=None,
+                   help="dynamo: the worker behind the frontend (default vllm)")
+    f.add_argument("--native-generate", action="store_true",
+                   help="dynamo: serve /inference/v1/generate (DYN_VLLM_ENABLE_INFERENCE_V1_GENERATE=1)")
+    f.add_argument("--no-chat-tokens", action="store_true", help="vllm: no /v1/chat/completions/tokens even if the profile has it")
     f.add_argument("--no-generate", action="store_true", help="vllm: no /inference/v1/generate")
     f.add_argument("--no-tool-parser", action="store_true", help="vllm: refuse tools as a server without --enable-auto-tool-choice")
     f.set_defaults(func=cmd_fake)
@@ -260,18 +290,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     rs = sub.add_parser("record-suite", help="record the scenario suite from a server, one cassette per scenario")
     rs.add_argument("--base-url", required=True, help="the server to record, e.g. http://gpu-node:8000/v1")
-    rs.add_argument("--transport", choices=("vllm_generate", "dynamo_chat"), required=True)
+    rs.add_argument("--transport", choices=TRANSPORTS, required=True)
     rs.add_argument("--model", required=True)
     rs.add_argument("--out", required=True, help="directory, e.g. cassettes/real/my-cluster/")
     rs.add_argument("--hardware", default=None, help="provenance, e.g. '8x H100 80GB'")
     rs.add_argument("--scenario", action="append", default=[], help="only these scenarios (repeatable)")
     rs.add_argument("--tokenizer", default=None, help="HF tokenizer dir or name for dynamo_chat bridges")
+    rs.add_argument("--profile", default=None, help="the server's profile, stored in each cassette's meta (e.g. "
+                    "dynamo-1.6.1+vllm+native-generate; default: told from the server's /version)")
     rs.set_defaults(func=cmd_record_suite)
 
     cf = sub.add_parser("conformance", help="send recorded requests to a fake and compare answers by structure")
     cf.add_argument("--cassettes", required=True, help="a directory of cassettes (searched recursively) or a file")
-    cf.add_argument("--fake", choices=("vllm", "dynamo"), required=True)
+    cf.add_argument("--fake", choices=("vllm", "dynamo"), default=None,
+                    help="compare every cassette against this fake (default: each cassette's meta.profile)")
     cf.add_argument("--json-out", default=None, metavar="FILE", help="also write the report as JSON")
+    cf.add_argument("--all", action="store_true", help="list every exchange, not only those that differ")
     cf.set_defaults(func=cmd_conformance)
 
     t = sub.add_parser("tokenizer", help="the offline Qwen2.5 tokenizer")
@@ -280,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("dir", nargs="?")
     tb.add_argument("--template", choices=("chatml", "thinking"), default="chatml")
     tb.set_defaults(func=cmd_tokenizer_build)
+
+    pr = sub.add_parser("profiles", help="list the server profiles the fakes answer as")
+    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--differences", action="store_true", help="also print the table of differences (Markdown)")
+    pr.set_defaults(func=cmd_profiles)
 
     fl = sub.add_parser("faults", help="list the fake servers' fault catalogue")
     fl.set_defaults(func=cmd_faults)

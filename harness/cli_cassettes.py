@@ -121,7 +121,8 @@ def cmd_record_suite(args) -> int:
 
     try:
         results = record_suite(args.base_url, args.transport, args.model, args.out, args.hardware,
-                               args.scenario or None, args.tokenizer, progress=lambda m: out.print(m))
+                               args.scenario or None, args.tokenizer, progress=lambda m: out.print(m),
+                               profile=args.profile)
     except ValueError as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
@@ -136,14 +137,27 @@ def cmd_conformance(args) -> int:
     report = run_conformance(args.cassettes, args.fake)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report.to_dict(), indent=1))
-    t = Table(title=f"conformance: fake {args.fake} vs {args.cassettes}", title_justify="left")
-    for col in ("cassette", "#", "request", "status real/fake", "verdict", "differences"):
+    against = f"fake {args.fake}" if args.fake else "each cassette's profile"
+    t = Table(title=f"conformance: {against} vs {args.cassettes}", title_justify="left")
+    for col in ("profile", "cassette", "#", "request", "status real/fake", "verdict", "differences"):
         t.add_column(col)
     for c in report.checks:
+        if c.ok and not args.all:
+            continue
         verdict = "[green]same[/]" if c.ok else ("[yellow]allowed[/]" if c.allowed_only else "[red]DIFFERS[/]")
-        t.add_row(c.cassette, str(c.index), c.request, f"{c.real_status}/{c.fake_status}", verdict,
+        t.add_row(c.profile, c.cassette, str(c.index), c.request, f"{c.real_status}/{c.fake_status}", verdict,
                   "\n".join(c.problems + [f"(allowed) {a}" for a in c.allowed])[:400])
-    out.print(t)
+    if t.rows:
+        out.print(t)
+    s = Table(title="per profile", title_justify="left")
+    for col in ("profile", "exchanges", "differ"):
+        s.add_column(col)
+    for prof, (n, failed) in sorted(report.per_profile().items()):
+        s.add_row(prof, str(n), f"[red]{failed}[/]" if failed else "0")
+    out.print(s)
+    for name, why in report.unknown:
+        out.print(f"[yellow]not compared[/] {name}: {why}")
     out.print(f"{report.failed} difference(s) outside the allowlist in {len(report.checks)} exchanges"
+              + (f"; {len(report.unknown)} cassette(s) whose server cannot be told" if report.unknown else "")
               + (f"; JSON report: {args.json_out}" if args.json_out else ""))
     return 1 if report.failed else 0

@@ -26,6 +26,7 @@ ALLOWLIST: list[tuple[str, str, str]] = []
 
 @dataclass
 class Check:
+    profile: str
     cassette: str
     index: int
     request: str
@@ -46,19 +47,32 @@ class Check:
 @dataclass
 class Report:
     checks: list[Check]
+    unknown: list[tuple[str, str]] = field(default_factory=list)  # (cassette, why its server cannot be told)
 
     @property
     def failed(self) -> int:
         return sum(1 for c in self.checks if c.problems)
 
+    def per_profile(self) -> dict[str, tuple[int, int]]:
+        """{profile: (exchanges checked, exchanges that differ)}."""
+        out: dict[str, list[int]] = {}
+        for c in self.checks:
+            row = out.setdefault(c.profile, [0, 0])
+            row[0] += 1
+            row[1] += bool(c.problems)
+        return {k: (v[0], v[1]) for k, v in out.items()}
+
     def to_dict(self) -> dict:
         return {"failed": self.failed, "checked": len(self.checks),
+                "profiles": {k: {"checked": n, "failed": f} for k, (n, f) in self.per_profile().items()},
+                "unknown": [{"cassette": c, "why": w} for c, w in self.unknown],
                 "allowlist": [{"fake": k, "pattern": p, "reason": r} for k, p, r in ALLOWLIST],
                 "checks": [{**c.__dict__, "ok": c.ok} for c in self.checks]}
 
 
-def _fake_config(kind: str, cassettes: list[Cassette]):
-    """A fake set up like the recorded server: model, context window, routes, backend."""
+def _fake_config(kind: str, cassettes: list[Cassette], profile=None):
+    """A fake set up like the recorded server: model, context window, routes, backend (the
+    profile's, when the cassette names one)."""
     from fake_servers.server import FakeConfig
 
     inters = [i for c in cassettes for i in c.interactions]
@@ -76,6 +90,9 @@ def _fake_config(kind: str, cassettes: list[Cassette]):
     if kind == "dynamo" and not mocker:  # a backend that never sends engine_data nor logprobs is the mocker
         chats = [i for i in inters if turn_kind(i) and i.status == 200]
         mocker = bool(chats) and all(b'"engine_data"' not in i.response_body for i in chats)
+    if profile is not None:
+        return FakeConfig(kind=profile.kind, model=model, max_model_len=max_len, profile=profile.name,
+                          dynamo_backend=profile.backend, native_generate=profile.kind == "dynamo" and profile.serves("generate"))
     return FakeConfig(kind=kind, model=model, max_model_len=max_len, dynamo_backend="mocker" if mocker else "vllm",
                       chat_tokens_route=("/v1/chat/completions/tokens", 404) not in statuses)
 
@@ -96,13 +113,14 @@ def _invariants(inter: Interaction, fake_inter: Interaction) -> list[str]:
     return out
 
 
-def compare(cassette_name: str, index: int, inter: Interaction, client: httpx.Client, kind: str) -> Check:
+def compare(cassette_name: str, index: int, inter: Interaction, client: httpx.Client, kind: str,
+            profile: str = "") -> Check:
     headers = {k: v[-1] for k, v in inter.request_headers.items()
                if k.lower() in ("content-type", "accept")}
     resp = client.request(inter.method, inter.path, content=inter.request_body or None, headers=headers)
     fake = Interaction(inter.method, inter.uri, {}, inter.request_body, resp.status_code, "",
                        {k: [v] for k, v in resp.headers.items()}, resp.content)
-    check = Check(cassette_name, index, f"{inter.method} {inter.path}", inter.status, resp.status_code)
+    check = Check(profile or kind, cassette_name, index, f"{inter.method} {inter.path}", inter.status, resp.status_code)
     if resp.status_code != inter.status:
         check.problems.append(f"status: real {inter.status}, fake {resp.status_code}")
     stream = inter.is_stream()
@@ -118,22 +136,47 @@ def compare(cassette_name: str, index: int, inter: Interaction, client: httpx.Cl
     return check
 
 
-def run_conformance(path: str | Path, kind: str) -> Report:
+def profile_of(cassette: Cassette):
+    """(profile, None) from the cassette's `meta.profile`, or (None, why it cannot be told)."""
+    from fake_servers.profiles import ProfileError, parse_label
+
+    label = cassette.meta.get("profile")
+    if not label:
+        return None, (f"meta names no profile (server {cassette.meta.get('server')!r} "
+                      f"{cassette.meta.get('server_version') or ''}); record it with --profile")
+    try:
+        return parse_label(str(label)), None
+    except ProfileError as exc:
+        return None, str(exc)
+
+
+def run_conformance(path: str | Path, kind: str | None = None) -> Report:
+    """Send every recorded request to a fake and compare. With `kind`, every cassette goes to that
+    fake; without, each goes to a fake started with the profile its `meta` names, and a cassette
+    whose server cannot be told is reported in `Report.unknown`, never compared."""
+    from fake_servers.profiles import profile_label
     from fake_servers.server import RunningServer
 
     p = Path(path)
     files = sorted(p.rglob("*.yaml")) if p.is_dir() else [p]
-    cassettes = [(f, Cassette.load(f)) for f in files]
-    # group cassettes by the server set-up they need
+    report = Report([])
     groups: dict[tuple, list] = {}
-    for f, c in cassettes:
-        cfg = _fake_config(kind, [c])
-        groups.setdefault((cfg.model, cfg.max_model_len, cfg.dynamo_backend, cfg.chat_tokens_route), []).append((f, c, cfg))
-    checks: list[Check] = []
-    for items in groups.values():
+    for f in files:
+        c = Cassette.load(f)
+        name = f"{f.parent.name}/{f.stem}" if p.is_dir() else f.name
+        if kind is not None:
+            cfg, label = _fake_config(kind, [c]), kind
+        else:
+            prof, why = profile_of(c)
+            if prof is None:
+                report.unknown.append((name, why))
+                continue
+            cfg, label = _fake_config(prof.kind, [c], prof), profile_label(prof)
+        key = (label, cfg.kind, cfg.model, cfg.max_model_len, cfg.dynamo_backend, cfg.chat_tokens_route)
+        groups.setdefault(key, []).append((name, c, cfg))
+    for key, items in groups.items():
         with RunningServer(items[0][2]) as srv, httpx.Client(base_url=srv.root_url, timeout=60) as client:
-            for f, c, _ in items:
-                name = f"{f.parent.name}/{f.stem}" if p.is_dir() else f.name
+            for name, c, _ in items:
                 for n, inter in enumerate(c.interactions):
-                    checks.append(compare(name, n, inter, client, kind))
-    return Report(checks)
+                    report.checks.append(compare(name, n, inter, client, key[1], key[0]))
+    return report

@@ -139,11 +139,44 @@ async def token_data_turn(config: ClientConfig) -> dict:
                                                                                                      ids) == ids}
 
 
+async def hostile_inputs(config: ClientConfig) -> dict:
+    """The fixed hostile suite (harness/hostile.py), sent raw: each answer's status and error shape."""
+    from .hostile import dynamo_suite, vllm_suite
+
+    suite = (vllm_suite(config.model) if config.renderer_transport == "vllm_generate"
+             else dynamo_suite(config.model, native_generate=True))
+    out = {}
+    async with httpx.AsyncClient(timeout=config.timeout) as http:
+        for name, path, body in suite:
+            resp = await http.post(config.root_url + path, content=body, headers={"content-type": "application/json"})
+            out[f"{path} {name}"] = _shape(resp)
+    return out
+
+
+async def native_generate_errors(config: ClientConfig) -> dict:
+    """Dynamo's own /inference/v1/generate: a plain answer and the errors it words itself."""
+    ids = [151644, 872, 198, 9707, 151645, 198, 151644, 77091, 198]
+    sp = {"max_tokens": 8, "logprobs": 1}
+    out = {}
+    for name, body in (("ok", {"model": config.model, "token_ids": ids, "sampling_params": sp}),
+                       ("stream", {"model": config.model, "token_ids": ids, "sampling_params": sp, "stream": True}),
+                       ("unknown_model", {"model": "no-such-model", "token_ids": ids, "sampling_params": sp}),
+                       ("bad_id", {"model": config.model, "token_ids": [ids[0], 10 ** 7], "sampling_params": sp}),
+                       ("too_long", {"model": config.model, "token_ids": [9707] * 2100, "sampling_params": sp}),
+                       ("no_sampling_params", {"model": config.model, "token_ids": ids})):
+        out[name] = _shape(await _raw(config, "POST", "/inference/v1/generate", json=body))
+    return out
+
+
+ALL = ("vllm_generate", "dynamo_chat", "dynamo_generate")
+DYNAMO = ("dynamo_chat", "dynamo_generate")
+
+
 @dataclass
 class Spec:
     name: str
     run: Scenario
-    transports: tuple[str, ...] = ("vllm_generate", "dynamo_chat")
+    transports: tuple[str, ...] = ALL
 
 
 SCENARIOS = [Spec("single_turn_logprobs", single_turn_logprobs), Spec("rollout_4_turns_tools", rollout_4_turns_tools),
@@ -151,8 +184,9 @@ SCENARIOS = [Spec("single_turn_logprobs", single_turn_logprobs), Spec("rollout_4
              Spec("tokenize_detokenize", tokenize_detokenize, ("vllm_generate",)),
              Spec("overlong_prompt", overlong_prompt), Spec("unknown_field", unknown_field),
              Spec("unknown_model", unknown_model), Spec("malformed_body", malformed_body),
-             Spec("vllm_only_keys", vllm_only_keys), Spec("extra_fields_variants", extra_fields_variants, ("dynamo_chat",)),
-             Spec("token_data_turn", token_data_turn, ("dynamo_chat",))]
+             Spec("vllm_only_keys", vllm_only_keys), Spec("extra_fields_variants", extra_fields_variants, DYNAMO),
+             Spec("token_data_turn", token_data_turn, DYNAMO), Spec("hostile_inputs", hostile_inputs),
+             Spec("native_generate_errors", native_generate_errors, ("dynamo_generate",))]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
 
@@ -163,10 +197,21 @@ def scenarios_for(transport: str, only: list[str] | None = None) -> list[Spec]:
     return [s for s in SCENARIOS if transport in s.transports and (not only or s.name in only)]
 
 
+def told_profile(info: dict) -> str | None:
+    """A vLLM server's profile from its /version (Dynamo's worker cannot be told from outside)."""
+    from fake_servers.profiles import PROFILES
+
+    version = str(info.get("server_version") or "")
+    name = f"{info.get('server')}-{'.'.join(version.split('.')[:2])}"
+    return name if info.get("server") == "vllm" and name in PROFILES else None
+
+
 def record_suite(base_url: str, transport: str, model: str, out_dir: str | Path, hardware: str | None = None,
-                 only: list[str] | None = None, tokenizer=None, progress=print) -> list[tuple[str, str, str]]:
+                 only: list[str] | None = None, tokenizer=None, progress=print,
+                 profile: str | None = None) -> list[tuple[str, str, str]]:
     """Run every scenario through the recording proxy; one cassette per scenario. A failing
-    scenario is reported and the others still run. Returns [(name, status, detail)]."""
+    scenario is reported and the others still run. Each cassette's meta names the server's
+    profile (given, or told from /version). Returns [(name, status, detail)]."""
     from .recording.format import Cassette
     from .recording.proxy import Recorder, create_proxy_app, probe_upstream, recording_meta
     from .serve import AppThread
@@ -174,11 +219,20 @@ def record_suite(base_url: str, transport: str, model: str, out_dir: str | Path,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     info = asyncio.run(probe_upstream(base_url))
+    if profile is not None:
+        from fake_servers.profiles import parse_label
+
+        parse_label(profile)  # a ValueError names a label that is not a profile
+    profile = profile or told_profile(info)
+    if profile is None:
+        progress("warning: the server's profile cannot be told from /version; pass --profile, or conformance "
+                 "will report these cassettes instead of comparing them")
     specs = scenarios_for(transport, only)
     results = []
     for k, spec in enumerate(specs, 1):
         path = out / f"{spec.name}.yaml"
-        meta = recording_meta(base_url, **info, model=model, hardware=hardware, scenario=spec.name, transport=transport)
+        meta = recording_meta(base_url, **info, model=model, hardware=hardware, scenario=spec.name, transport=transport,
+                              profile=profile)
         meta.pop("upstream", None)
         recorder = Recorder(path, "all", meta=meta)
         progress(f"[{k}/{len(specs)}] {spec.name} ...")

@@ -5,9 +5,11 @@
 #
 #   scripts/real_servers.sh install          # venvs: vllm (0.32), dynamo (frontend+mocker), dynvllm (0.31 worker)
 #   scripts/real_servers.sh model            # tokenizer + tiny random Qwen2 model (never committed)
-#   scripts/real_servers.sh vllm             # vLLM on 127.0.0.1:8011 (chat, /tokenize, /inference/v1/generate)
+#   scripts/real_servers.sh vllm             # vLLM 0.32 on 127.0.0.1:8011 (chat, /tokenize, /inference/v1/generate)
+#   scripts/real_servers.sh vllm031          # vLLM 0.31 on 127.0.0.1:8012 (the Dynamo worker's venv)
 #   scripts/real_servers.sh dynamo-mocker    # Dynamo frontend on 127.0.0.1:8021 + mocker engine
-#   scripts/real_servers.sh dynamo-vllm      # Dynamo frontend on 127.0.0.1:8031 + real vLLM worker (engine_data)
+#   scripts/real_servers.sh dynamo-vllm      # Dynamo frontend on 127.0.0.1:8031 + real vLLM worker (engine_data),
+#                                            # and a second frontend on :8032 serving /inference/v1/generate
 #   scripts/real_servers.sh stop
 set -euo pipefail
 REAL_DIR=${REAL_DIR:-$HOME/.cache/tito-harness/real}
@@ -52,6 +54,14 @@ vllm)
     > "$REAL_DIR/logs/vllm.log" 2>&1 &
   wait_http http://127.0.0.1:8011/health 180 && echo "vLLM ready: http://127.0.0.1:8011/v1"
   ;;
+vllm031)
+  STUB=$REAL_DIR/torchvision-stub; python3 "$HERE/scripts/torchvision_stub.py" "$STUB"
+  VLLM_CPU_KVCACHE_SPACE=1 PYTHONPATH=$STUB nohup "$REAL_DIR/dynvllm/bin/python" -m vllm.entrypoints.openai.api_server \
+    --model "$MODEL_DIR" --served-model-name tiny-qwen --host 127.0.0.1 --port 8012 --max-model-len 2048 \
+    --dtype float32 --enforce-eager --enable-scale-out --enable-auto-tool-choice --tool-call-parser hermes \
+    > "$REAL_DIR/logs/vllm031.log" 2>&1 &
+  wait_http http://127.0.0.1:8012/health 180 && echo "vLLM 0.31 ready: http://127.0.0.1:8012/v1"
+  ;;
 dynamo-mocker)
   export DYN_FILE_KV=$REAL_DIR/kv-mocker; mkdir -p "$DYN_FILE_KV"
   PLANES=(--discovery-backend file --request-plane tcp --event-plane zmq)
@@ -69,16 +79,19 @@ dynamo-vllm)
   STUB=$REAL_DIR/torchvision-stub; python3 "$HERE/scripts/torchvision_stub.py" "$STUB"
   nohup "$REAL_DIR/dynvllm/bin/python" -m dynamo.frontend --http-host 127.0.0.1 --http-port 8031 "${PLANES[@]}" \
     > "$REAL_DIR/logs/dynvllm-frontend.log" 2>&1 &
+  DYN_VLLM_ENABLE_INFERENCE_V1_GENERATE=1 nohup "$REAL_DIR/dynvllm/bin/python" -m dynamo.frontend --http-host 127.0.0.1 \
+    --http-port 8032 "${PLANES[@]}" > "$REAL_DIR/logs/dynvllm-frontend-native.log" 2>&1 &
   VLLM_CPU_KVCACHE_SPACE=1 PYTHONPATH=$STUB nohup "$REAL_DIR/dynvllm/bin/python" -m dynamo.vllm --model "$MODEL_DIR" \
     --served-model-name tiny-qwen --dtype float32 --enforce-eager --max-model-len 2048 "${PLANES[@]}" \
     > "$REAL_DIR/logs/dynvllm-worker.log" 2>&1 &
   for _ in $(seq 240); do curl -s http://127.0.0.1:8031/v1/models 2>/dev/null | grep -q tiny-qwen && break; sleep 1; done
-  echo "Dynamo (vLLM worker) ready: http://127.0.0.1:8031/v1"
+  for _ in $(seq 60); do curl -s http://127.0.0.1:8032/v1/models 2>/dev/null | grep -q tiny-qwen && break; sleep 1; done
+  echo "Dynamo (vLLM worker) ready: http://127.0.0.1:8031/v1 (native generate: http://127.0.0.1:8032/v1)"
   ;;
 stop)
   pkill -f "vllm.entrypoints.openai.api_server" || true
   pkill -f "dynamo.frontend" || true; pkill -f "dynamo.mocker" || true; pkill -f "dynamo.vllm" || true
   ;;
 *)
-  sed -n '2,13p' "$0"; exit 2 ;;
+  sed -n '2,15p' "$0"; exit 2 ;;
 esac

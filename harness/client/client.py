@@ -24,6 +24,7 @@ from .routed_experts import RoutedExperts, decode_payload
 from .stitching import StitchPlan, TurnRecord, normalize, plan_turn
 from .transports.base import Sampling, Transport
 from .transports.dynamo import DynamoChat
+from .transports.dynamo_generate import DynamoGenerate
 from .transports.vllm import VLLMGenerate
 
 log = logging.getLogger("harness.client")
@@ -118,6 +119,8 @@ class TitoClient:
             if self._transport is None:
                 if self.config.renderer_transport == "dynamo_chat":
                     self._transport = DynamoChat(self.config, self.http, await self.tokenizer())
+                elif self.config.renderer_transport == "dynamo_generate":
+                    self._transport = DynamoGenerate(self.config, self.http, await self.tokenizer())
                 else:
                     self._transport = VLLMGenerate(self.config, self.http)
             return self._transport

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Transport = Literal["vllm_generate", "dynamo_chat"]
+Transport = Literal["vllm_generate", "dynamo_chat", "dynamo_generate"]
 TitoRoute = Literal["auto", "chat_tokens", "generate"]
 MismatchPolicy = Literal["drop", "raise"]
 ParityPolicy = Literal["warn", "raise", "mito", "off"]
 
-TRANSPORTS = ("vllm_generate", "dynamo_chat")
+TRANSPORTS = ("vllm_generate", "dynamo_chat", "dynamo_generate")
 
 
 @dataclass

@@ -1,11 +1,13 @@
 """Routed-experts payloads: cut the base64 blob out of the raw body, then decode it to numpy.
 
 A 32k-token, 48-layer, top-8 answer carries ~16 MB of base64. `split_body` finds each
-`"routed_experts": {...}` object at JSON structure level (never inside a string), locates its
-own `"data"` member whatever the key order and whatever nested objects hold `data` keys of
-their own, and replaces the blob by a short placeholder, so `orjson.loads` parses only the small
-remainder. The blob stays a zero-copy memoryview of the body until `decode` turns it into an
-array with pybase64.
+`"routed_experts"` member at JSON structure level (never inside a string). For the object forms
+(`{data, shape, start?, dtype?}`: prime-rl, Dynamo + vLLM) it locates the object's own `"data"`
+member whatever the key order and whatever nested objects hold `data` keys of their own; for the
+string forms (upstream vLLM's base64 `.npy`, SGLang's base64 of raw int32) it takes the string
+itself. Each blob is replaced by a short placeholder, so `orjson.loads` parses only the small
+remainder, and stays a zero-copy memoryview of the body until `decode_payload` turns it into an
+array with pybase64 (an `.npy` header is read in place; the array is a view of the decoded bytes).
 """
 
 from __future__ import annotations
@@ -136,7 +138,16 @@ def find_blobs(body: bytes) -> list[tuple[int, int]]:
         if body[j:j + 1] != b":" or _in_string(body, at):
             continue
         j = _skip_ws(body, j + 1)
-        if body[j:j + 1] != b"{":
+        opener = body[j:j + 1]
+        if opener == b'"':  # the string forms: the whole string is the blob
+            end = body.find(b'"', j + 1)  # base64 holds no quotes
+            if end == -1:
+                raise RoutedExpertsError("routed_experts string is not closed")
+            if body.find(b"\\", j + 1, end) == -1:
+                spans.append((j + 1, end))
+            pos = end + 1
+            continue
+        if opener != b"{":
             continue  # null or another non-object value
         span = _data_span(body, j)
         if span is not None:
@@ -166,10 +177,82 @@ def split_body(body: bytes) -> tuple[dict, list[memoryview]]:
     return orjson.loads(b"".join(parts)), blobs
 
 
-def decode_payload(payload: dict, blobs: list[memoryview] | None = None) -> RoutedExperts:
-    """Decode `{data, shape, start?, dtype?}` (data inline, or a placeholder into `blobs`)."""
+def _blob(data, blobs: list[memoryview] | None):
+    """The base64 bytes of `data`: a placeholder's blob, or the inline string."""
+    if isinstance(data, str) and data.startswith(PLACEHOLDER_PREFIX):
+        index = int(data[len(PLACEHOLDER_PREFIX):].rstrip(">"))
+        if blobs is None or index >= len(blobs):
+            raise RoutedExpertsError("routed_experts blob placeholder without its blob")
+        return blobs[index]
+    if isinstance(data, str):
+        return data.encode("ascii", "replace")
+    raise RoutedExpertsError(f"routed_experts data must be a base64 string, got {type(data).__name__}")
+
+
+def _b64(raw) -> bytes:
+    try:
+        return pybase64.b64decode(raw, validate=True)
+    except ValueError as exc:
+        raise RoutedExpertsError(f"routed_experts data is not valid base64: {exc}") from None
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _npy_header(decoded: bytes) -> tuple[dict, int]:
+    """(header dict, offset of the array bytes) of an `.npy` file, read without touching the array."""
+    major = decoded[6] if len(decoded) > 7 else 0
+    if major == 1:
+        size, at = int.from_bytes(decoded[8:10], "little"), 10
+    elif major in (2, 3):
+        size, at = int.from_bytes(decoded[8:12], "little"), 12
+    else:
+        raise RoutedExpertsError(f"routed_experts .npy header has unknown version {major}")
+    import ast
+
+    try:
+        header = ast.literal_eval(decoded[at:at + size].decode("latin-1"))
+    except (ValueError, SyntaxError) as exc:
+        raise RoutedExpertsError(f"routed_experts .npy header is not readable: {exc}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("shape"), tuple):
+        raise RoutedExpertsError(f"routed_experts .npy header has no shape: {header!r:.200}")
+    return header, at + size
+
+
+def decode_npy(decoded: bytes) -> np.ndarray:
+    """An `.npy` file's array as a view of `decoded` (the header is parsed in place, nothing copied).
+    A header without `descr` is read as uint8, like the object form without `dtype`."""
+    header, offset = _npy_header(decoded)
+    try:
+        dtype = np.dtype(header.get("descr", "|u1"))
+    except TypeError as exc:
+        raise RoutedExpertsError(f"routed_experts .npy dtype is not usable: {exc}") from None
+    if dtype.name not in DTYPES:
+        raise RoutedExpertsError(f"routed_experts dtype {dtype.name!r} is not one of {', '.join(DTYPES)}")
+    shape = header["shape"]
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(decoded) - offset != expected:
+        raise RoutedExpertsError(f"routed_experts .npy holds {len(decoded) - offset} bytes but shape {list(shape)} "
+                                 f"of {dtype.name} needs {expected}")
+    arr = np.frombuffer(decoded, dtype=dtype, offset=offset).reshape(shape)
+    return arr.T.reshape(shape[::-1]).T if header.get("fortran_order") else arr
+
+
+def decode_payload(payload, blobs: list[memoryview] | None = None, start: int = 0) -> RoutedExperts:
+    """Decode a routed_experts payload in any wire format (WIRE.md, "Routed experts"):
+    `{data, shape, start?, dtype?}` (data inline, or a placeholder into `blobs`), a base64 `.npy`
+    string (upstream vLLM; `start` = the `routed_experts_prompt_start` the request asked), or a
+    base64 string of raw int32 bytes (SGLang: a flat array)."""
+    if isinstance(payload, str):
+        decoded = _b64(_blob(payload, blobs))
+        if decoded[:6] == NPY_MAGIC:
+            return RoutedExperts(decode_npy(decoded), start)
+        if len(decoded) % 4:
+            raise RoutedExpertsError(f"routed_experts string holds {len(decoded)} bytes: not a whole number of "
+                                     f"int32 ids, and no .npy header")
+        return RoutedExperts(np.frombuffer(decoded, dtype=np.int32), start)
     if not isinstance(payload, dict):
-        raise RoutedExpertsError(f"routed_experts must be an object, got {type(payload).__name__}")
+        raise RoutedExpertsError(f"routed_experts must be an object or a base64 string, got {type(payload).__name__}")
     data = payload.get("data")
     shape = payload.get("shape")
     dtype_name = payload.get("dtype") or "uint8"
@@ -183,19 +266,7 @@ def decode_payload(payload: dict, blobs: list[memoryview] | None = None) -> Rout
         raise RoutedExpertsError(f"routed_experts shape must be a list of non-negative ints, got {shape!r}")
     if not isinstance(start, int) or isinstance(start, bool) or start < 0:
         raise RoutedExpertsError(f"routed_experts start must be a non-negative int, got {start!r}")
-    if isinstance(data, str) and data.startswith(PLACEHOLDER_PREFIX):
-        index = int(data[len(PLACEHOLDER_PREFIX):].rstrip(">"))
-        if blobs is None or index >= len(blobs):
-            raise RoutedExpertsError("routed_experts blob placeholder without its blob")
-        raw = blobs[index]
-    elif isinstance(data, str):
-        raw = data.encode("ascii", "replace")
-    else:
-        raise RoutedExpertsError(f"routed_experts data must be a base64 string, got {type(data).__name__}")
-    try:
-        decoded = pybase64.b64decode(raw, validate=True)
-    except ValueError as exc:
-        raise RoutedExpertsError(f"routed_experts data is not valid base64: {exc}") from None
+    decoded = _b64(_blob(data, blobs))
     dtype = np.dtype(DTYPES[dtype_name])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(decoded) != expected:

@@ -142,8 +142,12 @@ class Interaction:
     # -- vcrpy dicts ---------------------------------------------------------------------------
     def to_vcr(self) -> dict:
         req_text, req_compact = readable_json(self.request_body)
-        if req_text is None and self.request_body:
+        req_raw = None
+        if req_text is None and self.request_body:  # not UTF-8: readable text for review, exact bytes beside
             req_text = self.request_body.decode("latin-1")
+            import base64
+
+            req_raw = base64.b64encode(self.request_body).decode()
         if self.chunks is not None:  # streamed: exact text, so the chunk sizes still add up
             try:
                 resp_text, resp_compact = self.response_body.decode("utf-8"), False
@@ -160,6 +164,8 @@ class Interaction:
             extra["compact"] = True
         if req_compact:
             extra["request_compact"] = True
+        if req_raw is not None:
+            extra["request_base64"] = req_raw
         if self.chunks is not None:
             extra["chunks"] = list(self.chunks)
         if self.duration_ms is not None:
@@ -183,7 +189,12 @@ class Interaction:
                 raw = base64.b64decode(extra["base64"])
             else:
                 raw = _stored_bytes(resp.get("body", {}).get("string"), extra.get("compact"))
-            rraw = _stored_bytes(req.get("body"), extra.get("request_compact"))
+            if extra.get("request_base64"):
+                import base64
+
+                rraw = base64.b64decode(extra["request_base64"])
+            else:
+                rraw = _stored_bytes(req.get("body"), extra.get("request_compact"))
             status = resp["status"]
             return cls(req["method"], req["uri"], _headers(req.get("headers")), rraw,
                        int(status["code"]), status.get("message", ""), _headers(resp.get("headers")), raw,

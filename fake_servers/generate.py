@@ -1,0 +1,65 @@
+"""`POST /inference/v1/generate` answers, shaped by the profile (vLLM's own, or Dynamo's native route)."""
+
+from __future__ import annotations
+
+import time
+
+from . import experts
+from .base import new_id
+from .engine import FakeEngine, Generation
+from .openai import usage
+from .profiles import Profile
+
+
+def _entry(engine: FakeEngine, shape: str, t: int, lp: float, rank: int | None, top: bool):
+    if shape == "token_id":
+        return {"token_id": t, "logprob": lp, "rank": rank}
+    name = f"token_id:{t}"
+    return {"token": name, "logprob": lp, "bytes": list(name.encode()) if shape == "openai_bytes" else None}
+
+
+def logprobs(engine: FakeEngine, gen: Generation, shape: str, text: bool = False) -> dict:
+    """`choices[0].logprobs` in the profile's entry shape (`text`: decoded token strings, vLLM 0.33)."""
+    tops = gen.top_logprobs or [[(t, lp)] for t, lp in zip(gen.token_ids, gen.logprobs)]
+    content = []
+    for t, lp, alts in zip(gen.token_ids, gen.logprobs, tops):
+        e = _entry(engine, shape, t, lp, 1, True)
+        e["top_logprobs"] = [_entry(engine, shape, a, v, r + 1, False) for r, (a, v) in enumerate(alts)]
+        if text:
+            e["token"] = engine.token_text(t)
+            for (a, _), alt in zip(alts, e["top_logprobs"]):
+                alt["token"] = engine.token_text(a)
+        content.append(e)
+    return {"content": content}
+
+
+def answer(engine: FakeEngine, profile: Profile, model: str, prompt_ids: list[int], gen: Generation,
+           want_logprobs: bool, output_mode: str = "tokens", prompt_start: int = 0) -> dict:
+    n, keys = len(gen.token_ids), profile.generate_keys
+    choice: dict = {"index": 0, "finish_reason": gen.finish_reason}
+    if "stop_reason" in keys:
+        choice["stop_reason"] = gen.stop_reason
+    choice["token_ids"] = list(gen.token_ids)
+    if output_mode == "text":
+        choice["text"] = gen.text
+    if profile.routed_experts in ("npy", "object"):
+        choice["routed_experts"] = (experts.cached(gen, profile.routed_experts, prompt_start)
+                                    if "generate" in profile.experts_routes else None)
+    if "sampling_mask" in keys:
+        choice["sampling_mask"] = None
+    if "weight_versions" in keys:
+        choice["weight_versions"] = [{"version": "default", "start": 0, "end": n}]
+    choice["logprobs"] = (logprobs(engine, gen, profile.generate_logprobs, output_mode == "text")
+                          if want_logprobs else None)
+    if profile.kind == "dynamo":  # Dynamo's native route: no usage, no prompt ids (WIRE.md)
+        out = {"request_id": new_id("", dashed=True), "choices": [choice]}
+        if "generate" in profile.experts_routes and profile.routed_experts == "nvext_object" and gen.routed_experts is not None:
+            out["nvext"] = {"routed_experts": experts.cached(gen, profile.routed_experts, prompt_start)}
+        return out
+    out = {"request_id": new_id("generate-tokens-"), "model": model, "created": int(time.time()),
+           "choices": [choice], "usage": usage(len(prompt_ids), n), "prompt_logprobs": None,
+           "prompt_token_id_logprobs": None, "prompt_token_ids": None, "mm_placeholders": None, "metrics": None,
+           "kv_transfer_params": None, "ec_transfer_params": None}
+    if "output_mode" in keys:
+        out["output_mode"] = output_mode
+    return out

