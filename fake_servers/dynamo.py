@@ -318,10 +318,10 @@ class DynamoHandlers:
             missing = "token_ids" if body.get("token_ids") is None else "sampling_params"
             return errors.dynamo_deserialize(f"missing field `{missing}` at line 1 column 1")
         if body.get("stream"):
-            return errors.dynamo_generate_error(501, "streaming is not supported on /inference/v1/generate",
-                                                "not_implemented")
+            return errors.dynamo_generate_error(501, "streaming (stream=true) is not implemented for "
+                                                     "/inference/v1/generate yet", "not_implemented")
         if body.get("model") not in (None, self.model):
-            return errors.dynamo_generate_error(404, f"model {body.get('model')} not found", "not_found")
+            return errors.dynamo_generate_error(404, f"Model not found: {body.get('model')}", "not_found")
         ids = body["token_ids"]
         if not ids or any(t >= self.engine.vocab_size for t in ids):
             return errors.dynamo_generate_error(400, "Invalid request", "invalid_request_error")

@@ -36,26 +36,26 @@ def logprobs(engine: FakeEngine, gen: Generation, shape: str, text: bool = False
 def answer(engine: FakeEngine, profile: Profile, model: str, prompt_ids: list[int], gen: Generation,
            want_logprobs: bool, output_mode: str = "tokens", prompt_start: int = 0) -> dict:
     n, keys = len(gen.token_ids), profile.generate_keys
+    lps = logprobs(engine, gen, profile.generate_logprobs, output_mode == "text") if want_logprobs else None
+    experts_ = (experts.cached(gen, "npy" if profile.kind == "dynamo" else profile.routed_experts, prompt_start)
+                if "generate" in profile.experts_routes else None)
+    if profile.kind == "dynamo":  # Dynamo's native route (recorded): no usage, no model, no prompt ids
+        choice = {"index": 0, "token_ids": list(gen.token_ids), "logprobs": lps, "finish_reason": gen.finish_reason,
+                  "routed_experts": experts_, "sampling_mask": None}
+        return {"request_id": new_id("", dashed=True), "choices": [choice], "prompt_logprobs": None,
+                "kv_transfer_params": None}
     choice: dict = {"index": 0, "finish_reason": gen.finish_reason}
     if "stop_reason" in keys:
         choice["stop_reason"] = gen.stop_reason
     choice["token_ids"] = list(gen.token_ids)
     if output_mode == "text":
         choice["text"] = gen.text
-    if profile.routed_experts in ("npy", "object"):
-        choice["routed_experts"] = (experts.cached(gen, profile.routed_experts, prompt_start)
-                                    if "generate" in profile.experts_routes else None)
+    choice["routed_experts"] = experts_
     if "sampling_mask" in keys:
         choice["sampling_mask"] = None
     if "weight_versions" in keys:
         choice["weight_versions"] = [{"version": "default", "start": 0, "end": n}]
-    choice["logprobs"] = (logprobs(engine, gen, profile.generate_logprobs, output_mode == "text")
-                          if want_logprobs else None)
-    if profile.kind == "dynamo":  # Dynamo's native route: no usage, no prompt ids (WIRE.md)
-        out = {"request_id": new_id("", dashed=True), "choices": [choice]}
-        if "generate" in profile.experts_routes and profile.routed_experts == "nvext_object" and gen.routed_experts is not None:
-            out["nvext"] = {"routed_experts": experts.cached(gen, profile.routed_experts, prompt_start)}
-        return out
+    choice["logprobs"] = lps
     out = {"request_id": new_id("generate-tokens-"), "model": model, "created": int(time.time()),
            "choices": [choice], "usage": usage(len(prompt_ids), n), "prompt_logprobs": None,
            "prompt_token_id_logprobs": None, "prompt_token_ids": None, "mm_placeholders": None, "metrics": None,

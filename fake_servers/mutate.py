@@ -42,8 +42,8 @@ def _npy_header(text: str, edit) -> str:
     size = int.from_bytes(raw[8:10], "little") if raw[6] == 1 else int.from_bytes(raw[8:12], "little")
     at = 10 if raw[6] == 1 else 12
     header = raw[at:at + size].decode("latin-1")
-    new = edit(header)
-    new = new + " " * (len(header) - len(new)) if len(new) <= len(header) else new[:len(header)]
+    new = edit(header.rstrip("\n")).rstrip(" ")
+    new = new + " " * (len(header) - len(new) - 1) + "\n"  # the header keeps its length, ending in a newline
     raw[at:at + size] = new.encode("latin-1")
     return pybase64.b64encode(bytes(raw)).decode("ascii")
 

@@ -85,7 +85,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             _VLLM_ROUTES | {"chat_tokens"}, generate_logprobs="openai", generate_keys=frozenset({"sampling_mask"}),
             routed_experts="object", experts_routes=frozenset({"chat_tokens", "generate"})),
     Profile("dynamo-1.6.1", "dynamo", "NVIDIA Dynamo 1.6.1 frontend with a vLLM 0.31 worker", "recorded", "1.6.1",
-            _DYNAMO_ROUTES, generate_logprobs="openai_bytes", generate_keys=frozenset(), generate_stream=False,
+            _DYNAMO_ROUTES, generate_logprobs="openai_bytes", generate_keys=frozenset({"sampling_mask"}),
+            generate_stream=False,
             routed_experts="nvext_object", experts_routes=frozenset({"chat", "generate"}), backend="vllm"),
 ]}
 

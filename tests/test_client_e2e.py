@@ -16,8 +16,12 @@ def cfg(url, transport="vllm_generate", **kw):
 
 
 @pytest.mark.parametrize("kind,transport,route,server_kw,expected_route", [
-    ("vllm", "vllm_generate", "auto", {}, "/v1/chat/completions/tokens"),
-    ("vllm", "vllm_generate", "chat_tokens", {}, "/v1/chat/completions/tokens"),
+    ("vllm", "vllm_generate", "auto", {"profile": "prime-rl"}, "/v1/chat/completions/tokens"),
+    ("vllm", "vllm_generate", "auto", {}, "/inference/v1/generate"),
+    ("vllm", "vllm_generate", "chat_tokens", {"profile": "prime-rl"}, "/v1/chat/completions/tokens"),
+    ("vllm", "vllm_generate", "generate", {"profile": "vllm-0.31"}, "/inference/v1/generate"),
+    ("dynamo", "dynamo_generate", "auto", {"native_generate": True}, "/inference/v1/generate"),
+    ("dynamo", "dynamo_generate", "auto", {}, "/v1/chat/completions+token_data"),
     ("vllm", "vllm_generate", "generate", {}, "/inference/v1/generate"),
     ("vllm", "vllm_generate", "auto", {"chat_tokens_route": False}, "/inference/v1/generate"),
     ("dynamo", "dynamo_chat", "auto", {}, "/v1/chat/completions+token_data"),

@@ -50,7 +50,7 @@ def test_engine_max_tokens_stop_strings_and_context(engine):
 def test_engine_moe_dtype_follows_expert_count(engine):
     g = engine.generate(PROMPT, SamplingParams(seed=3))
     re = g.routed_experts
-    assert re["dtype"] == "uint16" and re["shape"] == [len(PROMPT) + len(g.token_ids), 3, 2]
+    assert re.dtype.name == "uint16" and re.shape == (len(PROMPT) + len(g.token_ids), 3, 2)
     assert MoEShape(2, 2, 128).dtype == "uint8" and MoEShape(2, 2, 70000).dtype == "int32"
     with pytest.raises(ValueError):
         MoEShape.parse("4,9,8")

@@ -211,7 +211,7 @@ def _npy_header(decoded: bytes) -> tuple[dict, int]:
     import ast
 
     try:
-        header = ast.literal_eval(decoded[at:at + size].decode("latin-1"))
+        header = ast.literal_eval(decoded[at:at + size].decode("latin-1").strip())
     except (ValueError, SyntaxError) as exc:
         raise RoutedExpertsError(f"routed_experts .npy header is not readable: {exc}") from None
     if not isinstance(header, dict) or not isinstance(header.get("shape"), tuple):

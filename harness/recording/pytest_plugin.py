@@ -1,8 +1,11 @@
 """pytest plugin (entry point `pytest11`): fake servers and cassettes as fixtures.
 
 - `fake_vllm`, `fake_dynamo`: a running fake server's base URL (".../v1"), started once per
-  session in a thread (sync and async tests alike); faults are cleared after every test.
-  `fake_vllm_server` / `fake_dynamo_server` yield the server object (`.set_faults([...])`).
+  session and profile in a thread (sync and async tests alike); faults are cleared after every
+  test. `fake_vllm_server` / `fake_dynamo_server` yield the server object (`.set_faults([...])`).
+  `@pytest.mark.fake_profile("vllm-0.31", "dynamo-1.6.1+mocker")` picks the profiles (one per
+  server kind; `harness profiles` lists them); or parametrize the `fake_profile` fixture
+  (`@pytest.mark.parametrize("fake_profile", ["vllm-0.31", "vllm-0.32"], indirect=True)`).
 - `cassette_server`: the base URL of a server for the test's cassette, named by
   `@pytest.mark.cassette("name")` (a path under the `tito_cassette_dir` ini option, default
   `cassettes/`, `.yaml` optional; default name: the test's name). With `--record-mode=none` (the
@@ -33,15 +36,46 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cassette(name): the cassette the cassette_server fixture serves")
+    config.addinivalue_line("markers", "fake_profile(*labels): server profiles of the fake_vllm / fake_dynamo "
+                                       "fixtures, one per kind (e.g. 'vllm-0.31', 'dynamo-1.6.1+mocker')")
+
+
+@pytest.fixture
+def fake_profile(request):
+    """The profile label a test is parametrized with (indirect), or None."""
+    return getattr(request, "param", None)
+
+
+def _profile_for(request, kind: str):
+    from fake_servers.profiles import ProfileError, get_profile, parse_label
+
+    labels = []
+    marker = request.node.get_closest_marker("fake_profile")
+    if marker:
+        labels += list(marker.args)
+    if "fake_profile" in request.fixturenames:
+        param = request.getfixturevalue("fake_profile")
+        if param:
+            labels.append(param)
+    try:
+        profiles = [parse_label(label) for label in labels]
+    except ProfileError as exc:
+        pytest.fail(f"fake_profile: {exc}", pytrace=False)
+    return next((p for p in reversed(profiles) if p.kind == kind), get_profile(None, kind))
 
 
 def _server(request, kind: str):
+    from fake_servers.profiles import profile_label
     from fake_servers.server import FakeConfig, RunningServer
 
-    key = f"_tito_fake_{kind}"
+    prof = _profile_for(request, kind)
+    label = profile_label(prof)
+    key = f"_tito_fake_{label}"
     srv = getattr(request.config, key, None)
     if srv is None:
-        srv = RunningServer(FakeConfig(kind=kind)).start()
+        native = prof.kind == "dynamo" and prof.serves("generate")
+        srv = RunningServer(FakeConfig(kind=kind, profile=prof.name, dynamo_backend=prof.backend,
+                                       native_generate=native)).start()
         setattr(request.config, key, srv)
         request.config.add_cleanup(srv.stop)
     return srv

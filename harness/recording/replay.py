@@ -47,7 +47,12 @@ def canonical_body(body: bytes, ignore=DEFAULT_IGNORE):
         return body, None
     for dotted in ignore:
         _drop(value, dotted.split("."))
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS), value
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS), value
+    except TypeError:  # nested deeper than orjson writes (254 levels): the stdlib has no such limit
+        import json
+
+        return json.dumps(value, sort_keys=True, separators=(",", ":")).encode(), value
 
 
 def request_key(method: str, uri_or_path: str, body: bytes, ignore=DEFAULT_IGNORE) -> bytes:
