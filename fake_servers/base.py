@@ -65,12 +65,18 @@ def faults_of(request: web.Request) -> Active:
     return request.get(FAULTS) or NO_FAULTS
 
 
-async def read_json(request: web.Request) -> dict:
+async def read_json(request: web.Request, lossy: bool = False) -> dict:
+    """The body as a JSON object (`lossy`: invalid UTF-8 replaced, as Dynamo's frontend reads it)."""
     raw = await request.read()
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BadBody(raw, exc) from None
+        try:
+            if not lossy:
+                raise
+            value = orjson.loads(raw.decode("utf-8", "replace"))
+        except orjson.JSONDecodeError:
+            raise BadBody(raw, exc) from None
     if not isinstance(value, dict):
         raise BadBody(raw, None, value)
     return value

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from collections import OrderedDict
 
@@ -22,7 +23,9 @@ from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, mak
 from .engine import ContextLengthExceeded, Generation, SamplingParams
 from .openai import logprobs_content, render_messages, sampling_from, text_pieces
 from .profiles import ROUTES, Profile
-from .validate import FieldError, check_fields
+from .validate import U32_IDS, FieldError, check_fields, json_depth
+
+SERDE_DEPTH = 128  # serde_json's recursion limit
 
 # Top-level fields the real frontend accepts (probed one by one against Dynamo 1.6.1).
 ACCEPTED = frozenset("""
@@ -132,6 +135,8 @@ class DynamoHandlers:
             "request_plane_codec": "msgpack"}]})
 
     def _validate(self, body: dict) -> web.Response | None:
+        if json_depth(body, SERDE_DEPTH):
+            return errors.dynamo_deserialize("recursion limit exceeded at line 1 column 1")
         if body.get("messages") is None:
             return errors.dynamo_deserialize("missing field `messages` at line 1 column 1")
         if body.get("model") is None:
@@ -149,9 +154,11 @@ class DynamoHandlers:
                 fields = ", ".join(f"`{f}`" for f in NVEXT_FIELDS)
                 return errors.dynamo_deserialize(f"unknown field `{key}`, expected one of {fields} at line 1 column 1")
         try:
-            check_fields(nvext, ("token_data",), prefix="nvext.")
+            check_fields(nvext, ("token_data",), prefix="nvext.", overrides=U32_IDS)
         except FieldError as e:
             return errors.dynamo_deserialize(e.serde_reason() + " at line 1 column 1")
+        if nvext.get("token_data") == [] and self.backend != "mocker":  # the worker refuses an empty prompt
+            return errors.dynamo_error(400, "Bad Request")
         extra = nvext.get("extra_fields")
         if extra is not None and not (isinstance(extra, list) and all(isinstance(x, str) for x in extra)):
             return errors.dynamo_deserialize("invalid type: expected a sequence of strings at line 1 column 1")
@@ -177,7 +184,7 @@ class DynamoHandlers:
 
     async def chat(self, request):
         try:
-            body = await read_json(request)
+            body = await read_json(request, lossy=True)
         except BadBody as exc:
             return _bad_body(exc)
         bad = self._validate(body)
@@ -193,9 +200,9 @@ class DynamoHandlers:
         params = sampling_from(body)
         mocker = self.backend == "mocker"
         if mocker:  # the mocker emits no logprobs, never samples EOS, checks no context window
-            params.logprobs, params.top_logprobs, params.ignore_eos = False, 0, True
             if params.max_tokens is None:
-                params.max_tokens = 16
+                return errors.dynamo_error(400, "`max_output_tokens` (or `max_tokens`) is required by the mocker worker")
+            params.logprobs, params.top_logprobs, params.ignore_eos = False, 0, True
         elif params.logprobs:  # a vLLM worker ranks at least the top token even without top_logprobs
             params.top_logprobs = max(params.top_logprobs, 1)
         try:
@@ -309,11 +316,12 @@ class DynamoHandlers:
         except BadBody as exc:
             return _bad_body(exc)
         try:
-            check_fields(body, ("token_ids", "sampling_params", "model", "stream"))
+            check_fields(body, ("token_ids", "sampling_params", "model", "stream"), overrides=U32_IDS)
             check_fields(body.get("sampling_params") or {}, ("max_tokens", "temperature", "top_p", "seed"),
                          prefix="sampling_params.")
-        except FieldError as e:
-            return errors.dynamo_deserialize(e.serde_reason() + " at line 1 column 1")
+        except FieldError as e:  # this route names the field, serde_path_to_error style: token_ids[1]: ...
+            path = re.sub(r"\.(\d+)", r"[\1]", e.field)
+            return errors.dynamo_deserialize(f"{path}: {e.serde_reason()} at line 1 column 1")
         if body.get("token_ids") is None or body.get("sampling_params") is None:
             missing = "token_ids" if body.get("token_ids") is None else "sampling_params"
             return errors.dynamo_deserialize(f"missing field `{missing}` at line 1 column 1")

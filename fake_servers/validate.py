@@ -35,15 +35,17 @@ class FieldError(Exception):
         if isinstance(v, bool):
             got = f"boolean `{str(v).lower()}`"
         elif isinstance(v, int):
+            if self.kind == "out_of_range":
+                return f"invalid value: integer `{v}`, expected {self.expected}"
             got = f"integer `{v}`"
         elif isinstance(v, float):
             got = f"floating point `{v}`"
         elif isinstance(v, str):
             got = f"string {v!r}".replace("'", '"')
         elif isinstance(v, list):
-            got = "a sequence"
+            got = "sequence"
         elif isinstance(v, dict):
-            got = "a map"
+            got = "map"
         else:
             got = "null"
         return f"invalid type: {got}, expected {self.expected}"
@@ -119,6 +121,34 @@ def _int_list(name, v):
 
 
 MAX_STOP = 4
+
+
+U32_MAX = 2 ** 32 - 1
+
+
+def _u32_list(name, v):
+    """Token ids as Dynamo's serde reads them: a sequence of u32."""
+    _list(name, v)
+    for i, x in enumerate(v):
+        if not _is_int(x):
+            raise FieldError(f"{name}.{i}", "int_type", "Input should be a valid integer", "u32", x)
+        if not 0 <= x <= U32_MAX:
+            raise FieldError(f"{name}.{i}", "out_of_range", "Input should be a valid u32", "u32", x)
+
+
+U32_IDS = {"token_data": _u32_list, "token_ids": _u32_list}
+
+
+def json_depth(value, limit: int) -> bool:
+    """Is `value` nested deeper than `limit` arrays/objects (serde_json stops at 128)?"""
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (list, dict)):
+            if d > limit:
+                return True
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return False
 
 
 def _stop(name, v):

@@ -25,7 +25,8 @@ def _table(report, title: str) -> Table:
     for col in ("turn", "mode", "reason", "route", "prompt", "completion", "logprobs", "finish", "note"):
         t.add_column(col, justify="right" if col in ("turn", "prompt", "completion") else "left")
     for r in report.turns:
-        note = r.tokens_dropped or (r.fallback_detail if r.fallback_reason not in (None, "no_prior_turn") else "") or ""
+        note = (r.tokens_dropped or (r.fallback_detail if r.fallback_reason not in (None, "no_prior_turn") else "")
+                or next((n for n in r.notes if "404" in n), ""))
         t.add_row(str(r.index + 1), "[green]tito[/]" if r.mode == "tito" else "[yellow]mito[/]",
                   r.fallback_reason or "", r.route, str(len(r.prompt_ids or [])), str(len(r.completion_ids or [])),
                   "yes" if r.completion_logprobs is not None else "[red]missing[/]", r.finish_reason or "",

@@ -54,7 +54,7 @@ class RolloutReport:
                        "fallback_detail": t.fallback_detail, "route": t.route, "prompt_ids": t.prompt_ids,
                        "completion_ids": t.completion_ids, "completion_logprobs": t.completion_logprobs,
                        "finish_reason": t.finish_reason, "tokens_dropped": t.tokens_dropped,
-                       "parity": t.parity} for t in self.turns],
+                       "parity": t.parity, "notes": t.notes} for t in self.turns],
             "summary": self.summary, "continuity_ok": self.continuity_ok(), "parity": self.parity,
         }
 
