@@ -39,16 +39,18 @@ CATALOGUE: dict[str, Fault] = {f.name: f for f in [
        "client synthesizes logprobs from `engine_data.completion_logprobs`, or reports them missing"),
     _F("echo_ids", "`choices[0].token_ids` becomes a detokenize/re-tokenize echo that differs from engine_data",
        "engine_data wins over the echo", ("dynamo",)),
-    _F("experts_key_order", "routed_experts keys in another order (`shape`, `start`, `dtype`, then `data`)",
-       "body splitter finds `data` whatever the key order"),
-    _F("experts_sibling_data", "a sibling object with its own `data` key beside (and inside) routed_experts",
-       "body splitter takes only routed_experts' own `data`"),
+    _F("experts_key_order", "object forms: routed_experts keys in another order (`shape`, `start`, `dtype`, then "
+       "`data`); string forms: `routed_experts` moves to the front of its object",
+       "body splitter finds the blob whatever the key order"),
+    _F("experts_sibling_data", "a sibling object with its own `data` key beside routed_experts (and inside the "
+       "object forms)", "body splitter takes only routed_experts' own blob"),
     _F("experts_string_mention", "the completion text contains `\"routed_experts\": {\"data\": ...}`",
        "body splitter ignores JSON strings that mention routed_experts"),
-    _F("experts_wrong_dtype", "routed_experts `dtype` names a wider type than the data holds",
+    _F("experts_wrong_dtype", "routed_experts names a wider type than the data holds (`dtype`, or the `.npy` "
+       "header's `descr`); SGLang's raw int32 string loses two bytes",
        "decoder's size check raises a clear error"),
-    _F("experts_missing_dtype", "drops routed_experts `dtype` (the data stays uint8)",
-       "decoder defaults to uint8"),
+    _F("experts_missing_dtype", "drops routed_experts `dtype` (or the `.npy` header's `descr`; the data stays "
+       "uint8); SGLang's string has no dtype to drop", "decoder defaults to uint8"),
     _F("truncated_stream", "an SSE answer stops after a few chunks, with no finish chunk and no `[DONE]`",
        "client treats the stream as failed (retried, then a typed error)"),
     _F("http_429", "answers 429 with `Retry-After` in the server's error shape", "bounded retries honouring Retry-After"),

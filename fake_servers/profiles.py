@@ -49,11 +49,9 @@ class Profile:
     generate_keys: frozenset[str] = frozenset({"stop_reason", "sampling_mask", "weight_versions", "output_mode"})
     """Optional keys of a generate answer this version writes (choice keys and top-level `output_mode`)."""
     output_modes: tuple[str, ...] = ("tokens",)  # accepted generate `output_mode` values
-    generate_stream: bool = True  # generate accepts stream: true
     routed_experts: str = "npy"
     experts_routes: frozenset[str] = frozenset({"generate"})  # routes whose answers carry routed experts
     backend: str | None = None  # Dynamo: the worker behind the frontend (vllm | mocker | sglang)
-    max_tokens_ceiling: int | None = None  # vLLM: max_tokens above this is a validation error
 
     def serves(self, route: str) -> bool:
         return route in self.routes
@@ -86,7 +84,6 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             routed_experts="object", experts_routes=frozenset({"chat_tokens", "generate"})),
     Profile("dynamo-1.6.1", "dynamo", "NVIDIA Dynamo 1.6.1 frontend with a vLLM 0.31 worker", "recorded", "1.6.1",
             _DYNAMO_ROUTES, generate_logprobs="openai_bytes", generate_keys=frozenset({"sampling_mask"}),
-            generate_stream=False,
             routed_experts="nvext_object", experts_routes=frozenset({"chat", "generate"}), backend="vllm"),
 ]}
 

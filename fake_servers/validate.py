@@ -31,6 +31,8 @@ class FieldError(Exception):
         return head
 
     def serde_reason(self) -> str:
+        if self.kind == "missing":
+            return f"missing field `{self.field.rsplit('.', 1)[-1]}`"
         v = self.value
         if isinstance(v, bool):
             got = f"boolean `{str(v).lower()}`"
@@ -123,6 +125,26 @@ def _int_list(name, v):
 MAX_STOP = 4
 
 
+def _tools(name, v):
+    _list(name, v)
+    for i, tool in enumerate(v):
+        if not isinstance(tool, dict):
+            raise FieldError(f"{name}.{i}", "model_attributes_type",
+                             "Input should be a valid dictionary or object to extract fields from",
+                             "struct ChatCompletionTool", tool)
+        fn = tool.get("function")
+        if fn is None:
+            raise FieldError(f"{name}.{i}.function", "missing", "Field required", "struct FunctionObject", tool)
+        if not isinstance(fn, dict):
+            raise FieldError(f"{name}.{i}.function", "model_attributes_type",
+                             "Input should be a valid dictionary or object to extract fields from",
+                             "struct FunctionObject", fn)
+        if not isinstance(fn.get("name"), str):
+            raise FieldError(f"{name}.{i}.function.name", "missing" if fn.get("name") is None else "string_type",
+                             "Field required" if fn.get("name") is None else "Input should be a valid string",
+                             "a string", fn if fn.get("name") is None else fn.get("name"))
+
+
 U32_MAX = 2 ** 32 - 1
 
 
@@ -191,7 +213,7 @@ CHECKS: dict[str, Callable[[str, Any], None]] = {
     "logprobs": _bool, "stream": _bool, "return_token_ids": _bool, "ignore_eos": _bool,
     "add_generation_prompt": _bool, "return_token_strs": _bool, "skip_special_tokens": _bool,
     "stop": _stop, "stop_token_ids": _int_list, "tokens": _int_list, "token_ids": _int_list,
-    "tools": _list, "stream_options": _dict, "chat_template_kwargs": _dict, "nvext": _dict,
+    "tools": _tools, "stream_options": _dict, "chat_template_kwargs": _dict, "nvext": _dict,
     "sampling_params": _dict,
 }
 

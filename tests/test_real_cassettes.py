@@ -14,12 +14,14 @@ CASSETTES = sorted(REAL.rglob("*.yaml"))
 
 def test_real_cassettes_are_committed_for_each_server():
     servers = {p.parent.name for p in CASSETTES}
-    assert {"vllm-0.32-cpu", "dynamo-1.6.1-mocker", "dynamo-1.6.1-vllm-0.31-cpu"} <= servers
+    assert {"vllm-0.31-cpu", "vllm-0.32-cpu", "dynamo-1.6.1-mocker", "dynamo-1.6.1-vllm-0.31-cpu",
+            "dynamo-1.6.1-vllm-0.31-cpu-native-generate"} <= servers
     for p in CASSETTES:
         meta = Cassette.load(p).meta
-        for key in ("server", "model", "hardware", "recorded_at", "recorder", "scenario", "transport", "outcome"):
+        for key in ("server", "model", "hardware", "recorded_at", "recorder", "scenario", "transport", "outcome",
+                    "profile"):
             assert meta.get(key), f"{p}: meta.{key} missing"
-    assert sum(p.stat().st_size for p in CASSETTES) < 4 * 1024 * 1024  # a few MB in all
+    assert sum(p.stat().st_size for p in CASSETTES) < 6 * 1024 * 1024  # a few MB in all
 
 
 @pytest.mark.parametrize("path", CASSETTES, ids=[f"{p.parent.name}/{p.stem}" for p in CASSETTES])
@@ -28,11 +30,21 @@ async def test_replays_with_the_recorded_outcome(path):
     assert now == recorded
 
 
-@pytest.mark.parametrize("server", ["vllm-0.32-cpu", "dynamo-1.6.1-vllm-0.31-cpu"])
+@pytest.mark.parametrize("server", ["vllm-0.31-cpu", "vllm-0.32-cpu", "dynamo-1.6.1-vllm-0.31-cpu",
+                                    "dynamo-1.6.1-vllm-0.31-cpu-native-generate"])
 def test_real_rollouts_are_tito_from_turn_two(server):
-    outcome = Cassette.load(REAL / server / "rollout_4_turns_tools.yaml").meta["outcome"]
+    cassette = Cassette.load(REAL / server / "rollout_4_turns_tools.yaml")
+    outcome = cassette.meta["outcome"]
     assert [t["mode"] for t in outcome["turns"]] == ["mito", "tito", "tito", "tito"] and outcome["continuity"]
     assert all(t["has_logprobs"] for t in outcome["turns"])
+    if cassette.meta["transport"] == "dynamo_generate":  # stitched turns rode Dynamo's own generate route
+        assert sum(i.path == "/inference/v1/generate" for i in cassette.interactions) == 3
+
+
+def test_dynamo_native_generate_errors_as_recorded():
+    outcome = Cassette.load(REAL / "dynamo-1.6.1-vllm-0.31-cpu-native-generate" / "native_generate_errors.yaml").meta["outcome"]
+    assert {k: v["status"] for k, v in outcome.items()} == {"ok": 200, "stream": 501, "unknown_model": 404,
+                                                            "bad_id": 400, "too_long": 400, "no_sampling_params": 400}
 
 
 def test_real_error_types():
