@@ -65,13 +65,16 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise RuntimeError(f"server on {port} did not start")
 
 
-def wrk(port: int, body: dict, connections: int, duration: int) -> dict:
+def wrk(port: int, body: dict, connections: int, duration: int, path: str = "/v1/chat/completions") -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
         f.write(f"wrk.body = {json.dumps(json.dumps(body))}\n")
+        if "__N__" in json.dumps(body):  # a different body per request: "__N__" counts up
+            f.write('local n = 0\nrequest = function()\n  n = n + 1\n'
+                    '  return wrk.format(nil, nil, nil, (string.gsub(wrk.body, "\\"__N__\\"", tostring(n))))\nend\n')
         script = f.name
     out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--timeout", "10s",
-                          "--latency", "-s", script, f"http://127.0.0.1:{port}/v1/chat/completions"],
+                          "--latency", "-s", script, f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True).stdout
     os.unlink(script)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))

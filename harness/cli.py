@@ -197,8 +197,8 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .client.config import TRANSPORTS
-    from .cli_cassettes import (cmd_conformance, cmd_inspect, cmd_record, cmd_record_suite, cmd_replay,
-                                cmd_repro)
+    from .cli_cassettes import (cmd_cassette_merge, cmd_chaos, cmd_conformance, cmd_inspect, cmd_record,
+                                cmd_record_suite, cmd_replay, cmd_repro)
 
     p = argparse.ArgumentParser(prog="harness", description="TITO client test harness for vLLM and NVIDIA Dynamo")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs (each turn's tito/mito decision)")
@@ -268,7 +268,31 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--hardware", default=None, help="provenance: e.g. '8x H100'")
     rc.add_argument("--scenario", default=None, help="provenance: what the traffic is")
     rc.add_argument("--quiet", action="store_true", help="no line per recorded exchange")
+    rc.add_argument("--fault", action="append", default=[],
+                    help="inject a catalogue fault into live answers: NAME[=VALUE][@PROB][*TIMES]; repeatable")
+    rc.add_argument("--fault-seed", type=int, default=0)
+    rc.add_argument("--workers", type=int, default=1,
+                    help="recorder processes sharing the port, one shard each, merged into --cassette on exit")
+    rc.add_argument("--writer", choices=("process", "thread"), default="process",
+                    help="where scrubbing, blob storage and disk writes run (default: a process of their own)")
+    rc.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    rc.add_argument("--shard", default=None, help=argparse.SUPPRESS)
     rc.set_defaults(func=cmd_record)
+
+    ch = sub.add_parser("chaos", help="forward to a live server, injecting catalogue faults (nothing recorded)")
+    ch.add_argument("--upstream", required=True, help="the real server, e.g. http://gpu-node:8000")
+    ch.add_argument("--host", default="127.0.0.1")
+    ch.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
+    ch.add_argument("--fault", action="append", required=True, help="NAME[=VALUE][@PROB][*TIMES]; repeatable")
+    ch.add_argument("--fault-seed", type=int, default=0)
+    ch.set_defaults(func=cmd_chaos)
+
+    cs = sub.add_parser("cassette", help="cassette files")
+    csub = cs.add_subparsers(dest="cassette_command", required=True)
+    cm = csub.add_parser("merge", help="merge shards into one cassette, ordered by arrival time")
+    cm.add_argument("out")
+    cm.add_argument("shards", nargs="+")
+    cm.set_defaults(func=cmd_cassette_merge)
 
     rp = sub.add_parser("replay", help="a server that answers from cassettes")
     rp.add_argument("paths", nargs="+", help="cassette files or directories")

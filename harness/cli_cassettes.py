@@ -11,28 +11,132 @@ from .cli import err, out
 
 
 def cmd_record(args) -> int:
+    from fake_servers.faults import FaultSpecError
+
     from .recording.format import CassetteError
     from .recording.proxy import run_proxy
     from .recording.scrub import Scrubber
 
+    if args.workers > 1:
+        return _record_workers(args)
+
     def ready(port, info):
         server = f"{info.get('server', 'unknown server')} {info.get('server_version', '')}".strip()
-        print(f"recording {args.upstream} ({server}) into {args.cassette} [mode {args.mode}]; "
+        faults = f"; injecting {', '.join(args.fault)}" if args.fault else ""
+        print(f"recording {args.upstream} ({server}) into {args.cassette} [mode {args.mode}]{faults}; "
               f"send traffic to http://{args.host}:{port}/v1 ; Ctrl-C to stop", flush=True)
 
     def recorded(count, inter):
         if not args.quiet:
             ms = f"{inter.duration_ms:.0f} ms" if inter.duration_ms is not None else ""
-            err.print(f"#{count} {inter.method} {inter.path} -> {inter.status} {ms}", highlight=False)
+            faults = f" [fault: {', '.join(inter.faults)}]" if inter.faults else ""
+            err.print(f"#{count} {inter.method} {inter.path} -> {inter.status} {ms}{faults}", highlight=False)
 
-    meta = {k: v for k, v in (("hardware", args.hardware), ("scenario", args.scenario)) if v}
+    meta = {k: v for k, v in (("hardware", args.hardware), ("scenario", args.scenario), ("shard", args.shard)) if v}
     try:
         rec = run_proxy(args.upstream, args.cassette, args.host, args.port, args.mode,
-                        Scrubber(extra_patterns=args.scrub_pattern), meta, ready, recorded)
+                        Scrubber(extra_patterns=args.scrub_pattern), meta, ready, recorded, args.fault or None,
+                        args.fault_seed, args.writer, reuse_port=args.reuse_port)
+    except (CassetteError, FaultSpecError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    waits = f"; the writer fell behind {rec.backpressure_waits} times" if rec.backpressure_waits else ""
+    print(f"stopped: {rec.recorded} exchanges recorded, {rec.on_disk} in {args.cassette}{waits}")
+    return 0
+
+
+def _record_workers(args) -> int:
+    """N recorder processes sharing one port (SO_REUSEPORT), one shard file each, merged on exit."""
+    import signal
+    import subprocess
+    import sys
+
+    from .recording.merge import merge
+
+    port = args.port
+    if port == 0:
+        import socket
+
+        with socket.socket() as s:
+            s.bind((args.host, 0))
+            port = s.getsockname()[1]
+    cassette = Path(args.cassette)
+    shards = [cassette.with_name(f"{cassette.stem}.shard{k}{cassette.suffix or '.yaml'}") for k in range(args.workers)]
+    base = [sys.executable, "-m", "harness.cli", "record", "--upstream", args.upstream, "--host", args.host,
+            "--port", str(port), "--mode", args.mode, "--reuse-port", "--writer", args.writer, "--fault-seed",
+            str(args.fault_seed)]
+    for flag, values in (("--fault", args.fault), ("--scrub-pattern", args.scrub_pattern)):
+        for v in values:
+            base += [flag, v]
+    for flag, v in (("--hardware", args.hardware), ("--scenario", args.scenario)):
+        if v:
+            base += [flag, v]
+    if args.quiet:
+        base.append("--quiet")
+    procs = [subprocess.Popen([*base, "--cassette", str(sh), "--shard", f"{k + 1}/{args.workers}"],
+                              stdout=subprocess.PIPE, text=True) for k, sh in enumerate(shards)]
+    for p in procs:
+        line = p.stdout.readline()
+        if not line:
+            err.print("[red]error:[/] a worker did not start")
+            for q in procs:
+                q.terminate()
+            return 2
+    print(f"recording {args.upstream} with {args.workers} workers into {cassette} (shards {shards[0].name} ...); "
+          f"send traffic to http://{args.host}:{port}/v1 ; Ctrl-C to stop", flush=True)
+    stop = {"sig": None}
+
+    def forward(sig, _frame):
+        stop["sig"] = sig
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    for p in procs:
+        p.wait()
+    merged = merge(cassette, shards)
+    for sh in shards:  # merged: the shards and their blob folders are no longer needed
+        from .recording.blobs import blob_dir
+
+        sh.unlink(missing_ok=True)
+        import shutil
+
+        shutil.rmtree(blob_dir(sh), ignore_errors=True)
+    print(f"stopped: {len(merged.interactions)} exchanges from {args.workers} workers merged into {cassette}")
+    return 0
+
+
+def cmd_chaos(args) -> int:
+    from fake_servers.faults import FaultSpecError
+
+    from .recording.proxy import run_proxy
+
+    def ready(port, info):
+        server = f"{info.get('server', 'unknown server')} {info.get('server_version', '')}".strip()
+        print(f"forwarding to {args.upstream} ({server}) with faults {', '.join(args.fault)}; "
+              f"send traffic to http://{args.host}:{port}/v1 ; Ctrl-C to stop", flush=True)
+
+    try:
+        run_proxy(args.upstream, None, args.host, args.port, on_ready=ready, faults=args.fault,
+                  fault_seed=args.fault_seed)
+    except FaultSpecError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    return 0
+
+
+def cmd_cassette_merge(args) -> int:
+    from .recording.format import CassetteError
+    from .recording.merge import merge
+
+    try:
+        merged = merge(args.out, args.shards)
     except CassetteError as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
-    print(f"stopped: {rec.recorded} exchanges recorded, {len(rec.cassette.interactions)} in {args.cassette}")
+    out.print(f"{len(merged.interactions)} exchanges from {len(args.shards)} cassette(s) merged into {args.out}, "
+              f"ordered by arrival")
     return 0
 
 

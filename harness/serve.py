@@ -10,21 +10,26 @@ import threading
 from aiohttp import web
 
 
-async def start_app(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
+async def start_app(app: web.Application, host: str = "127.0.0.1", port: int = 0,
+                    reuse_port: bool = False) -> tuple[web.AppRunner, int]:
+    """`reuse_port`: SO_REUSEPORT, so several processes share the port (the kernel spreads connections)."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     await web.SockSite(runner, sock, backlog=2048).start()
     return runner, sock.getsockname()[1]
 
 
-def serve_forever(app: web.Application, host: str = "127.0.0.1", port: int = 0, on_ready=None) -> None:
+def serve_forever(app: web.Application, host: str = "127.0.0.1", port: int = 0, on_ready=None,
+                  reuse_port: bool = False) -> None:
     """Run until SIGINT or SIGTERM, then shut down cleanly (on_cleanup hooks run)."""
 
     async def main():
-        runner, bound = await start_app(app, host, port)
+        runner, bound = await start_app(app, host, port, reuse_port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

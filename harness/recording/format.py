@@ -106,6 +106,9 @@ class Interaction:
     response_body: bytes
     chunks: list[int] | None = None  # SSE: byte sizes of the chunks as they arrived
     duration_ms: float | None = None
+    recorded_at: float | None = None  # epoch seconds when the request arrived (orders merged shards)
+    blobs: list[str] | None = None  # digests of the blobs taken out of the response body (blobs.py)
+    faults: list[str] | None = None  # catalogue faults injected into this exchange (harness chaos)
 
     @property
     def path(self) -> str:
@@ -170,6 +173,12 @@ class Interaction:
             extra["chunks"] = list(self.chunks)
         if self.duration_ms is not None:
             extra["duration_ms"] = round(self.duration_ms, 2)
+        if self.recorded_at is not None:
+            extra["recorded_at"] = round(self.recorded_at, 6)
+        if self.blobs:
+            extra["blobs"] = list(self.blobs)
+        if self.faults:
+            extra["faults"] = list(self.faults)
         response = {"status": {"code": self.status, "message": self.reason},
                     "headers": self.response_headers, "body": {"string": resp_text}}
         if extra:
@@ -198,7 +207,8 @@ class Interaction:
             status = resp["status"]
             return cls(req["method"], req["uri"], _headers(req.get("headers")), rraw,
                        int(status["code"]), status.get("message", ""), _headers(resp.get("headers")), raw,
-                       extra.get("chunks"), extra.get("duration_ms"))
+                       extra.get("chunks"), extra.get("duration_ms"), extra.get("recorded_at"), extra.get("blobs"),
+                       extra.get("faults"))
         except (KeyError, TypeError, ValueError) as exc:
             raise CassetteError(f"malformed interaction ({type(exc).__name__}: {exc})") from None
 
@@ -224,7 +234,9 @@ class Cassette:
     meta: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Cassette":
+    def load(cls, path: str | os.PathLike, resolve_blobs: bool = True) -> "Cassette":
+        """Read a cassette; blobs stored beside it are put back into the bodies (with
+        `resolve_blobs=False` the bodies keep their markers and `Interaction.blobs` its digests)."""
         p = Path(path)
         if not p.exists():
             raise CassetteError(f"no cassette at {p}")
@@ -237,10 +249,18 @@ class Cassette:
         if data.get("version") != VCR_VERSION:
             raise CassetteError(f"{p}: cassette version {data.get('version')!r}, expected {VCR_VERSION}")
         interactions = []
+        store = None
         for i, d in enumerate(data["interactions"] or []):
             try:
-                interactions.append(Interaction.from_vcr(d))
-            except CassetteError as exc:
+                inter = Interaction.from_vcr(d)
+                if inter.blobs and resolve_blobs:  # the exact base64 text back from the blob folder beside the file
+                    from .blobs import BlobStore, blob_dir
+
+                    store = store or BlobStore(blob_dir(p))
+                    inter.response_body = store.put_back(inter.response_body)
+                    inter.blobs = None
+                interactions.append(inter)
+            except (CassetteError, FileNotFoundError) as exc:
                 raise CassetteError(f"{p}: interaction {i}: {exc}") from None
         return cls(interactions, data.get("meta") or {})
 
@@ -249,8 +269,18 @@ class Cassette:
         data = {"version": VCR_VERSION, "meta": meta, "interactions": [i.to_vcr() for i in self.interactions]}
         return yaml.dump(data, Dumper=_ReadableDumper, sort_keys=False, allow_unicode=True, width=120)
 
-    def save(self, path: str | os.PathLike) -> None:
-        atomic_write(Path(path), self.to_yaml().encode("utf-8"))
+    def save(self, path: str | os.PathLike, blob_threshold: int | None = None) -> None:
+        """Write atomically; large base64 blobs go to the blob folder beside the file (blobs.py)."""
+        from dataclasses import replace
+
+        from .blobs import DEFAULT_THRESHOLD, BlobStore, blob_dir
+
+        store = BlobStore(blob_dir(path), blob_threshold or DEFAULT_THRESHOLD)
+        disk = []
+        for i in self.interactions:
+            body, digests = (i.response_body, []) if i.chunks is not None else store.take_out(i.response_body)
+            disk.append(replace(i, response_body=body, blobs=digests or None) if digests else i)
+        atomic_write(Path(path), Cassette(disk, self.meta).to_yaml().encode("utf-8"))
 
 
 def interactions_yaml(interactions: list[Interaction]) -> str:

@@ -1,0 +1,102 @@
+"""The recording proxy at production pace: throughput and latency through it against direct calls,
+and what a routed-experts answer costs on disk.
+
+    python bench/recorder.py [--duration 10] [--only small|moe]
+
+Two loads, each against a latency-bound fake vLLM (as a GPU server is) in its own process, driven
+by wrk directly and then through `harness record` (mode all, into a temp cassette):
+- small chat answers, 50 ms upstream latency, 64 connections (targets: proxy >= 0.9x direct req/s,
+  <= 5 ms added at p50);
+- routed-experts answers (--moe 48,8,128, an 8k-token prompt on /inference/v1/generate: ~4 MB of
+  base64 each), 200 ms upstream latency, 8 connections (target: proxy >= 0.8x direct req/s).
+Then the cassette's size on disk (YAML + blob folder) against the raw routing bytes it holds
+(target: <= 1.1x). Needs `wrk` (Debian package).
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(__file__))
+from fake_server import BODIES, free_port, wait_port, wrk  # noqa: E402
+
+PROMPT = 8000
+MOE = (48, 8, 128)
+
+
+def serve(args: list[str]) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return proc, port
+
+
+def disk_size(cassette: Path) -> int:
+    blobs = cassette.with_name(cassette.stem + ".blobs")
+    return cassette.stat().st_size + sum(p.stat().st_size for p in blobs.glob("*") if p.is_file())
+
+
+def run(label: str, fake_args: list[str], body: dict, path: str, conns: int, duration: int) -> tuple[dict, dict, Path]:
+    cassette = Path(tempfile.mkdtemp()) / "bench.yaml"
+    fake, fport = serve(["fake", "vllm", *fake_args])
+    proxy = None
+    try:
+        proxy, pport = serve(["record", "--upstream", f"http://127.0.0.1:{fport}", "--cassette", str(cassette),
+                              "--mode", "all", "--quiet"])
+        wrk(fport, body, conns, 2, path)  # warm-up (engine caches, connections)
+        direct = wrk(fport, body, conns, duration, path)
+        via = wrk(pport, body, conns, duration, path)
+    finally:
+        for proc in (proxy, fake):
+            if proc:
+                proc.terminate()
+                proc.wait(60)
+    return direct, via, cassette
+
+
+def report(label, d, v, target):
+    print(f"{label:<34}{d['rps']:>9.0f}{v['rps']:>9.0f}{v['rps'] / d['rps']:>8.2f}x{d['p50_ms']:>9.1f}"
+          f"{v['p50_ms']:>9.1f}{v['p50_ms'] - d['p50_ms']:>9.1f}   {target}; errors {d['errors'] + v['errors']}")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--only", choices=("small", "moe"), default=None)
+    a = p.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk not found: apt-get install wrk")
+    print(f"{'load':<34}{'direct':>9}{'proxy':>9}{'ratio':>9}{'d p50':>9}{'p p50':>9}{'added':>9}   (req/s, ms)")
+    if a.only in (None, "small"):
+        d, v, _ = run("small", ["--latency", "0.05,0"], BODIES["vllm"], "/v1/chat/completions", 64, a.duration)
+        report("small, 50 ms upstream, 64 conns", d, v, "target >= 0.9x, <= 5 ms added")
+    if a.only in (None, "moe"):
+        body = {"model": "tiny-qwen", "token_ids": [9707] * PROMPT,
+                "sampling_params": {"max_tokens": 16, "seed": "__N__"}}  # every answer its own routing
+        d, v, cassette = run("moe", ["--latency", "0.2,0", "--moe", ",".join(map(str, MOE)), "--max-model-len", "16384"],
+                             body, "/inference/v1/generate", 8, a.duration)
+        report("4 MB experts, 200 ms upstream, 8", d, v, "target >= 0.8x")
+        from harness.recording.format import Cassette
+
+        c = Cassette.load(cassette)
+        answers = [i for i in c.interactions if i.status == 200]
+        import base64
+        import io
+        import json
+
+        import numpy as np
+        raw = sum(np.load(io.BytesIO(base64.b64decode(json.loads(i.response_body)["choices"][0]["routed_experts"]))).nbytes
+                  for i in answers)
+        size = disk_size(cassette)
+        print(f"on disk: {size / 1e6:.1f} MB (YAML {cassette.stat().st_size / 1e6:.2f} MB + blobs) for {len(answers)} "
+              f"answers holding {raw / 1e6:.1f} MB of raw routing bytes: {size / raw:.2f}x (target <= 1.1x; "
+              f"base64 inside YAML would be >= 1.33x)")
+
+
+if __name__ == "__main__":
+    main()
