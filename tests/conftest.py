@@ -19,3 +19,13 @@ def tokenizer():
 def tool_msg(text: str, i: int = 0) -> dict:
     return {"role": "tool", "tool_call_id": f"call_{i}", "content": text}
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_parity_verdicts():
+    """Parity verdicts are cached per base URL for a process's lifetime; tests reuse ports across
+    servers with other templates, so each test starts with none."""
+    from harness.client import client
+
+    client._PARITY_CACHE.clear()
+    yield
