@@ -28,10 +28,10 @@ PROMPT = 8000
 MOE = (48, 8, 128)
 
 
-def serve(args: list[str]) -> tuple[subprocess.Popen, int]:
+def serve(args: list[str], env: dict | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     wait_port(port)
     return proc, port
 
@@ -41,21 +41,36 @@ def disk_size(cassette: Path) -> int:
     return cassette.stat().st_size + sum(p.stat().st_size for p in blobs.glob("*") if p.is_file())
 
 
+QUIET = ["--quiet"]
+ENV: dict = {}
+SLOW_FSYNC = """
+import os, time
+_fsync, _delay = os.fsync, float(os.environ["BENCH_FSYNC_MS"]) / 1000
+def fsync(fd):
+    time.sleep(_delay)
+    return _fsync(fd)
+os.fsync = fsync
+"""
+
+
 def run(label: str, fake_args: list[str], body: dict, path: str, conns: int, duration: int) -> tuple[dict, dict, Path]:
     cassette = Path(tempfile.mkdtemp()) / "bench.yaml"
     fake, fport = serve(["fake", "vllm", *fake_args])
     proxy = None
     try:
         proxy, pport = serve(["record", "--upstream", f"http://127.0.0.1:{fport}", "--cassette", str(cassette),
-                              "--mode", "all", "--quiet"])
+                              "--mode", "all", *QUIET], ENV)
         wrk(fport, body, conns, 2, path)  # warm-up (engine caches, connections)
-        direct = wrk(fport, body, conns, duration, path)
+        before = wrk(fport, body, conns, duration, path)
         via = wrk(pport, body, conns, duration, path)
+        after = wrk(fport, body, conns, duration, path)  # direct again: the mean of both brackets the proxy run
+        direct = {k: (before[k] + after[k]) / 2 for k in ("rps", "p50_ms", "p99_ms")}
+        direct["errors"] = before["errors"] + after["errors"]
     finally:
         for proc in (proxy, fake):
             if proc:
                 proc.terminate()
-                proc.wait(60)
+                proc.wait(120)
     return direct, via, cassette
 
 
@@ -68,13 +83,19 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--only", choices=("small", "moe"), default=None)
+    p.add_argument("--lines", action="store_true", help="let the recorder print its line per exchange (its default)")
+    p.add_argument("--fsync-ms", type=float, default=0,
+                   help="make every fsync of the recorder take this long (a network filesystem, as on clusters)")
     a = p.parse_args()
+    if a.lines:
+        QUIET.clear()
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
     print(f"{'load':<34}{'direct':>9}{'proxy':>9}{'ratio':>9}{'d p50':>9}{'p p50':>9}{'added':>9}   (req/s, ms)")
     if a.only in (None, "small"):
-        d, v, _ = run("small", ["--latency", "0.05,0"], BODIES["vllm"], "/v1/chat/completions", 64, a.duration)
+        d, v, cassette = run("small", ["--latency", "0.05,0"], BODIES["vllm"], "/v1/chat/completions", 64, a.duration)
         report("small, 50 ms upstream, 64 conns", d, v, "target >= 0.9x, <= 5 ms added")
+        shutil.rmtree(cassette.parent, ignore_errors=True)
     if a.only in (None, "moe"):
         body = {"model": "tiny-qwen", "token_ids": [9707] * PROMPT,
                 "sampling_params": {"max_tokens": 16, "seed": "__N__"}}  # every answer its own routing
@@ -90,10 +111,16 @@ def main():
         import json
 
         import numpy as np
-        raw = sum(np.load(io.BytesIO(base64.b64decode(json.loads(i.response_body)["choices"][0]["routed_experts"]))).nbytes
-                  for i in answers)
-        size = disk_size(cassette)
-        print(f"on disk: {size / 1e6:.1f} MB (YAML {cassette.stat().st_size / 1e6:.2f} MB + blobs) for {len(answers)} "
+        def routing_bytes(body: bytes) -> int:
+            re_ = json.loads(body)["choices"][0]["routed_experts"]
+            if isinstance(re_, dict):  # the object form (older fakes)
+                return len(base64.b64decode(re_["data"]))
+            return np.load(io.BytesIO(base64.b64decode(re_))).nbytes
+
+        raw = sum(routing_bytes(i.response_body) for i in answers)
+        size, yaml_size = disk_size(cassette), cassette.stat().st_size
+        shutil.rmtree(cassette.parent, ignore_errors=True)
+        print(f"on disk: {size / 1e6:.1f} MB (YAML {yaml_size / 1e6:.2f} MB + blobs) for {len(answers)} "
               f"answers holding {raw / 1e6:.1f} MB of raw routing bytes: {size / raw:.2f}x (target <= 1.1x; "
               f"base64 inside YAML would be >= 1.33x)")
 

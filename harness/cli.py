@@ -11,13 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+from rich.table import Table
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-err = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 140)
+from .cli_output import err, out
 
 
 def _table(report, title: str) -> Table:
@@ -344,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true")
     pr.add_argument("--differences", action="store_true", help="also print the table of differences (Markdown)")
     pr.set_defaults(func=cmd_profiles)
+
+    from .cli_compat import add_parser as add_compat
+
+    add_compat(sub)
 
     fl = sub.add_parser("faults", help="list the fake servers' fault catalogue")
     fl.set_defaults(func=cmd_faults)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .cli import err, out
+from .cli_output import err, out
 
 
 def cmd_record(args) -> int:
