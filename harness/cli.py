@@ -35,9 +35,19 @@ def _print_report(report, title: str) -> None:
     s = report.summary
     cont = "ok" if report.continuity_ok() else "[red]BROKEN[/]"
     parity = report.parity
-    verdict = "not checked" if parity is None else ("ok" if parity["ok"] else f"[red]MISMATCH[/] at token {parity['first_diff']}: {parity['cause']}")
+    if parity is None:
+        verdict = "not checked"
+    elif parity["ok"]:
+        verdict = "ok"
+    elif parity.get("affects_stitching", True):
+        verdict = f"[red]MISMATCH[/] at token {parity['first_diff']}: {parity['cause']}"
+    else:  # vllm_generate: bridges come from the server's /tokenize
+        verdict = (f"local tokenizer differs from the engine at token {parity['first_diff']} ({parity['cause']}); "
+                   f"information only: bridge tokens come from the server's /tokenize, stitched prompts are unaffected")
     out.print(f"TITO turns: {s['tito_turns']}, MITO turns: {s['mito_turns']}; token continuity: {cont}; "
               f"tokenizer parity: {verdict}")
+    for note in report.notes:
+        out.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 def cmd_rollout(args) -> int:
@@ -48,7 +58,7 @@ def cmd_rollout(args) -> int:
                           tito_route=args.tito_route, tokenizer=args.tokenizer, api_key=args.api_key,
                           max_retries=args.retries, timeout=args.timeout, template=args.template)
     try:
-        report = asyncio.run(run_rollout(config, args.turns, args.max_tokens, args.seed))
+        report = asyncio.run(run_rollout(config, args.turns, args.max_tokens, args.seed, tools=not args.no_tools))
     except TitoError as exc:
         err.print(f"[red]rollout failed:[/] {type(exc).__name__}: {exc}")
         return 2
@@ -220,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=120.0)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    r.add_argument("--no-tools", action="store_true",
+                   help="run the conversation without tools (servers started without tool calling)")
     r.set_defaults(func=cmd_rollout)
 
     pa = sub.add_parser("parity", help="does the local tokenizer render exactly what the engine renders?")

@@ -82,3 +82,22 @@ def test_demo_runs_both_transports():
     r = run("demo", "--turns", "3")
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("TITO turns: 2, MITO turns: 1; token continuity: ok") == 2
+
+
+def test_rollout_runs_without_tools_when_the_server_refuses_them(capsys):
+    import json
+
+    from fake_servers.server import FakeConfig, RunningServer
+
+    with RunningServer(FakeConfig(kind="vllm", tool_parser=None)) as srv:  # no --enable-auto-tool-choice
+        code = main(["rollout", "--base-url", srv.base_url, "--model", "tiny-qwen", "--turns", "3", "--json"])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 0 and report["tools"] is False and "refuses tools" in report["notes"][0]
+        assert [t["mode"] for t in report["turns"]] == ["mito", "tito", "tito"]
+        code = main(["rollout", "--base-url", srv.base_url, "--model", "tiny-qwen", "--turns", "2", "--no-tools"])
+        text = capsys.readouterr().out
+        assert code == 0 and "ran without tools (--no-tools)" in text and "TITO turns: 1" in text
+    with RunningServer(FakeConfig(kind="vllm")) as srv:  # a server that takes tools keeps them
+        assert main(["rollout", "--base-url", srv.base_url, "--model", "tiny-qwen", "--turns", "2", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["tools"] is True and report["notes"] == []

@@ -92,6 +92,8 @@ class TitoClient:
         self._parity_key = (config.base_url, config.model, _tokenizer_id(config.tokenizer), config.template)
         self.parity_report: ParityReport | None = None if config.parity_policy == "off" else _PARITY_CACHE.get(self._parity_key)
         self._parity_checked = config.parity_policy == "off" or self.parity_report is not None
+        # local bridge tokens (dynamo_*) make a local/engine rendering difference matter for stitching
+        self.parity_affects_stitching = config.renderer_transport != "vllm_generate"
 
     async def __aenter__(self) -> "TitoClient":
         return self
@@ -160,6 +162,9 @@ class TitoClient:
                 engine = await transport.render(messages, tools, True)
             else:
                 engine = engine_prompt
+            # vllm_generate takes its bridge tokens from the server's /tokenize: a local difference
+            # is information there, not a sign that stitched prompts are off-distribution
+            self.parity_affects_stitching = not isinstance(transport, VLLMGenerate)
             if engine is None:
                 self._parity_checked = False  # try again on a turn that carries engine prompt ids
                 return None
@@ -171,6 +176,11 @@ class TitoClient:
 
     def _parity_verdict(self, first: bool = False) -> str:
         if not self.parity_report.ok:
+            if not self.parity_affects_stitching:
+                if first:
+                    log.info("tokenizer parity (information: bridge tokens come from the server's /tokenize, so "
+                             "stitched prompts are unaffected): %s", self.parity_report.summary())
+                return "mismatch"
             if self.config.parity_policy == "raise":
                 raise TokenizerMismatchError(self.parity_report)
             if first:
@@ -179,7 +189,8 @@ class TitoClient:
 
     @property
     def stitching_blocked(self) -> str | None:
-        if self.config.parity_policy == "mito" and self.parity_report is not None and not self.parity_report.ok:
+        if (self.config.parity_policy == "mito" and self.parity_affects_stitching and self.parity_report is not None
+                and not self.parity_report.ok):
             return self.parity_report.summary()
         return None
 
