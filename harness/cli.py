@@ -339,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="compare every cassette against this fake (default: each cassette's meta.profile)")
     cf.add_argument("--json-out", default=None, metavar="FILE", help="also write the report as JSON")
     cf.add_argument("--all", action="store_true", help="list every exchange, not only those that differ")
+    cf.add_argument("--live", default=None, metavar="URL",
+                    help="drift: send every recorded request to this live deployment instead of a fake")
     cf.set_defaults(func=cmd_conformance)
 
     t = sub.add_parser("tokenizer", help="the offline Qwen2.5 tokenizer")

@@ -236,12 +236,15 @@ def cmd_record_suite(args) -> int:
 
 
 def cmd_conformance(args) -> int:
-    from .conformance import run_conformance
+    from .conformance import run_conformance, run_drift
 
-    report = run_conformance(args.cassettes, args.fake)
+    if args.live and args.fake:
+        err.print("[red]error:[/] --live and --fake are exclusive: compare with a live server or with a fake")
+        return 2
+    report = run_drift(args.cassettes, args.live) if args.live else run_conformance(args.cassettes, args.fake)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report.to_dict(), indent=1))
-    against = f"fake {args.fake}" if args.fake else "each cassette's profile"
+    against = f"live {args.live}" if args.live else f"fake {args.fake}" if args.fake else "each cassette's profile"
     t = Table(title=f"conformance: {against} vs {args.cassettes}", title_justify="left")
     for col in ("profile", "cassette", "#", "request", "status real/fake", "verdict", "differences"):
         t.add_column(col)

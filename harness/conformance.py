@@ -90,9 +90,11 @@ def _fake_config(kind: str, cassettes: list[Cassette], profile=None):
     if kind == "dynamo" and not mocker:  # a backend that never sends engine_data nor logprobs is the mocker
         chats = [i for i in inters if turn_kind(i) and i.status == 200]
         mocker = bool(chats) and all(b'"engine_data"' not in i.response_body for i in chats)
-    if profile is not None:
+    if profile is not None:  # a server started without --enable-auto-tool-choice refuses tools
+        no_tools = any(i.status == 400 and b"enable-auto-tool-choice" in i.response_body for i in inters)
         return FakeConfig(kind=profile.kind, model=model, max_model_len=max_len, profile=profile.name,
-                          dynamo_backend=profile.backend, native_generate=profile.kind == "dynamo" and profile.serves("generate"))
+                          dynamo_backend=profile.backend, native_generate=profile.kind == "dynamo" and profile.serves("generate"),
+                          tool_parser=None if no_tools else "hermes")
     return FakeConfig(kind=kind, model=model, max_model_len=max_len, dynamo_backend="mocker" if mocker else "vllm",
                       chat_tokens_route=("/v1/chat/completions/tokens", 404) not in statuses)
 
@@ -114,7 +116,7 @@ def _invariants(inter: Interaction, fake_inter: Interaction) -> list[str]:
 
 
 def compare(cassette_name: str, index: int, inter: Interaction, client: httpx.Client, kind: str,
-            profile: str = "") -> Check:
+            profile: str = "", sides: tuple[str, str] = ("real", "fake")) -> Check:
     headers = {k: v[-1] for k, v in inter.request_headers.items()
                if k.lower() in ("content-type", "accept")}
     resp = client.request(inter.method, inter.path, content=inter.request_body or None, headers=headers)
@@ -122,14 +124,14 @@ def compare(cassette_name: str, index: int, inter: Interaction, client: httpx.Cl
                        {k: [v] for k, v in resp.headers.items()}, resp.content)
     check = Check(profile or kind, cassette_name, index, f"{inter.method} {inter.path}", inter.status, resp.status_code)
     if resp.status_code != inter.status:
-        check.problems.append(f"status: real {inter.status}, fake {resp.status_code}")
+        check.problems.append(f"status: {sides[0]} {inter.status}, {sides[1]} {resp.status_code}")
     stream = inter.is_stream()
     real_body, fake_body = ((inter.sse_chunks(), fake.sse_chunks()) if stream
                             else (inter.response_json(), fake.response_json()))
     if (real_body is None) != (fake_body is None):
         check.problems.append("body: JSON on one side only")
     elif real_body is not None:
-        for line in diff(real_body, fake_body):
+        for line in diff(real_body, fake_body, sides=sides):
             reason = next((r for k, p, r in ALLOWLIST if k == kind and re.search(p, line)), None)
             (check.allowed if reason else check.problems).append(line)
     check.problems.extend(_invariants(inter, fake))
@@ -172,11 +174,35 @@ def run_conformance(path: str | Path, kind: str | None = None) -> Report:
                 report.unknown.append((name, why))
                 continue
             cfg, label = _fake_config(prof.kind, [c], prof), profile_label(prof)
-        key = (label, cfg.kind, cfg.model, cfg.max_model_len, cfg.dynamo_backend, cfg.chat_tokens_route)
+        key = (label, cfg.kind, cfg.model, cfg.max_model_len, cfg.dynamo_backend, cfg.chat_tokens_route, cfg.tool_parser)
         groups.setdefault(key, []).append((name, c, cfg))
     for key, items in groups.items():
         with RunningServer(items[0][2]) as srv, httpx.Client(base_url=srv.root_url, timeout=60) as client:
             for name, c, _ in items:
                 for n, inter in enumerate(c.interactions):
                     report.checks.append(compare(name, n, inter, client, key[1], key[0]))
+    return report
+
+
+def run_drift(path: str | Path, live_url: str, label: str = "live") -> Report:
+    """Send every recorded request to a live deployment and compare its answers with the recorded
+    ones the same way: what a team runs after upgrading vLLM or Dynamo, before its trainer finds out."""
+    p = Path(path)
+    files = sorted(p.rglob("*.yaml")) if p.is_dir() else [p]
+    root = live_url.rstrip("/")
+    root = root[:-3] if root.endswith("/v1") else root
+    report = Report([])
+    with httpx.Client(base_url=root, timeout=120) as client:
+        for f in files:
+            c = Cassette.load(f)
+            name = f"{f.parent.name}/{f.stem}" if p.is_dir() else f.name
+            for n, inter in enumerate(c.interactions):
+                if inter.faults:  # an injected fault is not the server's own answer
+                    continue
+                try:
+                    report.checks.append(compare(name, n, inter, client, "live", label, ("recorded", "live")))
+                except httpx.HTTPError as exc:
+                    check = Check(label, name, n, f"{inter.method} {inter.path}", inter.status, 0)
+                    check.problems.append(f"live server unreachable: {type(exc).__name__}: {exc}")
+                    report.checks.append(check)
     return report

@@ -51,7 +51,7 @@ def _ancestors(path: str):
         yield path
 
 
-def diff(real, fake, ignore_null: bool = True) -> list[str]:
+def diff(real, fake, ignore_null: bool = True, sides: tuple[str, str] = ("real", "fake")) -> list[str]:
     """Differences of structure between a real and a fake answer, as readable lines.
 
     With `ignore_null`, a node that is null on one side and typed on the other is not a
@@ -66,10 +66,10 @@ def diff(real, fake, ignore_null: bool = True) -> list[str]:
     for p in sorted(set(a) | set(b)):
         if p not in b:
             if not null_above(b, p):
-                lines.append(f"missing in fake: {p} ({'/'.join(sorted(a[p]))})")
+                lines.append(f"missing in {sides[1]}: {p} ({'/'.join(sorted(a[p]))})")
         elif p not in a:
             if not null_above(a, p):
-                lines.append(f"extra in fake: {p} ({'/'.join(sorted(b[p]))})")
+                lines.append(f"extra in {sides[1]}: {p} ({'/'.join(sorted(b[p]))})")
         else:
             ta, tb = a[p], b[p]
             if ignore_null and ("null" in ta or "null" in tb):
@@ -77,5 +77,5 @@ def diff(real, fake, ignore_null: bool = True) -> list[str]:
                 if not ta or not tb:
                     continue
             if ta != tb:
-                lines.append(f"type differs at {p}: real {'/'.join(sorted(ta))}, fake {'/'.join(sorted(tb))}")
+                lines.append(f"type differs at {p}: {sides[0]} {'/'.join(sorted(ta))}, {sides[1]} {'/'.join(sorted(tb))}")
     return lines

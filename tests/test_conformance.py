@@ -12,7 +12,7 @@ from harness.conformance import run_conformance
 
 REAL = Path(__file__).parents[1] / "cassettes" / "real"
 # each directory of real recordings and the profile its cassettes name
-SERVERS = {"vllm-0.31-cpu": "vllm-0.31", "vllm-0.32-cpu": "vllm-0.32", "dynamo-1.6.1-mocker": "dynamo-1.6.1+mocker",
+SERVERS = {"vllm-0.30-cpu": "vllm-0.30", "vllm-0.31-cpu": "vllm-0.31", "vllm-0.32-cpu": "vllm-0.32", "dynamo-1.6.1-mocker": "dynamo-1.6.1+mocker",
            "dynamo-1.6.1-vllm-0.31-cpu": "dynamo-1.6.1+vllm",
            "dynamo-1.6.1-vllm-0.31-cpu-native-generate": "dynamo-1.6.1+vllm+native-generate"}
 
@@ -90,3 +90,25 @@ def test_cli_writes_json_and_exits_by_verdict(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "harness.cli", "conformance", "--cassettes",
                           str(REAL / "vllm-0.32-cpu" / "unknown_field.yaml"), "--fake", "dynamo"], capture_output=True, text=True)
     assert bad.returncode == 1 and "DIFFERS" in bad.stdout
+
+
+def test_drift_against_a_live_deployment_names_each_changed_field():
+    """`--live URL`: the recorded requests sent to a deployment; here fakes stand in for an upgrade."""
+    from fake_servers.server import FakeConfig, RunningServer
+    from harness.conformance import run_drift
+
+    cassettes = REAL / "vllm-0.31-cpu"
+    with RunningServer(FakeConfig(kind="vllm", profile="vllm-0.31", max_model_len=2048)) as same:
+        assert run_drift(cassettes, same.base_url).failed == 0
+    with RunningServer(FakeConfig(kind="vllm", profile="vllm-0.32", max_model_len=2048)) as upgraded:
+        report = run_drift(cassettes, upgraded.base_url, "after upgrade")
+        out = subprocess.run([sys.executable, "-m", "harness.cli", "conformance", "--cassettes", str(cassettes),
+                              "--live", upgraded.base_url], capture_output=True, text=True)
+    problems = [p for c in report.checks for p in c.problems]
+    assert report.failed and set(report.per_profile()) == {"after upgrade"}
+    assert "missing in live: $.choices[].logprobs.content[].token (string)" in problems
+    assert "extra in live: $.choices[].logprobs.content[].token_id (number)" in problems
+    assert out.returncode == 1 and "live" in out.stdout
+    both = subprocess.run([sys.executable, "-m", "harness.cli", "conformance", "--cassettes", str(cassettes),
+                           "--live", "http://127.0.0.1:9", "--fake", "vllm"], capture_output=True, text=True)
+    assert both.returncode == 2 and "exclusive" in both.stderr

@@ -14,7 +14,7 @@ ROUTES = {
     "dynamo": ["/v1/chat/completions", "/tokenize", "/v1/models", "/inference/v1/generate"],
 }
 # every profile, with the Dynamo back-ends and its native generate route
-PROFILES = ["vllm-0.31", "vllm-0.32", "vllm-0.33", "prime-rl", "dynamo-1.6.1+vllm+native-generate",
+PROFILES = ["vllm-0.30", "vllm-0.31", "vllm-0.32", "vllm-0.33", "prime-rl", "dynamo-1.6.1+vllm+native-generate",
             "dynamo-1.6.1+mocker", "dynamo-1.6.1+sglang"]
 FIELDS = ["model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "logprobs",
           "top_logprobs", "stream", "stop", "seed", "n", "tools", "tokens", "token_ids", "sampling_params",

@@ -14,7 +14,7 @@ CASSETTES = sorted(REAL.rglob("*.yaml"))
 
 def test_real_cassettes_are_committed_for_each_server():
     servers = {p.parent.name for p in CASSETTES}
-    assert {"vllm-0.31-cpu", "vllm-0.32-cpu", "dynamo-1.6.1-mocker", "dynamo-1.6.1-vllm-0.31-cpu",
+    assert {"vllm-0.30-cpu", "vllm-0.31-cpu", "vllm-0.32-cpu", "dynamo-1.6.1-mocker", "dynamo-1.6.1-vllm-0.31-cpu",
             "dynamo-1.6.1-vllm-0.31-cpu-native-generate"} <= servers
     for p in CASSETTES:
         meta = Cassette.load(p).meta
@@ -30,7 +30,7 @@ async def test_replays_with_the_recorded_outcome(path):
     assert now == recorded
 
 
-@pytest.mark.parametrize("server", ["vllm-0.31-cpu", "vllm-0.32-cpu", "dynamo-1.6.1-vllm-0.31-cpu",
+@pytest.mark.parametrize("server", ["vllm-0.30-cpu", "vllm-0.31-cpu", "vllm-0.32-cpu", "dynamo-1.6.1-vllm-0.31-cpu",
                                     "dynamo-1.6.1-vllm-0.31-cpu-native-generate"])
 def test_real_rollouts_are_tito_from_turn_two(server):
     cassette = Cassette.load(REAL / server / "rollout_4_turns_tools.yaml")

@@ -12,7 +12,7 @@ from .base import FAIL, MISSING, NA, PASS, Cell, Target, first_line
 
 EXPECTED = Path(__file__).with_name("expected.json")
 # every server profile the fakes speak, Dynamo with each worker and with its native generate route
-PROFILE_LABELS = ["vllm-0.31", "vllm-0.32", "vllm-0.33", "prime-rl", "dynamo-1.6.1+vllm",
+PROFILE_LABELS = ["vllm-0.30", "vllm-0.31", "vllm-0.32", "vllm-0.33", "prime-rl", "dynamo-1.6.1+vllm",
                   "dynamo-1.6.1+vllm+native-generate", "dynamo-1.6.1+mocker", "dynamo-1.6.1+sglang"]
 MOE = "2,2,8"
 
