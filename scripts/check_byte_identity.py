@@ -40,10 +40,14 @@ def main():
     p.add_argument("--upstream", required=True)
     p.add_argument("--kind", choices=("vllm", "dynamo"), default="vllm")
     p.add_argument("--model", default="tiny-qwen")
+    p.add_argument("--writer", choices=("process", "thread"), default="process", help="as `harness record` (process)")
+    p.add_argument("--blob-threshold", type=int, default=64,
+                   help="base64 strings this long go to the blob folder (small, so every long string is exercised)")
     a = p.parse_args()
     reqs = requests_for(a.kind, a.model)
     path = os.path.join(tempfile.mkdtemp(), "identity.yaml")
-    with AppThread(create_proxy_app(a.upstream, Recorder(path, "all"))) as proxy:
+    with AppThread(create_proxy_app(a.upstream, Recorder(path, "all", writer=a.writer,
+                                                          blob_threshold=a.blob_threshold))) as proxy:
         live = [httpx.request(m, f"http://127.0.0.1:{proxy.port}{u}", json=b, timeout=120).content for m, u, b in reqs]
     with AppThread(create_replay_app(ReplayIndex([Cassette.load(path)]))) as replay:
         again = [httpx.request(m, f"http://127.0.0.1:{replay.port}{u}", json=b).content for m, u, b in reqs]

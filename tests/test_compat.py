@@ -12,8 +12,6 @@ from fake_servers.server import FakeConfig, RunningServer
 from harness.compat import matrix as m
 from harness.compat.base import FAIL, NA, PASS
 
-pytest.importorskip("renderers", reason="the compat extra is part of the test install (.ci/run)")
-
 
 @pytest.fixture(scope="module")
 def fake_matrix():
