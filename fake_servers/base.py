@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from .engine import FakeEngine
-from .faults import HTTP_FAULTS, CATALOGUE, Active, FaultPlan, FaultSpecError
+from .faults import CATALOGUE, Active, FaultPlan, FaultSpecError, injected_response
 
 log = logging.getLogger("fake_servers")
 FAULT_HEADER = "x-fake-fault"
@@ -161,11 +161,9 @@ def _fault_middleware(style: ErrorStyle):
             log.debug("faults for %s %s: %s", request.method, request.path, sorted(active.values))
         if "slow" in active:
             await asyncio.sleep(active.value("slow", 1.0))
-        for name in HTTP_FAULTS:
-            if name in active:
-                status = int(name.split("_")[1])
-                headers = {"Retry-After": str(int(active.value(name, 1)))} if status != 500 else {}
-                return style.http_fault(status, f"injected fault {name}", headers)
+        injected = injected_response(active, style)
+        if injected is not None:
+            return injected
         try:
             return await handler(request)
         except web.HTTPNotFound:

@@ -179,6 +179,16 @@ class FaultPlan:
         return active
 
 
+def injected_response(active: Active, style) -> object | None:
+    """The answer an HTTP fault gives in a server's `ErrorStyle` (None when no HTTP fault fires)."""
+    for name in HTTP_FAULTS:
+        if name in active:
+            status = int(name.split("_")[1])
+            headers = {"Retry-After": str(int(active.value(name, 1)))} if status != 500 else {}
+            return style.http_fault(status, f"injected fault {name}", headers)
+    return None
+
+
 def catalogue_markdown() -> str:
     """The catalogue as one Markdown table (the README carries it)."""
     rows = ["| fault | what the server does | client behaviour it exercises | servers |",

@@ -2,7 +2,6 @@
 back-pressure, shards from several workers merged, and catalogue faults injected into live answers."""
 
 import base64
-import io
 import json
 import signal
 import subprocess
@@ -10,7 +9,6 @@ import sys
 import time
 
 import httpx
-import numpy as np
 import pytest
 import vcr as vcrpy
 
@@ -23,7 +21,7 @@ from harness.recording.proxy import Recorder, create_proxy_app
 from harness.recording.replay import ReplayIndex, create_replay_app
 from harness.serve import AppThread
 
-from .conftest import MODEL, tool_msg
+from .conftest import MODEL
 
 IDS = [151644, 872, 198, 9707, 151645, 198, 151644, 77091, 198]
 Q = [{"role": "user", "content": "hi"}]

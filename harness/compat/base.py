@@ -134,7 +134,11 @@ class Adapter(ABC):
 
     def available(self) -> str | None:
         """None when the client's package imports; else why not (reported, never dropped)."""
-        return None
+        import importlib.util
+
+        if self.package is None or importlib.util.find_spec(self.package):
+            return None
+        return f"{self.package} is not installed: pip install 'tito-harness[compat]'"
 
     @abstractmethod
     def applies(self, target: Target) -> str | None:

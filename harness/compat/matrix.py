@@ -103,12 +103,7 @@ def run_on_fakes(clients: list[str] | None = None, profiles: list[str] | None = 
         cfg = FakeConfig(kind=prof.kind, profile=prof.name, dynamo_backend=prof.backend, moe=MOE, model=model,
                          max_model_len=4096, native_generate=prof.kind == "dynamo" and prof.serves("generate"))
         with RunningServer(cfg) as srv:
-            target = Target(srv.base_url, model, prof.kind, prof, label, moe=True)
-            for a in chosen:
-                cell = asyncio.run(run_cell(a, target))
-                matrix.cells.append(cell)
-                if progress:
-                    progress(cell)
+            _run_target(chosen, Target(srv.base_url, model, prof.kind, prof, label, moe=True), matrix, progress)
     return matrix
 
 
@@ -118,12 +113,16 @@ def run_live(base_url: str, server: str, model: str, clients: list[str] | None =
     chosen = [a for a in adapters() if a.name in _select(clients, client_names(), "client")]
     target = Target(base_url.rstrip("/"), model, server, None, label)
     matrix = Matrix([a.name for a in chosen], [label])
+    _run_target(chosen, target, matrix, progress)
+    return matrix
+
+
+def _run_target(chosen, target: Target, matrix: Matrix, progress) -> None:
     for a in chosen:
         cell = asyncio.run(run_cell(a, target))
         matrix.cells.append(cell)
         if progress:
             progress(cell)
-    return matrix
 
 
 def expected() -> dict[str, dict[str, str]]:

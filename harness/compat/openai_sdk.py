@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 from .base import Adapter, ScenarioFailed, Target, Wire, check_tokens
 
 
@@ -11,8 +9,6 @@ class OpenAISDK(Adapter):
     name = "openai-sdk"
     package = "openai"
 
-    def available(self) -> str | None:
-        return None if importlib.util.find_spec("openai") else "pip install 'tito-harness[compat]' (openai)"
 
     def applies(self, target: Target) -> str | None:
         return None  # every server here speaks OpenAI chat completions

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 from .base import Adapter, ScenarioFailed, Target, Wire, check_tokens
 
 
@@ -11,8 +9,6 @@ class Renderers(Adapter):
     name = "renderers"
     package = "renderers"
 
-    def available(self) -> str | None:
-        return None if importlib.util.find_spec("renderers") else "pip install 'tito-harness[compat]' (renderers)"
 
     def applies(self, target: Target) -> str | None:
         return None if target.serves("generate") else "renderers needs /inference/v1/generate, which this server lacks"

@@ -4,8 +4,6 @@ ids and bridge tokens from the server's `/tokenize`, as verifiers' multi-turn en
 
 from __future__ import annotations
 
-import importlib.util
-
 from .base import CONVERSATION, Adapter, ScenarioFailed, Target, Wire, check_stitched, check_tokens
 
 
@@ -13,8 +11,6 @@ class VerifiersToken(Adapter):
     name = "verifiers-token"
     package = "verifiers"
 
-    def available(self) -> str | None:
-        return None if importlib.util.find_spec("verifiers") else "pip install 'tito-harness[compat]' (verifiers)"
 
     def applies(self, target: Target) -> str | None:
         if target.server != "vllm":

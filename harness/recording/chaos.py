@@ -15,7 +15,8 @@ import orjson
 from aiohttp import web
 
 from fake_servers import mutate
-from fake_servers.faults import CATALOGUE, HTTP_FAULTS, TEMPLATE_FAULTS, Active, FaultPlan, FaultSpecError, parse_specs
+from fake_servers.faults import (CATALOGUE, HTTP_FAULTS, TEMPLATE_FAULTS, Active, FaultPlan, FaultSpecError,
+                                 injected_response, parse_specs)
 
 # Faults that need the fake engine's own state (its chat template, its tokenizer): not for live traffic.
 NOT_LIVE = {*TEMPLATE_FAULTS, "echo_ids"}
@@ -45,15 +46,9 @@ class LiveFaults:
         """Wait (`slow`), or answer an HTTP fault in the upstream's own error shape."""
         if "slow" in active:
             await asyncio.sleep(active.value("slow", 1.0))
-        for name in HTTP_FAULTS:
-            if name in active:
-                from fake_servers import dynamo, vllm
+        from fake_servers import dynamo, vllm
 
-                status = int(name.split("_")[1])
-                headers = {"Retry-After": str(int(active.value(name, 1)))} if status != 500 else {}
-                style = dynamo.STYLE if self.server == "dynamo" else vllm.STYLE
-                return style.http_fault(status, f"injected fault {name}", headers)
-        return None
+        return injected_response(active, dynamo.STYLE if self.server == "dynamo" else vllm.STYLE)
 
     @staticmethod
     def body(active: Active, body: bytes) -> bytes:
