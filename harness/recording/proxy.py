@@ -1,23 +1,16 @@
 """The recording reverse proxy: forwards every request, streams answers through live, records.
 
-The event loop only forwards bytes. Each finished exchange is queued for a writer thread that
-cuts large blobs out (blobs.py), scrubs, serializes and appends batches to the cassette with one
-write and an fsync; a kill -9 loses at most the exchanges still queued, and the file on disk is
-always a whole cassette.
-
-Modes: `once` records into a new (or empty) cassette and refuses an existing one; `new_episodes`
-answers requests the cassette already holds and records the rest; `all` records everything afresh.
+The event loop only forwards bytes. Each finished exchange is queued for the recorder
+(recorder.py), whose writer cuts large blobs out, scrubs, serializes and appends batches to the
+cassette; a kill -9 loses at most the exchanges still queued, and the file on disk is always a whole
+cassette. With `LiveFaults` (chaos.py) catalogue faults are applied to the live answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
 import time
-from dataclasses import replace
-from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -26,266 +19,18 @@ from multidict import CIMultiDict
 
 from fake_servers.faults import Active, FaultSpecError
 
-from .blobs import DEFAULT_THRESHOLD, BlobStore, blob_dir
 from .chaos import FAULT_HEADER, LiveFaults
-from .format import Cassette, CassetteError, Interaction, append_durably, atomic_write, interactions_yaml, provenance
-from .replay import ReplayIndex, answer
+from .format import Interaction, provenance
+from .recorder import Recorder
+from .replay import answer
 from .scrub import Scrubber
 
 log = logging.getLogger("harness.recording")
-MODES = ("once", "new_episodes", "all")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding"}
 SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
 NO_FAULTS = Active()
 RESPONSE_DROP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
-
-
-class CassetteWriter:
-    """Turns exchanges into what the file holds (blobs out to the blob folder, then scrubbed) and
-    keeps the file in step: one append + fsync per batch, the whole file atomically on `flush`.
-    Runs on the recorder's writer thread, or in its writer process."""
-
-    def __init__(self, path: Path, scrubber: Scrubber, blob_threshold: int, cassette: Cassette):
-        self.path, self.scrubber, self.cassette = path, scrubber, cassette
-        self.blobs = BlobStore(blob_dir(path), blob_threshold)
-        self.errors = 0
-
-    def disk_form(self, i: Interaction, scrub: bool = True) -> Interaction:
-        """Blobs out first (never scrubbed, and the scrubber then reads kilobytes, not megabytes)."""
-        body, blobs = (i.response_body, []) if i.chunks is not None else self.blobs.take_out(i.response_body)
-        if not scrub:
-            return replace(i, response_body=body, blobs=blobs or None)
-        s = self.scrubber
-        clean = s.body(body)
-        chunks = [len(clean)] if i.chunks is not None and clean != body else i.chunks  # a secret cut: sizes changed
-        return replace(i, uri=s.url(i.uri), request_headers=s.headers(i.request_headers),
-                       request_body=s.body(i.request_body), response_headers=s.headers(i.response_headers),
-                       response_body=clean, chunks=chunks, blobs=blobs or None)
-
-    def write(self, batch: list[Interaction]) -> list[Interaction]:
-        try:
-            disk = [self.disk_form(i) for i in batch]
-            first = not self.cassette.interactions
-            self.cassette.interactions.extend(disk)
-            if first:  # `interactions: []` on disk cannot be appended to: write the file whole
-                atomic_write(self.path, self.cassette.to_yaml().encode("utf-8"))
-            else:
-                append_durably(self.path, interactions_yaml(disk).encode("utf-8"))
-            return disk
-        except Exception as exc:  # never stop the writer: say it loudly, keep serving
-            self.errors += 1
-            log.error("could not write cassette %s: %s", self.path, exc)
-            return []
-
-    def flush(self) -> None:
-        atomic_write(self.path, self.cassette.to_yaml().encode("utf-8"))
-
-
-def _summary(i: Interaction) -> Interaction:
-    """What `on_record` needs of an exchange, without its bodies (cheap to send between processes)."""
-    return replace(i, request_body=b"", response_body=b"", request_headers={}, response_headers={})
-
-
-def _writer_process(conn, path, scrubber, blob_threshold, cassette) -> None:
-    """The writer process: batches in, acknowledgements out, until told to close."""
-    writer = CassetteWriter(path, scrubber, blob_threshold, cassette)
-    while True:
-        try:
-            kind, payload = conn.recv()
-        except (EOFError, OSError):  # the recorder died (kill -9): everything received is on disk already
-            return
-        if kind == "batch":
-            disk = writer.write(payload)
-            conn.send(("written", (len(payload), [_summary(i) for i in disk], writer.errors)))
-        elif kind == "flush":
-            writer.flush()
-            conn.send(("flushed", len(writer.cassette.interactions)))
-        else:
-            conn.send(("closed", None))
-            return
-
-
-_FLUSH = object()
-
-
-class Recorder:
-    """Records exchanges into a cassette without holding up the proxy.
-
-    `add` only queues an exchange. A writer (a thread, or with `writer="process"` a process of its
-    own, off the proxy's GIL) takes what has queued and hands it to a `CassetteWriter`, which cuts
-    large base64 blobs out, scrubs, serializes and appends the batch with one write and an fsync.
-    The file is written whole (atomically) at start and on `flush`. A kill -9 loses at most the
-    exchanges still queued; the file on disk is always a loadable cassette. The queue is bounded
-    (`max_pending`): when the disk falls behind, `add` waits for room, and `backpressure_waits`
-    counts (and a log line says) how often: memory stays bounded.
-    """
-
-    def __init__(self, path: str | Path, mode: str = "once", scrubber: Scrubber | None = None, meta: dict | None = None,
-                 on_record=None, blob_threshold: int = DEFAULT_THRESHOLD, max_pending: int = 1024,
-                 writer: str = "thread"):
-        self.on_record = on_record  # called (off the event loop) with (count, exchange summary) once on disk
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if writer not in ("thread", "process"):
-            raise ValueError(f"writer must be thread or process, got {writer!r}")
-        self.path = Path(path)
-        self.mode = mode
-        scrubber = scrubber or Scrubber()
-        existing = Cassette.load(self.path) if self.path.exists() else Cassette()
-        if mode == "once" and existing.interactions:
-            raise CassetteError(f"{self.path} already holds {len(existing.interactions)} interactions; "
-                                f"mode 'once' never overwrites: use --mode new_episodes or all")
-        self.replay = ReplayIndex([existing]) if mode == "new_episodes" else None
-        self.writer = CassetteWriter(self.path, scrubber, blob_threshold, Cassette([], {**existing.meta, **(meta or {})}))
-        if mode == "new_episodes":
-            self.writer.cassette.interactions = [self.writer.disk_form(i, scrub=False) for i in existing.interactions]
-        self.writer.flush()
-        self.kept = len(self.writer.cassette.interactions)  # on disk before this recording
-        self._queue: queue.Queue = queue.Queue(max_pending)
-        self._added = 0
-        self._written = 0
-        self._on_disk = self.kept
-        self._done = threading.Condition()
-        self._remote_errors = 0
-        self.backpressure_waits = 0
-        self._conn = self._proc = self._acks = None
-        if writer == "process":
-            import multiprocessing
-
-            ctx = multiprocessing.get_context("spawn")
-            self._conn, child = ctx.Pipe()
-            self._proc = ctx.Process(target=_writer_process, name="cassette-writer", daemon=True,
-                                     args=(child, self.path, scrubber, blob_threshold, self.writer.cassette))
-            self._proc.start()
-            child.close()
-            self._acks = threading.Thread(target=self._ack_loop, name="cassette-acks", daemon=True)
-            self._acks.start()
-        self._thread = threading.Thread(target=self._write_loop, name="cassette-writer", daemon=True)
-        self._thread.start()
-
-    @property
-    def recorded(self) -> int:
-        return self._added
-
-    @property
-    def on_disk(self) -> int:
-        """Interactions in the cassette file (kept from before, plus recorded and written)."""
-        return self._on_disk
-
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize()
-
-    @property
-    def write_errors(self) -> int:
-        return self.writer.errors + self._remote_errors
-
-    async def add(self, interaction: Interaction) -> None:
-        """Queue an exchange for the writer; waits only when the queue is full (back-pressure)."""
-        self._added += 1
-        try:
-            self._queue.put_nowait(interaction)
-        except queue.Full:
-            self.backpressure_waits += 1
-            if self.backpressure_waits in (1, 10, 100) or self.backpressure_waits % 1000 == 0:
-                log.warning("cassette writer is behind: %d exchanges queued; handlers wait for room (%d times so far)",
-                            self._queue.maxsize, self.backpressure_waits)
-            await asyncio.to_thread(self._queue.put, interaction)
-
-    def _write_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None or item is _FLUSH:
-                self._send_control(item)
-                if item is None:
-                    return
-                continue
-            batch = [item]
-            control = None
-            while len(batch) < 256:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None or nxt is _FLUSH:
-                    control = nxt
-                    break
-                batch.append(nxt)
-            if self._conn is not None:
-                self._conn.send(("batch", batch))
-            else:
-                disk = self.writer.write(batch)
-                self._acknowledge(len(batch), disk)
-            if control is not None:
-                self._send_control(control)
-                if control is None:
-                    return
-
-    def _send_control(self, item) -> None:
-        if self._conn is not None:
-            self._conn.send(("flush", None) if item is _FLUSH else ("close", None))
-            return
-        if item is _FLUSH:
-            self.writer.flush()
-        with self._done:
-            self._flushed = True
-            self._done.notify_all()
-
-    def _ack_loop(self) -> None:
-        while True:
-            try:
-                kind, payload = self._conn.recv()
-            except (EOFError, OSError):
-                return
-            if kind == "written":
-                n, disk, errors = payload
-                self._remote_errors = errors
-                self._acknowledge(n, disk)
-            else:
-                with self._done:
-                    self._flushed = True
-                    self._done.notify_all()
-                if kind == "closed":
-                    return
-
-    def _acknowledge(self, n: int, disk: list[Interaction]) -> None:
-        with self._done:
-            start = self._written
-            self._written += n
-            self._on_disk += len(disk)
-            self._done.notify_all()
-        if self.on_record:
-            for k, i in enumerate(disk, 1):
-                self.on_record(start + k, i)
-
-    def wait_written(self, timeout: float | None = 30) -> bool:
-        """Block until every exchange added so far is on disk."""
-        target = self._added
-        with self._done:
-            return self._done.wait_for(lambda: self._written >= target, timeout)
-
-    def _control(self, item, timeout: float | None) -> None:
-        with self._done:
-            self._flushed = False
-        self._queue.put(item)
-        with self._done:
-            self._done.wait_for(lambda: self._flushed, timeout)
-
-    def flush(self, timeout: float | None = None) -> None:
-        """Write whatever is queued, then the whole cassette, atomically (on shutdown)."""
-        if self._thread.is_alive():
-            self._control(_FLUSH, timeout)
-
-    def close(self, timeout: float | None = 60) -> None:
-        """Flush, then stop the writer (and its process)."""
-        if not self._thread.is_alive():
-            return
-        self.flush(timeout)
-        self._control(None, timeout)
-        self._thread.join(timeout)
-        if self._proc is not None:
-            self._proc.join(timeout)
 
 
 def create_proxy_app(upstream: str, recorder: Recorder | None, faults: LiveFaults | None = None) -> web.Application:
