@@ -11,7 +11,7 @@ from .openai import usage
 from .profiles import Profile
 
 
-def _entry(engine: FakeEngine, shape: str, t: int, lp: float, rank: int | None, top: bool):
+def _entry(shape: str, t: int, lp: float, rank: int | None):
     if shape == "token_id":
         return {"token_id": t, "logprob": lp, "rank": rank}
     name = f"token_id:{t}"
@@ -23,8 +23,8 @@ def logprobs(engine: FakeEngine, gen: Generation, shape: str, text: bool = False
     tops = gen.top_logprobs or [[(t, lp)] for t, lp in zip(gen.token_ids, gen.logprobs)]
     content = []
     for t, lp, alts in zip(gen.token_ids, gen.logprobs, tops):
-        e = _entry(engine, shape, t, lp, 1, True)
-        e["top_logprobs"] = [_entry(engine, shape, a, v, r + 1, False) for r, (a, v) in enumerate(alts)]
+        e = _entry(shape, t, lp, 1)
+        e["top_logprobs"] = [_entry(shape, a, v, r + 1) for r, (a, v) in enumerate(alts)]
         if text:
             e["token"] = engine.token_text(t)
             for (a, _), alt in zip(alts, e["top_logprobs"]):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-MODEL = "{model}"  # replaced by the served model's name
 HELLO = [{"role": "user", "content": "Hello"}]
 
 
@@ -46,7 +45,7 @@ def chat_bodies(model: str) -> list[tuple[str, bytes]]:
     ]
 
 
-def id_list_bodies(model: str, key: str, wrap) -> list[tuple[str, bytes]]:
+def id_list_bodies(wrap) -> list[tuple[str, bytes]]:
     """Bodies whose prompt ids are hostile; `wrap(ids)` builds the request around them."""
     return [
         ("ids_wrong_types", _j(wrap([1.5, "a", None]))),
@@ -60,30 +59,34 @@ def id_list_bodies(model: str, key: str, wrap) -> list[tuple[str, bytes]]:
     ]
 
 
+def _generate(model: str):
+    return lambda ids: {"model": model, "token_ids": ids, "sampling_params": {"max_tokens": 2}}
+
+
 def vllm_suite(model: str) -> list[tuple[str, str, bytes]]:
     """(name, path, body) for a vLLM server."""
     out = [(n, "/v1/chat/completions", b) for n, b in chat_bodies(model)]
-    out += [(n, "/inference/v1/generate", b) for n, b in id_list_bodies(
-        model, "token_ids", lambda ids: {"model": model, "token_ids": ids, "sampling_params": {"max_tokens": 2}})]
+    out += [(n, "/inference/v1/generate", b) for n, b in id_list_bodies(_generate(model))]
     out += [("generate_huge_max_tokens", "/inference/v1/generate",
              _j({"model": model, "token_ids": [9707], "sampling_params": {"max_tokens": 1e30}})),
             ("generate_sampling_not_object", "/inference/v1/generate",
              _j({"model": model, "token_ids": [9707], "sampling_params": [1, 2]}))]
-    out += [(n, "/v1/completions", b) for n, b in id_list_bodies(
-        model, "prompt", lambda ids: {"model": model, "prompt": ids, "max_tokens": 2})[:4]]
+    out += [(n, "/v1/completions", b)
+            for n, b in id_list_bodies(lambda ids: {"model": model, "prompt": ids, "max_tokens": 2})[:4]]
     out += [("tokenize_wrong_prompt", "/tokenize", _j({"model": model, "prompt": 12})),
             ("detokenize_wrong_types", "/detokenize", _j({"model": model, "tokens": [1.5, "a", None]}))]
     return out
 
 
 def dynamo_suite(model: str, native_generate: bool = False) -> list[tuple[str, str, bytes]]:
+    def token_data(ids):
+        return {"model": model, "messages": [{"role": "user", "content": ""}], "max_tokens": 2,
+                "nvext": {"token_data": ids}}
+
     out = [(n, "/v1/chat/completions", b) for n, b in chat_bodies(model)]
-    out += [(n, "/v1/chat/completions", b) for n, b in id_list_bodies(
-        model, "token_data", lambda ids: {"model": model, "messages": [{"role": "user", "content": ""}],
-                                          "max_tokens": 2, "nvext": {"token_data": ids}})]
+    out += [(n, "/v1/chat/completions", b) for n, b in id_list_bodies(token_data)]
     out += [("extra_fields_wrong_types", "/v1/chat/completions",
              _j({"model": model, "messages": HELLO, "max_tokens": 2, "nvext": {"extra_fields": [1, None]}}))]
     if native_generate:
-        out += [(n, "/inference/v1/generate", b) for n, b in id_list_bodies(
-            model, "token_ids", lambda ids: {"model": model, "token_ids": ids, "sampling_params": {"max_tokens": 2}})]
+        out += [(n, "/inference/v1/generate", b) for n, b in id_list_bodies(_generate(model))]
     return out

@@ -55,7 +55,7 @@ class LiveFaults:
         """A whole (non-streamed) answer with the body faults applied."""
         if not active:
             return body
-        if any(name in active for name in active.values if name in BODY_FAULTS):
+        if BODY_FAULTS & set(active.values):
             try:
                 parsed = orjson.loads(body)
             except orjson.JSONDecodeError:

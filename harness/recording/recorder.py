@@ -131,6 +131,7 @@ class Recorder:
         self._written = 0
         self._on_disk = self.kept
         self._done = threading.Condition()
+        self._flushed = False  # set when the writer has done a flush (or close) asked of it
         self._remote_errors = 0
         self.backpressure_waits = 0
         self._conn = self._proc = self._acks = None
