@@ -283,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="recorder processes sharing the port, one shard each, merged into --cassette on exit")
     rc.add_argument("--writer", choices=("process", "thread"), default="process",
                     help="where scrubbing, blob storage and disk writes run (default: a process of their own)")
+    rc.add_argument("--blob-threshold", type=int, default=32 * 1024,
+                    help="base64 strings at least this long (routed experts) go to the blob folder (default 32 KiB)")
     rc.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     rc.add_argument("--shard", default=None, help=argparse.SUPPRESS)
     rc.set_defaults(func=cmd_record)

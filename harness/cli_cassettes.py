@@ -36,7 +36,7 @@ def cmd_record(args) -> int:
     try:
         rec = run_proxy(args.upstream, args.cassette, args.host, args.port, args.mode,
                         Scrubber(extra_patterns=args.scrub_pattern), meta, ready, recorded, args.fault or None,
-                        args.fault_seed, args.writer, reuse_port=args.reuse_port)
+                        args.fault_seed, args.writer, reuse_port=args.reuse_port, blob_threshold=args.blob_threshold)
     except (CassetteError, FaultSpecError) as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
@@ -64,7 +64,7 @@ def _record_workers(args) -> int:
     shards = [cassette.with_name(f"{cassette.stem}.shard{k}{cassette.suffix or '.yaml'}") for k in range(args.workers)]
     base = [sys.executable, "-m", "harness.cli", "record", "--upstream", args.upstream, "--host", args.host,
             "--port", str(port), "--mode", args.mode, "--reuse-port", "--writer", args.writer, "--fault-seed",
-            str(args.fault_seed)]
+            str(args.fault_seed), "--blob-threshold", str(args.blob_threshold)]
     for flag, values in (("--fault", args.fault), ("--scrub-pattern", args.scrub_pattern)):
         for v in values:
             base += [flag, v]

@@ -182,7 +182,8 @@ async def probe_upstream(upstream: str) -> dict:
 
 def run_proxy(upstream: str, cassette: str | None, host: str = "127.0.0.1", port: int = 8080, mode: str = "once",
               scrubber: Scrubber | None = None, meta: dict | None = None, on_ready=None, on_record=None,
-              faults=None, fault_seed: int = 0, writer: str = "process", reuse_port: bool = False) -> Recorder | None:
+              faults=None, fault_seed: int = 0, writer: str = "process", reuse_port: bool = False,
+              blob_threshold: int | None = None) -> Recorder | None:
     """Serve the recording proxy (or, with `cassette=None`, a fault-injecting forwarder) until
     SIGINT/SIGTERM; the cassette is flushed on the way out."""
     from ..serve import serve_forever
@@ -193,7 +194,7 @@ def run_proxy(upstream: str, cassette: str | None, host: str = "127.0.0.1", port
     if cassette is not None:
         extra = {"faults": list(faults), "fault_seed": fault_seed} if faults else {}
         recorder = Recorder(cassette, mode, scrubber, recording_meta(upstream, **info, **extra, **(meta or {})),
-                            on_record, writer=writer)
+                            on_record, writer=writer, **({"blob_threshold": blob_threshold} if blob_threshold else {}))
     serve_forever(create_proxy_app(upstream, recorder, live), host, port,
                   (lambda bound: on_ready(bound, info)) if on_ready else None, reuse_port=reuse_port)
     return recorder
