@@ -90,7 +90,7 @@ def _writer_process(conn, path, scrubber, blob_threshold, cassette) -> None:
             return
 
 
-_FLUSH = object()
+_FLUSH, _CLOSE = object(), object()  # control items on the writer's queue
 
 
 class Recorder:
@@ -125,11 +125,10 @@ class Recorder:
         if mode == "new_episodes":
             self.writer.cassette.interactions = [self.writer.disk_form(i, scrub=False) for i in existing.interactions]
         self.writer.flush()
-        self.kept = len(self.writer.cassette.interactions)  # on disk before this recording
         self._queue: queue.Queue = queue.Queue(max_pending)
         self._added = 0
         self._written = 0
-        self._on_disk = self.kept
+        self._on_disk = len(self.writer.cassette.interactions)  # kept from before this recording
         self._done = threading.Condition()
         self._flushed = False  # set when the writer has done a flush (or close) asked of it
         self._remote_errors = 0
@@ -179,32 +178,29 @@ class Recorder:
             await asyncio.to_thread(self._queue.put, interaction)
 
     def _write_loop(self) -> None:
+        """Batches of what has queued (at most 256) to the writer; a control item ends a batch."""
         while True:
+            batch, control = [], None
             item = self._queue.get()
-            if item is None or item is _FLUSH:
-                self._send_control(item)
-                if item is None:
-                    return
-                continue
-            batch = [item]
-            control = None
-            while len(batch) < 256:
+            while True:
+                if item is _FLUSH or item is _CLOSE:
+                    control = item
+                    break
+                batch.append(item)
+                if len(batch) >= 256:
+                    break
                 try:
-                    nxt = self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is None or nxt is _FLUSH:
-                    control = nxt
-                    break
-                batch.append(nxt)
-            if self._conn is not None:
-                self._conn.send(("batch", batch))
-            else:
-                disk = self.writer.write(batch)
-                self._acknowledge(len(batch), disk)
+            if batch:
+                if self._conn is not None:
+                    self._conn.send(("batch", batch))
+                else:
+                    self._acknowledge(len(batch), self.writer.write(batch))
             if control is not None:
                 self._send_control(control)
-                if control is None:
+                if control is _CLOSE:
                     return
 
     def _send_control(self, item) -> None:
@@ -267,7 +263,7 @@ class Recorder:
         if not self._thread.is_alive():
             return
         self.flush(timeout)
-        self._control(None, timeout)
+        self._control(_CLOSE, timeout)
         self._thread.join(timeout)
         if self._proc is not None:
             self._proc.join(timeout)
