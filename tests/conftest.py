@@ -29,3 +29,35 @@ def _fresh_parity_verdicts():
 
     client._PARITY_CACHE.clear()
     yield
+
+
+def kill_mid_traffic(proc, send, seconds: float, threads: int = 4) -> list[int]:
+    """Send requests from `threads` threads (`send(client, thread, n)` returns a status) for `seconds`,
+    then SIGKILL `proc` with traffic still in flight. Returns the statuses answered."""
+    import threading
+    import time
+
+    import httpx
+
+    stop, answered = threading.Event(), []
+
+    def hammer(k):
+        with httpx.Client() as client:
+            n = 0
+            while not stop.is_set():
+                try:
+                    answered.append(send(client, k, n))
+                except httpx.HTTPError:
+                    return
+                n += 1
+
+    workers = [threading.Thread(target=hammer, args=(k,)) for k in range(threads)]
+    for t in workers:
+        t.start()
+    time.sleep(seconds)
+    proc.kill()
+    proc.wait(10)
+    stop.set()
+    for t in workers:
+        t.join(10)
+    return answered

@@ -21,7 +21,7 @@ from harness.recording.proxy import Recorder, create_proxy_app
 from harness.recording.replay import ReplayIndex, create_replay_app
 from harness.serve import AppThread
 
-from .conftest import MODEL
+from .conftest import MODEL, kill_mid_traffic
 
 IDS = [151644, 872, 198, 9707, 151645, 198, 151644, 77091, 198]
 Q = [{"role": "user", "content": "hi"}]
@@ -247,36 +247,14 @@ async def test_truncated_stream_and_reset_injected_into_live_answers(fake_vllm_s
 def test_kill_9_under_moe_load_leaves_a_loadable_cassette_with_every_blob(tmp_path):
     """Blobs are written (fsync, rename) before the YAML that names them: a kill -9 mid-traffic never
     leaves a marker without its blob."""
-    import threading
-
     cassette = tmp_path / "moe_killed.yaml"
     with RunningServer(FakeConfig(kind="vllm", moe="8,4,64", max_model_len=4096)) as srv:
         proc, port = _record_cli("--upstream", srv.root_url, "--cassette", str(cassette), "--quiet",
                                  "--blob-threshold", "1024")
-        stop = threading.Event()
-        done = []
-
-        def hammer(k):
-            with httpx.Client() as c:
-                n = 0
-                while not stop.is_set():
-                    try:
-                        r = c.post(f"http://127.0.0.1:{port}/inference/v1/generate", timeout=5, json={
-                            "model": MODEL, "token_ids": [9707] * 200, "sampling_params": {"max_tokens": 8, "seed": k * 1000 + n}})
-                        done.append(r.status_code)
-                    except httpx.HTTPError:
-                        return
-                    n += 1
-
-        threads = [threading.Thread(target=hammer, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        time.sleep(1.5)
-        proc.kill()  # SIGKILL mid-traffic
-        proc.wait(10)
-        stop.set()
-        for t in threads:
-            t.join(10)
+        done = kill_mid_traffic(proc, lambda c, k, n: c.post(
+            f"http://127.0.0.1:{port}/inference/v1/generate", timeout=5, json={
+                "model": MODEL, "token_ids": [9707] * 200, "sampling_params": {"max_tokens": 8, "seed": k * 1000 + n}}
+        ).status_code, 1.5)
     time.sleep(0.5)  # (the orphaned writer process finishes the batch it holds, in one append)
     c = Cassette.load(cassette)  # a whole cassette, every blob it names present
     assert len(done) >= 10 and len(c.interactions) >= 1

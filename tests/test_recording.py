@@ -19,7 +19,7 @@ from harness.recording.proxy import Recorder, create_proxy_app
 from harness.recording.replay import UNMATCHED_STATUS, ReplayIndex, create_replay_app
 from harness.serve import AppThread
 
-from .conftest import MODEL
+from .conftest import MODEL, kill_mid_traffic
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16, "logprobs": True,
         "return_token_ids": True}
@@ -185,26 +185,8 @@ def test_kill_9_never_corrupts_the_cassette(fake_vllm_server, tmp_path, record_c
         while time.time() - t0 < 1.5:
             client.post(f"http://127.0.0.1:{port}/tokenize", json={"model": MODEL, "prompt": f"x{done}"})
             done += 1
-    import threading
-    stop = threading.Event()
-
-    def hammer():
-        with httpx.Client() as c:
-            while not stop.is_set():
-                try:
-                    c.post(f"http://127.0.0.1:{port}/tokenize", json={"model": MODEL, "prompt": "late"}, timeout=2)
-                except httpx.HTTPError:
-                    return
-
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(0.3)
-    proc.kill()  # SIGKILL mid-traffic
-    proc.wait(10)
-    stop.set()
-    for t in threads:
-        t.join(5)
+    kill_mid_traffic(proc, lambda c, k, n: c.post(f"http://127.0.0.1:{port}/tokenize", timeout=2,
+                                                  json={"model": MODEL, "prompt": "late"}).status_code, 0.3)
     c = Cassette.load(cassette)  # always a whole, loadable cassette
     assert len(c.interactions) >= done  # every exchange answered before the kill was on disk
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp") and not f.startswith(".killed")]
