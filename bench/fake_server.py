@@ -65,6 +65,9 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise RuntimeError(f"server on {port} did not start")
 
 
+WRK_THREADS = [1]  # bench/recorder.py --wrk-threads sets it
+
+
 def wrk(port: int, body: dict, connections: int, duration: int, path: str = "/v1/chat/completions") -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
@@ -73,7 +76,7 @@ def wrk(port: int, body: dict, connections: int, duration: int, path: str = "/v1
             f.write('local n = 0\nrequest = function()\n  n = n + 1\n'
                     '  return wrk.format(nil, nil, nil, (string.gsub(wrk.body, "\\"__N__\\"", tostring(n))))\nend\n')
         script = f.name
-    out = subprocess.run(["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration}s", "--timeout", "10s",
+    out = subprocess.run(["wrk", "-t", str(WRK_THREADS[0]), "-c", str(connections), "-d", f"{duration}s", "--timeout", "10s",
                           "--latency", "-s", script, f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True).stdout
     os.unlink(script)

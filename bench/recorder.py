@@ -10,7 +10,13 @@ by wrk directly and then through `harness record` (mode all, into a temp cassett
 - routed-experts answers (--moe 48,8,128, an 8k-token prompt on /inference/v1/generate: ~4 MB of
   base64 each), 200 ms upstream latency, 8 connections (target: proxy >= 0.8x direct req/s).
 Then the cassette's size on disk (YAML + blob folder) against the raw routing bytes it holds
-(target: <= 1.1x). Needs `wrk` (Debian package).
+(target: <= 1.1x). Then kill -9 mid-traffic (64 connections, 50 ms upstream, killed after 3 s), of the
+recorder process and of its whole process group: answered exchanges missing from the cassette
+once it is loaded (target: 0). Needs `wrk` (Debian package).
+
+wrk runs one thread by default (`--wrk-threads`): on a 2-core machine a second wrk thread takes CPU
+from the proxy, which is what a by-hand `wrk -t2` run measures (lower ratio, more added latency);
+the direct figure is the mean of a run before and after the proxy run, so drift does not count.
 """
 
 import argparse
@@ -22,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
+import fake_server  # noqa: E402
 from fake_server import BODIES, free_port, wait_port, wrk  # noqa: E402
 
 PROMPT = 8000
@@ -82,11 +89,13 @@ def report(label, d, v, target):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--duration", type=int, default=10)
-    p.add_argument("--only", choices=("small", "moe"), default=None)
+    p.add_argument("--only", choices=("small", "moe", "kill"), default=None)
+    p.add_argument("--wrk-threads", type=int, default=1)
     p.add_argument("--lines", action="store_true", help="let the recorder print its line per exchange (its default)")
     p.add_argument("--fsync-ms", type=float, default=0,
                    help="make every fsync of the recorder take this long (a network filesystem, as on clusters)")
     a = p.parse_args()
+    fake_server.WRK_THREADS[0] = a.wrk_threads
     if a.lines:
         QUIET.clear()
     if not shutil.which("wrk"):
@@ -123,6 +132,66 @@ def main():
         print(f"on disk: {size / 1e6:.1f} MB (YAML {yaml_size / 1e6:.2f} MB + blobs) for {len(answers)} "
               f"answers holding {raw / 1e6:.1f} MB of raw routing bytes: {size / raw:.2f}x (target <= 1.1x; "
               f"base64 inside YAML would be >= 1.33x)")
+    if a.only in (None, "kill"):
+        for target in ("process", "group"):
+            answered, lost = kill_9(target)
+            print(f"kill -9 of the recorder's {target:<8} after 3 s, 64 connections: {answered} answered, "
+                  f"{lost} lost (target 0)")
+
+
+def kill_9(target: str, seconds: float = 3.0, conns: int = 64) -> tuple[int, int]:
+    """Answered exchanges and how many of them the cassette lacks after a kill -9 mid-traffic."""
+    import asyncio
+    import json
+    import signal
+
+    import aiohttp
+
+    from harness.recording.format import Cassette
+
+    cassette = Path(tempfile.mkdtemp()) / "killed.yaml"
+    fake, fport = serve(["fake", "vllm", "--latency", "0.05,0"])
+    port = free_port()
+    rec = subprocess.Popen([sys.executable, "-m", "harness.cli", "record", "--upstream", f"http://127.0.0.1:{fport}",
+                            "--cassette", str(cassette), "--port", str(port), "--quiet"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_port(port)
+    answered: list[str] = []
+
+    async def load():
+        connector = aiohttp.TCPConnector(limit=conns)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as client:
+            async def one(k):
+                n = 0
+                while True:
+                    prompt = f"{k}-{n}"
+                    try:
+                        async with client.post(f"http://127.0.0.1:{port}/tokenize",
+                                               json={"model": "tiny-qwen", "prompt": prompt}) as r:
+                            await r.read()
+                            if r.status == 200:
+                                answered.append(prompt)
+                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                        return
+                    n += 1
+
+            tasks = [asyncio.create_task(one(k)) for k in range(conns)]
+            await asyncio.sleep(seconds)
+            if target == "process":
+                rec.kill()
+            else:
+                os.killpg(rec.pid, signal.SIGKILL)
+            await asyncio.wait(tasks, timeout=15)
+
+    try:
+        asyncio.run(load())
+        rec.wait(10)
+        recorded = {json.loads(i.request_body)["prompt"] for i in Cassette.load(cassette).interactions}
+    finally:
+        fake.terminate()
+        fake.wait(30)
+        shutil.rmtree(cassette.parent, ignore_errors=True)
+    return len(answered), len(set(answered) - recorded)
 
 
 if __name__ == "__main__":

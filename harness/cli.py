@@ -203,7 +203,7 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .client.config import TRANSPORTS
-    from .cli_cassettes import (cmd_cassette_merge, cmd_chaos, cmd_conformance, cmd_inspect, cmd_record,
+    from .cli_cassettes import (cmd_cassette_merge, cmd_cassette_recover, cmd_chaos, cmd_conformance, cmd_inspect, cmd_record,
                                 cmd_record_suite, cmd_replay, cmd_repro)
 
     p = argparse.ArgumentParser(prog="harness", description="TITO client test harness for vLLM and NVIDIA Dynamo")
@@ -303,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     cm.add_argument("out")
     cm.add_argument("shards", nargs="+")
     cm.set_defaults(func=cmd_cassette_merge)
+    cr = csub.add_parser("recover", help="finish an interrupted (killed) recording: put its journal into the cassette")
+    cr.add_argument("path")
+    cr.add_argument("--wait", type=float, default=10.0, help="seconds to wait for a dying recorder's writer")
+    cr.set_defaults(func=cmd_cassette_recover)
 
     rp = sub.add_parser("replay", help="a server that answers from cassettes")
     rp.add_argument("paths", nargs="+", help="cassette files or directories")

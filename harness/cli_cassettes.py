@@ -126,6 +126,30 @@ def cmd_chaos(args) -> int:
     return 0
 
 
+def cmd_cassette_recover(args) -> int:
+    """Finish an interrupted recording: the journal's exchanges in, an unfinished write cut off."""
+    from .recording.format import Cassette, CassetteError, cut_to_last_whole_batch
+    from .recording.journal import is_orphaned, journal_dir, recover
+
+    path = Path(args.path)
+    if path.is_dir() or not (path.exists() or journal_dir(path).is_dir()):
+        err.print(f"[red]error:[/] {path}: {'a directory' if path.is_dir() else 'no such cassette'}; give a cassette file")
+        return 2
+    if journal_dir(path).is_dir() and not is_orphaned(path):
+        err.print(f"[red]error:[/] a recorder is still recording into {path}; stop it first (Ctrl-C flushes)")
+        return 2
+    cut = cut_to_last_whole_batch(path) if path.exists() else 0
+    try:
+        added = recover(path, wait=args.wait) or 0
+        kept = len(Cassette.load(path, resolve_blobs=False).interactions)
+    except CassetteError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    cut_note = f"{cut} bytes of an unfinished write cut off; " if cut else ""
+    print(f"{path}: {cut_note}{added} exchange(s) recovered from the journal; {kept} whole interactions kept")
+    return 0
+
+
 def cmd_cassette_merge(args) -> int:
     from .recording.format import CassetteError
     from .recording.merge import merge

@@ -31,9 +31,9 @@ def _fresh_parity_verdicts():
     yield
 
 
-def kill_mid_traffic(proc, send, seconds: float, threads: int = 4) -> list[int]:
+def kill_mid_traffic(proc, send, seconds: float, threads: int = 4, kill=None) -> list[int]:
     """Send requests from `threads` threads (`send(client, thread, n)` returns a status) for `seconds`,
-    then SIGKILL `proc` with traffic still in flight. Returns the statuses answered."""
+    then SIGKILL `proc` (or call `kill`) with traffic still in flight. Returns the statuses answered."""
     import threading
     import time
 
@@ -55,7 +55,7 @@ def kill_mid_traffic(proc, send, seconds: float, threads: int = 4) -> list[int]:
     for t in workers:
         t.start()
     time.sleep(seconds)
-    proc.kill()
+    (kill or proc.kill)()
     proc.wait(10)
     stop.set()
     for t in workers:

@@ -107,9 +107,9 @@ async def test_the_writer_falls_behind_visibly_and_loses_nothing(fake_vllm_serve
     rec = Recorder(path, "all", max_pending=2)
     real_write = rec.writer.write
 
-    def slow(batch):
+    def slow(batch, **kw):
         time.sleep(0.05)
-        return real_write(batch)
+        return real_write(batch, **kw)
 
     rec.writer.write = slow
     with AppThread(create_proxy_app(fake_vllm_server.root_url, rec)) as p:

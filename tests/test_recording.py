@@ -15,6 +15,7 @@ import pytest
 
 from fake_servers.server import FakeConfig, RunningServer
 from harness.recording.format import Cassette, CassetteError, Interaction
+from harness.recording.journal import journal_dir
 from harness.recording.proxy import Recorder, create_proxy_app
 from harness.recording.replay import UNMATCHED_STATUS, ReplayIndex, create_replay_app
 from harness.serve import AppThread
@@ -176,20 +177,85 @@ def test_signals_flush_and_exit_cleanly(fake_vllm_server, tmp_path, sig, record_
     assert len(c.interactions) == 5 and c.meta["hardware"] == "test box" and c.meta["server"] == "vllm"
 
 
-def test_kill_9_never_corrupts_the_cassette(fake_vllm_server, tmp_path, record_cli):
+@pytest.mark.parametrize("target", ["process", "group"])
+def test_kill_9_loses_no_answered_exchange(fake_vllm_server, tmp_path, target):
+    """kill -9 of the recorder (or of its whole process group, writer included, as an OOM kill of a
+    container does) mid-traffic: every exchange whose answer reached a client is in the cassette
+    when it is next loaded (from the journal), and the file is whole."""
     cassette = tmp_path / "killed.yaml"
-    proc, port = record_cli(fake_vllm_server.root_url, cassette)
-    done = 0
-    t0 = time.time()
-    with httpx.Client() as client:
-        while time.time() - t0 < 1.5:
-            client.post(f"http://127.0.0.1:{port}/tokenize", json={"model": MODEL, "prompt": f"x{done}"})
-            done += 1
-    kill_mid_traffic(proc, lambda c, k, n: c.post(f"http://127.0.0.1:{port}/tokenize", timeout=2,
-                                                  json={"model": MODEL, "prompt": "late"}).status_code, 0.3)
-    c = Cassette.load(cassette)  # always a whole, loadable cassette
-    assert len(c.interactions) >= done  # every exchange answered before the kill was on disk
-    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp") and not f.startswith(".killed")]
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "record", "--upstream", fake_vllm_server.root_url,
+                             "--cassette", str(cassette), "--port", "0", "--quiet"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        port = int(proc.stdout.readline().split("send traffic to http://127.0.0.1:")[1].split("/")[0])
+        answered = []
+
+        def send(client, k, n):
+            prompt = f"t{k}-{n}"
+            r = client.post(f"http://127.0.0.1:{port}/tokenize", timeout=5, json={"model": MODEL, "prompt": prompt})
+            if r.status_code == 200:
+                answered.append(prompt)
+            return r.status_code
+
+        killer = proc.kill if target == "process" else (lambda: os.killpg(proc.pid, signal.SIGKILL))
+        kill_mid_traffic(proc, send, 1.0, threads=8, kill=killer)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+    c = Cassette.load(cassette)  # the journal of the interrupted recording goes in on load
+    recorded = {json.loads(i.request_body)["prompt"] for i in c.interactions}
+    assert len(answered) > 50
+    assert set(answered) - recorded == set()  # not one answered exchange lost
+    assert not journal_dir(cassette).exists()  # recovered: the journal is gone
+    assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == []
+
+
+def test_a_live_recording_is_not_recovered_under_it(fake_vllm_server, tmp_path):
+    path = tmp_path / "live.yaml"
+    rec = Recorder(path, "all", writer="thread")
+    try:
+        with AppThread(create_proxy_app(fake_vllm_server.root_url, rec)) as p:
+            httpx.post(f"http://127.0.0.1:{p.port}/tokenize", json={"model": MODEL, "prompt": "a"})
+            assert rec.wait_written(10)
+            assert journal_dir(path).exists()
+            assert len(Cassette.load(path).interactions) == 1  # read while recording: the journal stays
+            assert journal_dir(path).exists()
+            with pytest.raises(CassetteError, match="another recorder is recording into"):
+                Recorder(path, "all")
+    finally:
+        rec.close()
+    assert not journal_dir(path).exists()  # a clean stop leaves no journal
+
+
+def test_no_secret_reaches_the_journal(fake_vllm_server, tmp_path):
+    path = tmp_path / "secret.yaml"
+    rec = Recorder(path, "all", writer="thread")
+    with AppThread(create_proxy_app(fake_vllm_server.root_url, rec)) as p:
+        httpx.post(f"http://127.0.0.1:{p.port}/tokenize?api_key=SEKRIT-QUERY-123",
+                   headers={"Authorization": "Bearer SEKRIT-HEADER-1234567"},
+                   json={"model": MODEL, "prompt": "my key is sk-SEKRITBODY1234567890abcdef"})
+        journal = b"".join(f.read_bytes() for f in journal_dir(path).glob("*.tj"))
+        assert b"/tokenize" in journal  # the exchange is there ...
+        for secret in (b"SEKRIT-QUERY", b"SEKRIT-HEADER", b"SEKRITBODY"):
+            assert secret not in journal  # ... without its secrets
+
+
+def test_a_cut_off_cassette_says_where_and_recover_keeps_the_whole_part(fake_vllm_server, tmp_path):
+    path = tmp_path / "cut.yaml"
+    p, rec = proxy(fake_vllm_server.root_url, path, mode="all")
+    with p:
+        for k in range(3):
+            httpx.post(f"http://127.0.0.1:{p.port}/tokenize", json={"model": MODEL, "prompt": f"c{k}"})
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) - 40])  # cut inside the last interaction
+    with pytest.raises(CassetteError, match=r"is cut off .* ends at byte \d+, inside interaction 3; the 2 before it are whole"):
+        Cassette.load(path)
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "cassette", "recover", str(path)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert "2 whole interactions kept" in r.stdout
+    assert [json.loads(i.request_body)["prompt"] for i in Cassette.load(path).interactions] == ["c0", "c1"]
 
 
 def test_record_modes(fake_vllm_server, tmp_path):

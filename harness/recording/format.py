@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import yaml
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every write ends with the end line (truncation is told); x_tito.id
 VCR_VERSION = 1
 
 try:  # libyaml when present: 10x faster on large cassettes
@@ -109,6 +109,7 @@ class Interaction:
     recorded_at: float | None = None  # epoch seconds when the request arrived (orders merged shards)
     blobs: list[str] | None = None  # digests of the blobs taken out of the response body (blobs.py)
     faults: list[str] | None = None  # catalogue faults injected into this exchange (harness chaos)
+    xid: str | None = None  # the recorder's journal id (journal.py): recovery adds only what the cassette lacks
 
     @property
     def path(self) -> str:
@@ -179,6 +180,8 @@ class Interaction:
             extra["blobs"] = list(self.blobs)
         if self.faults:
             extra["faults"] = list(self.faults)
+        if self.xid:
+            extra["id"] = self.xid
         response = {"status": {"code": self.status, "message": self.reason},
                     "headers": self.response_headers, "body": {"string": resp_text}}
         if extra:
@@ -208,7 +211,7 @@ class Interaction:
             return cls(req["method"], req["uri"], _headers(req.get("headers")), rraw,
                        int(status["code"]), status.get("message", ""), _headers(resp.get("headers")), raw,
                        extra.get("chunks"), extra.get("duration_ms"), extra.get("recorded_at"), extra.get("blobs"),
-                       extra.get("faults"))
+                       extra.get("faults"), extra.get("id"))
         except (KeyError, TypeError, ValueError) as exc:
             raise CassetteError(f"malformed interaction ({type(exc).__name__}: {exc})") from None
 
@@ -234,14 +237,36 @@ class Cassette:
     meta: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, resolve_blobs: bool = True) -> "Cassette":
+    def load(cls, path: str | os.PathLike, resolve_blobs: bool = True, recover_journal: bool = True) -> "Cassette":
         """Read a cassette; blobs stored beside it are put back into the bodies (with
-        `resolve_blobs=False` the bodies keep their markers and `Interaction.blobs` its digests)."""
+        `resolve_blobs=False` the bodies keep their markers and `Interaction.blobs` its digests).
+        The journal of an interrupted recording beside it is put into it first (journal.py), and a
+        file cut off mid-write is refused with where it was cut."""
         p = Path(path)
+        if p.is_dir():
+            raise CassetteError(f"{p} is a directory: give a cassette file (.yaml)")
         if not p.exists():
             raise CassetteError(f"no cassette at {p}")
+        if recover_journal:
+            from .journal import is_orphaned, journal_dir, recover
+
+            if journal_dir(p).is_dir() and is_orphaned(p):
+                try:
+                    recover(p)
+                except OSError as exc:
+                    import logging
+
+                    logging.getLogger("harness.recording").warning(
+                        "%s: the journal of an interrupted recording is beside it but could not be put in (%s): "
+                        "run harness cassette recover %s", p, exc, p)
+        raw = p.read_bytes()
+        truncated = truncation(raw)
+        if truncated:
+            raise CassetteError(f"{p} {truncated}")
         try:
-            data = yaml.load(p.read_text("utf-8"), Loader=_Loader)
+            data = yaml.load(raw.decode("utf-8"), Loader=_Loader)
+        except UnicodeDecodeError as exc:
+            raise CassetteError(f"{p} is not a cassette: not UTF-8 text (byte {exc.start})") from None
         except yaml.YAMLError as exc:
             raise CassetteError(f"{p} is not valid YAML: {exc}") from None
         if not isinstance(data, dict) or "interactions" not in data:
@@ -265,9 +290,10 @@ class Cassette:
         return cls(interactions, data.get("meta") or {})
 
     def to_yaml(self) -> str:
-        meta = {"schema_version": SCHEMA_VERSION, **self.meta}
+        meta = {"schema_version": SCHEMA_VERSION, **{k: v for k, v in self.meta.items() if k != "schema_version"}}
         data = {"version": VCR_VERSION, "meta": meta, "interactions": [i.to_vcr() for i in self.interactions]}
-        return yaml.dump(data, Dumper=_ReadableDumper, sort_keys=False, allow_unicode=True, width=120)
+        return (yaml.dump(data, Dumper=_ReadableDumper, sort_keys=False, allow_unicode=True, width=120)
+                + end_line(len(self.interactions)))
 
     def save(self, path: str | os.PathLike, blob_threshold: int | None = None) -> None:
         """Write atomically; large base64 blobs go to the blob folder beside the file (blobs.py)."""
@@ -283,11 +309,64 @@ class Cassette:
         atomic_write(Path(path), Cassette(disk, self.meta).to_yaml().encode("utf-8"))
 
 
-def interactions_yaml(interactions: list[Interaction]) -> str:
+def interactions_yaml(interactions: list[Interaction], total: int) -> str:
     """Interactions as the tail of a cassette file: appending this text keeps the file a cassette
-    (`interactions` is the last key, and PyYAML writes its items unindented)."""
+    (`interactions` is the last key, and PyYAML writes its items unindented); `total`: how many the
+    file then holds, for its end line."""
     return yaml.dump([i.to_vcr() for i in interactions], Dumper=_ReadableDumper, sort_keys=False,
-                     allow_unicode=True, width=120)
+                     allow_unicode=True, width=120) + end_line(total)
+
+
+_END = re.compile(rb"# end of cassette: ([0-9]+) interactions?\n\Z")
+_ITEM = b"\n- request:"
+_SCHEMA = re.compile(rb"\n  schema_version: ([0-9]+)\n")
+
+
+def end_line(count: int) -> str:
+    """Every write of a cassette (whole, or an appended batch) ends with this line: a file of schema 2
+    or later that does not end with one was cut off mid-write."""
+    return f"# end of cassette: {count} interaction{'s' if count != 1 else ''}\n"
+
+
+def _cut_point(raw: bytes) -> tuple[int, int] | None:
+    """None for a whole file (or one from before end lines); else (bytes that are whole, whole
+    interactions): a cut file is whole up to the start of its last interaction."""
+    if _END.search(raw[-64:]):
+        return None
+    schema = _SCHEMA.search(raw[:4096])
+    if not schema or int(schema.group(1)) < 2:
+        return None
+    last = raw.rfind(_ITEM)
+    if last == -1:
+        return len(raw), 0  # cut before the first interaction
+    return last + 1, raw.count(_ITEM, 0, last)
+
+
+def truncation(raw: bytes) -> str | None:
+    """None for a whole file; else where it was cut, in words."""
+    cut = _cut_point(raw)
+    if cut is None:
+        return None
+    at, whole = cut
+    return (f"is cut off (it was not written to its end): it ends at byte {len(raw)}, inside interaction {whole + 1}; "
+            f"the {whole} before it are whole (`harness cassette recover` keeps them)")
+
+
+def cut_to_last_whole_batch(path: Path) -> int:
+    """Cut a file that was cut off mid-write back to its whole interactions (and end it properly);
+    returns the bytes cut."""
+    raw = path.read_bytes()
+    cut = _cut_point(raw)
+    if cut is None:
+        return 0
+    at, whole = cut
+    with open(path, "r+b") as f:
+        f.truncate(at)
+        f.seek(at)
+        f.write((("" if raw[:at].endswith(b"\n") else "\n") + end_line(whole)).encode())
+        f.flush()
+        os.fsync(f.fileno())
+    return len(raw) - at
 
 
 def append_durably(path: Path, data: bytes) -> None:

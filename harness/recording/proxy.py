@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
 import aiohttp
 from aiohttp import web
@@ -75,49 +76,48 @@ def create_proxy_app(upstream: str, recorder: Recorder | None, faults: LiveFault
         try:
             up = await app[SESSION].request(request.method, uri, headers=headers, data=body, allow_redirects=False)
         except aiohttp.ClientError as exc:
+            log.warning("%s %s: upstream %s unreachable: %s (answered 502, not recorded)", request.method,
+                        request.path, upstream, exc or type(exc).__name__)
             return web.json_response({"error": {"message": f"recording proxy: upstream {upstream} unreachable: {exc}",
                                                  "type": "ProxyError", "param": None, "code": 502}}, status=502)
         async with up:
             out_headers = [(k, v) for k, v in up.headers.items() if k.lower() not in RESPONSE_DROP]
             if "text/event-stream" in up.headers.get("content-type", ""):  # streamed through live, chunk by chunk
                 resp = web.StreamResponse(status=up.status, reason=up.reason, headers=CIMultiDict(out_headers))
-                chunks = await _stream(request, resp, up, "truncated_stream" in active)
-                data, sizes = b"".join(chunks), [len(c) for c in chunks]
-            else:
-                try:
-                    data = await up.read()
-                except aiohttp.ClientError as exc:
-                    log.warning("exchange %s %s cut: %s (recorded as far as it went)", request.method, request.path, exc)
-                    data = b""
-                if active:
-                    data = faults.body(active, data)
-                sizes = None
-                if "reset" in active:
-                    resp = web.StreamResponse(status=up.status, reason=up.reason, headers=CIMultiDict(out_headers))
-                    resp.content_length = len(data)
-                    await resp.prepare(request)
-                    await resp.write(data[: len(data) // 2])
-                    if request.transport is not None:
-                        request.transport.abort()
-                else:
-                    resp = web.Response(status=up.status, reason=up.reason, body=data, headers=CIMultiDict(out_headers))
-        await _record(request, uri, headers, body, up.status, up.reason or "", list(up.headers.items()), data, sizes,
-                      t0, arrived, active)
-        return resp
+                head = _interaction(request, uri, headers, body, up.status, up.reason or "", list(up.headers.items()),
+                                    b"", [], t0, arrived, active)
+                number = recorder.stream_open(head) if recorder is not None else None
+                chunks = await _stream(request, resp, up, "truncated_stream" in active,
+                                       (lambda c: recorder.stream_chunk(number, c)) if recorder is not None else None)
+                if recorder is not None:
+                    data = b"".join(chunks)
+                    await recorder.stream_close(number, replace(head, response_body=data, chunks=[len(c) for c in chunks],
+                                                                duration_ms=(time.perf_counter() - t0) * 1000))
+                return resp
+            try:
+                data = await up.read()
+            except aiohttp.ClientError as exc:
+                log.warning("exchange %s %s cut: %s (recorded as far as it went)", request.method, request.path, exc)
+                data = b""
+            if active:
+                data = faults.body(active, data)
+            # on disk (the journal) before a byte of the answer goes out
+            await _record(request, uri, headers, body, up.status, up.reason or "", list(up.headers.items()), data, None,
+                          t0, arrived, active)
+            if "reset" in active:
+                resp = web.StreamResponse(status=up.status, reason=up.reason, headers=CIMultiDict(out_headers))
+                resp.content_length = len(data)
+                await resp.prepare(request)
+                await resp.write(data[: len(data) // 2])
+                if request.transport is not None:
+                    request.transport.abort()
+                return resp
+            return web.Response(status=up.status, reason=up.reason, body=data, headers=CIMultiDict(out_headers))
 
     async def _record(request, uri, req_headers, body, status, reason, resp_headers, data, sizes, t0, arrived, active):
-        if recorder is None:
-            return
-        req: dict[str, list[str]] = {}
-        for k, v in req_headers:
-            req.setdefault(str(k), []).append(v)
-        resp: dict[str, list[str]] = {}
-        for k, v in resp_headers:
-            if k.lower() not in ("connection", "keep-alive", "transfer-encoding"):
-                resp.setdefault(str(k), []).append(v)
-        await recorder.add(Interaction(request.method, uri, req, body, status, reason, resp, data, sizes,
-                                       (time.perf_counter() - t0) * 1000, arrived,
-                                       faults=sorted(active.values) or None))
+        if recorder is not None:
+            await recorder.add(_interaction(request, uri, req_headers, body, status, reason, resp_headers, data, sizes,
+                                            t0, arrived, active))
 
     app = web.Application(client_max_size=256 * 1024 * 1024)
     app.on_startup.append(on_startup)
@@ -126,13 +126,28 @@ def create_proxy_app(upstream: str, recorder: Recorder | None, faults: LiveFault
     return app
 
 
-async def _stream(request, resp: web.StreamResponse, up, truncate: bool) -> list[bytes]:
-    """Forward an SSE answer chunk by chunk as it arrives; `truncate`: cut it after two events."""
+def _interaction(request, uri, req_headers, body, status, reason, resp_headers, data, sizes, t0, arrived,
+                 active) -> Interaction:
+    req: dict[str, list[str]] = {}
+    for k, v in req_headers:
+        req.setdefault(str(k), []).append(v)
+    resp: dict[str, list[str]] = {}
+    for k, v in resp_headers:
+        if k.lower() not in ("connection", "keep-alive", "transfer-encoding"):
+            resp.setdefault(str(k), []).append(v)
+    return Interaction(request.method, uri, req, body, status, reason, resp, data, sizes,
+                       (time.perf_counter() - t0) * 1000, arrived, faults=sorted(active.values) or None)
+
+
+async def _stream(request, resp: web.StreamResponse, up, truncate: bool, journal) -> list[bytes]:
+    """Forward an SSE answer chunk by chunk as it arrives, each one journaled (`journal(chunk)`)
+    before it goes out; `truncate`: cut it after two events."""
     chunks: list[bytes] = []
     await resp.prepare(request)
     events = 0
     try:
         async for data in up.content.iter_any():
+            cut = False
             if truncate:
                 at = -1
                 while events < 2:
@@ -141,14 +156,15 @@ async def _stream(request, resp: web.StreamResponse, up, truncate: bool) -> list
                         break
                     events += 1
                 if events >= 2:  # two whole events through, then the connection is cut
-                    data = data[:at + 2]
-                    chunks.append(data)
-                    await resp.write(data)
-                    if request.transport is not None:
-                        request.transport.abort()
-                    return chunks
+                    data, cut = data[:at + 2], True
             chunks.append(data)
+            if journal is not None:
+                journal(data)
             await resp.write(data)
+            if cut:
+                if request.transport is not None:
+                    request.transport.abort()
+                return chunks
         await resp.write_eof()
     except (aiohttp.ClientError, ConnectionResetError) as exc:
         log.warning("exchange %s %s cut: %s (recorded as far as it went)", request.method, request.path, exc)

@@ -47,15 +47,15 @@ class CassetteWriter:
                        request_body=s.body(i.request_body), response_headers=s.headers(i.response_headers),
                        response_body=clean, chunks=chunks, blobs=blobs or None)
 
-    def write(self, batch: list[Interaction]) -> list[Interaction]:
+    def write(self, batch: list[Interaction], scrub: bool = True) -> list[Interaction]:
         try:
-            disk = [self.disk_form(i) for i in batch]
+            disk = [self.disk_form(i, scrub) for i in batch]
             first = not self.cassette.interactions
             self.cassette.interactions.extend(disk)
             if first:  # `interactions: []` on disk cannot be appended to: write the file whole
                 atomic_write(self.path, self.cassette.to_yaml().encode("utf-8"))
             else:
-                append_durably(self.path, interactions_yaml(disk).encode("utf-8"))
+                append_durably(self.path, interactions_yaml(disk, len(self.cassette.interactions)).encode("utf-8"))
             return disk
         except Exception as exc:  # never stop the writer: say it loudly, keep serving
             self.errors += 1
@@ -71,8 +71,13 @@ def _summary(i: Interaction) -> Interaction:
     return replace(i, request_body=b"", response_body=b"", request_headers={}, response_headers={})
 
 
-def _writer_process(conn, path, scrubber, blob_threshold, cassette) -> None:
-    """The writer process: batches in, acknowledgements out, until told to close."""
+def _writer_process(conn, path, scrubber, blob_threshold, cassette, journal) -> None:
+    """The writer process: batches in, acknowledgements out, until told to close. It holds the
+    journal's lock too, so no recovery starts while it may still append."""
+    if journal is not None:
+        from .journal import hold_lock
+
+        hold_lock(journal)
     writer = CassetteWriter(path, scrubber, blob_threshold, cassette)
     while True:
         try:
@@ -80,7 +85,7 @@ def _writer_process(conn, path, scrubber, blob_threshold, cassette) -> None:
         except (EOFError, OSError):  # the recorder died (kill -9): everything received is on disk already
             return
         if kind == "batch":
-            disk = writer.write(payload)
+            disk = writer.write(payload, scrub=False)
             conn.send(("written", (len(payload), [_summary(i) for i in disk], writer.errors)))
         elif kind == "flush":
             writer.flush()
@@ -94,28 +99,41 @@ _FLUSH, _CLOSE = object(), object()  # control items on the writer's queue
 
 
 class Recorder:
-    """Records exchanges into a cassette without holding up the proxy.
+    """Records exchanges into a cassette without holding up the proxy, and loses none that were answered.
 
-    `add` only queues an exchange. A writer (a thread, or with `writer="process"` a process of its
-    own, off the proxy's GIL) takes what has queued and hands it to a `CassetteWriter`, which cuts
-    large base64 blobs out, scrubs, serializes and appends the batch with one write and an fsync.
-    The file is written whole (atomically) at start and on `flush`. A kill -9 loses at most the
-    exchanges still queued; the file on disk is always a loadable cassette. The queue is bounded
-    (`max_pending`): when the disk falls behind, `add` waits for room, and `backpressure_waits`
-    counts (and a log line says) how often: memory stays bounded.
+    On the hot path an exchange is scrubbed and appended to the write-ahead journal (journal.py)
+    before its answer goes out, then queued. A writer (a thread, or with `writer="process"` a process
+    of its own, off the proxy's GIL) takes what has queued and hands it to a `CassetteWriter`, which
+    cuts large base64 blobs out, serializes and appends the batch with one write and an fsync. The
+    file is written whole (atomically) at start and on `flush`; a clean `close` removes the journal.
+    Whatever kills the recorder, the journal holds every answered exchange the cassette lacks, and
+    the next load, a restarted recorder or `harness cassette recover` puts them in. The queue is
+    bounded (`max_pending`): when the disk falls behind, `add` waits for room, and
+    `backpressure_waits` counts (and a log line says) how often: memory stays bounded.
     """
 
     def __init__(self, path: str | Path, mode: str = "once", scrubber: Scrubber | None = None, meta: dict | None = None,
                  on_record=None, blob_threshold: int = DEFAULT_THRESHOLD, max_pending: int = 1024,
-                 writer: str = "thread"):
+                 writer: str = "thread", journal: bool = True):
+        from .journal import Journal, is_orphaned, journal_dir, recover
+
         self.on_record = on_record  # called (off the event loop) with (count, exchange summary) once on disk
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if writer not in ("thread", "process"):
             raise ValueError(f"writer must be thread or process, got {writer!r}")
         self.path = Path(path)
+        if self.path.is_dir():
+            raise CassetteError(f"{self.path} is a directory: give a cassette file to record into")
         self.mode = mode
+        self.recovered = 0
+        if journal_dir(self.path).is_dir():
+            if not is_orphaned(self.path):
+                raise CassetteError(f"another recorder is recording into {self.path} (its journal "
+                                    f"{journal_dir(self.path)} is held)")
+            self.recovered = recover(self.path) or 0
         scrubber = scrubber or Scrubber()
+        self.scrubber = scrubber
         existing = Cassette.load(self.path) if self.path.exists() else Cassette()
         if mode == "once" and existing.interactions:
             raise CassetteError(f"{self.path} already holds {len(existing.interactions)} interactions; "
@@ -125,6 +143,7 @@ class Recorder:
         if mode == "new_episodes":
             self.writer.cassette.interactions = [self.writer.disk_form(i, scrub=False) for i in existing.interactions]
         self.writer.flush()
+        self.journal = Journal(self.path, settings={"blob_threshold": blob_threshold}) if journal else None
         self._queue: queue.Queue = queue.Queue(max_pending)
         self._added = 0
         self._written = 0
@@ -140,7 +159,8 @@ class Recorder:
             ctx = multiprocessing.get_context("spawn")
             self._conn, child = ctx.Pipe()
             self._proc = ctx.Process(target=_writer_process, name="cassette-writer", daemon=True,
-                                     args=(child, self.path, scrubber, blob_threshold, self.writer.cassette))
+                                     args=(child, self.path, scrubber, blob_threshold, self.writer.cassette,
+                                           self.journal.dir if self.journal else None))
             self._proc.start()
             child.close()
             self._acks = threading.Thread(target=self._ack_loop, name="cassette-acks", daemon=True)
@@ -165,8 +185,40 @@ class Recorder:
     def write_errors(self) -> int:
         return self.writer.errors + self._remote_errors
 
+    def scrubbed(self, i: Interaction) -> Interaction:
+        """The exchange as it may touch disk (journal or cassette): no secret in URL, headers or bodies."""
+        s = self.scrubber
+        body = s.body(i.response_body)
+        chunks = [len(body)] if i.chunks is not None and body != i.response_body else i.chunks  # a secret cut
+        return replace(i, uri=s.url(i.uri), request_headers=s.headers(i.request_headers),
+                       request_body=s.body(i.request_body), response_headers=s.headers(i.response_headers),
+                       response_body=body, chunks=chunks)
+
     async def add(self, interaction: Interaction) -> None:
-        """Queue an exchange for the writer; waits only when the queue is full (back-pressure)."""
+        """Journal a whole exchange (call it before its answer is sent), then queue it for the writer;
+        waits only when the queue is full (back-pressure)."""
+        clean = self.scrubbed(interaction)
+        if self.journal is not None:
+            clean.xid = self.journal.whole(clean)
+        await self._enqueue(clean)
+
+    def stream_open(self, head: Interaction) -> int | None:
+        """Journal a stream's request and response head (its body empty) before the first chunk goes out."""
+        return self.journal.head(self.scrubbed(head)) if self.journal is not None else None
+
+    def stream_chunk(self, number: int | None, data: bytes) -> None:
+        """Journal a chunk just before it goes out."""
+        if number is not None:
+            self.journal.chunk(number, self.scrubber.body(data))
+
+    async def stream_close(self, number: int | None, interaction: Interaction) -> None:
+        """The stream is over (whole, or cut): its end in the journal, the exchange to the writer."""
+        clean = self.scrubbed(interaction)
+        if number is not None:
+            clean.xid = self.journal.end(number, interaction.duration_ms)
+        await self._enqueue(clean)
+
+    async def _enqueue(self, interaction: Interaction) -> None:
         self._added += 1
         try:
             self._queue.put_nowait(interaction)
@@ -197,7 +249,7 @@ class Recorder:
                 if self._conn is not None:
                     self._conn.send(("batch", batch))
                 else:
-                    self._acknowledge(len(batch), self.writer.write(batch))
+                    self._acknowledge(len(batch), self.writer.write(batch, scrub=False))
             if control is not None:
                 self._send_control(control)
                 if control is _CLOSE:
@@ -236,6 +288,9 @@ class Recorder:
             self._written += n
             self._on_disk += len(disk)
             self._done.notify_all()
+        if self.journal is not None:
+            for i in disk:
+                self.journal.done(i.xid)
         if self.on_record:
             for k, i in enumerate(disk, 1):
                 self.on_record(start + k, i)
@@ -267,3 +322,10 @@ class Recorder:
         self._thread.join(timeout)
         if self._proc is not None:
             self._proc.join(timeout)
+        if self.journal is not None:
+            whole = self.write_errors == 0 and self._written >= self._added
+            self.journal.close(remove=whole)
+            if not whole:
+                log.error("cassette %s may lack exchanges (%d write errors): its journal %s is kept; "
+                          "harness cassette recover %s puts them in", self.path, self.write_errors,
+                          self.journal.dir, self.path)

@@ -30,7 +30,8 @@ BODY_PATTERNS = [
     (r"\bxox[abprs]-[A-Za-z0-9-]{10,}", ("xox",)),
     (r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}", ("eyj",)),  # JWT
     (r"""(?i)(["']?(?:api[_-]?key|secret|password|access[_-]?token|auth[_-]?token)["']?\s*[:=]\s*["']?)([A-Za-z0-9._~+/-]{8,})""",
-     ("key", "secret", "password", "token")),
+     ("apikey", "api_key", "api-key", "secret", "password", "accesstoken", "access_token", "access-token", "authtoken",
+      "auth_token", "auth-token")),
 ]
 
 
@@ -44,6 +45,8 @@ class Scrubber:
     def __post_init__(self):
         self._patterns = [(re.compile(p), hints) for p, hints in BODY_PATTERNS]
         self._patterns += [(re.compile(p), ()) for p in self.extra_patterns]
+        # a body holding none of these cannot hold a secret (None: an extra pattern has no hints)
+        self._hints = None if self.extra_patterns else [h.encode() for _, hints in BODY_PATTERNS for h in hints]
 
     def is_secret_header(self, name: str) -> bool:
         low = name.lower()
@@ -84,6 +87,10 @@ class Scrubber:
         """Scrub a body; routed-experts base64 blobs are left alone (a pattern must never corrupt them)."""
         if not body:
             return body
+        if self._hints is not None and len(body) < 256 * 1024:  # (large bodies: routed experts, skipped below)
+            low = body.lower()
+            if not any(h in low for h in self._hints):  # no pattern can match: nothing to do
+                return body
         from ..client.routed_experts import find_blobs
 
         try:
