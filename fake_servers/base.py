@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 import logging
 import time
 import uuid
@@ -29,12 +30,30 @@ class BadBody(Exception):
 
 
 @dataclass
+class Received:
+    """One request the fake received, for tests to assert on (`RunningServer.received`)."""
+
+    method: str
+    path: str
+    headers: dict
+    body: bytes
+    status: int | None = None  # what the fake answered (None: the connection was cut)
+    faults: list = field(default_factory=list)  # catalogue faults applied to it
+
+    def json(self):
+        import json
+
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass
 class ServerState:
     kind: str  # "vllm" | "dynamo"
     engine: FakeEngine
     plan: FaultPlan = field(default_factory=FaultPlan)
     template_faults: dict = field(default_factory=dict)  # fault name -> chat template text
     requests: int = 0
+    received: deque = field(default_factory=lambda: deque(maxlen=1000))  # the last requests (Received)
     started: float = field(default_factory=time.time)
     profile: object = None  # the fake_servers.profiles.Profile being served
 
@@ -152,10 +171,19 @@ def _fault_middleware(style: ErrorStyle):
         if request.path.startswith("/_fake/"):
             return await handler(request)
         state.requests += 1
+        seen = Received(request.method, request.path_qs, dict(request.headers), await request.read())
+        state.received.append(seen)
         try:
             active = state.plan.draw(request.headers.get(FAULT_HEADER))
         except FaultSpecError as exc:
+            seen.status = 400
             return style.bad_fault_header(str(exc))
+        seen.faults = sorted(active.values)
+        response = await _answer(request, handler, style, active)
+        seen.status = response.status if response is not None else None
+        return response
+
+    async def _answer(request, handler, style, active):
         request[FAULTS] = active
         if active:
             log.debug("faults for %s %s: %s", request.method, request.path, sorted(active.values))

@@ -111,7 +111,17 @@ class RunningServer:
         return self.app[STATE]
 
     def set_faults(self, specs, seed: int | None = None) -> None:
+        """Catalogue faults for the requests to come (`harness faults` lists them), e.g. ["reset@0.5"]."""
         self.state.plan.set(specs, seed)
+
+    @property
+    def received(self) -> list:
+        """The requests received (the last 1000), oldest first: `Received(method, path, headers, body,
+        status, faults)`, with `.json()`."""
+        return list(self.state.received)
+
+    def clear_received(self) -> None:
+        self.state.received.clear()
 
     def start(self) -> "RunningServer":
         from harness.serve import AppThread

@@ -121,11 +121,15 @@ def cmd_fake(args) -> int:
         return 2
     from fake_servers.profiles import profile_label
 
-    from .serve import serve_forever
+    from .serve import BindError, serve_forever
 
-    serve_forever(app, args.host, args.port,
-                  lambda port: print(f"fake {args.kind} ({profile_label(prof)}) serving {args.model} on "
-                                     f"http://{args.host}:{port}/v1", flush=True))
+    try:
+        serve_forever(app, args.host, args.port,
+                      lambda port: print(f"fake {args.kind} ({profile_label(prof)}) serving {args.model} on "
+                                         f"http://{args.host}:{port}/v1", flush=True))
+    except BindError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        return 2
     return 0
 
 
@@ -189,14 +193,14 @@ def cmd_demo(args) -> int:
     from .cli_cassettes import _print_repro
     from .recording.repro import repro_cassette
 
-    real = Path(__file__).resolve().parent.parent / "cassettes" / "real"
+    from .recording.format import shipped
+
     for name in ("vllm-0.32-cpu", "dynamo-1.6.1-vllm-0.31-cpu"):
-        path = real / name / "rollout_4_turns_tools.yaml"
-        if path.exists():  # (an installed wheel carries no cassettes)
-            out.print(f"[bold]Replaying a rollout recorded from a real server ({name}) through the client...[/]")
-            report = repro_cassette(path)
-            _print_repro(report, path.relative_to(real.parent.parent))
-            ok = ok and [t.mode for t in report.turns] == ["mito", "tito", "tito", "tito"]
+        path = shipped(f"real/{name}/rollout_4_turns_tools.yaml")
+        out.print(f"[bold]Replaying a rollout recorded from a real server ({name}) through the client...[/]")
+        report = repro_cassette(path)
+        _print_repro(report, f"cassettes/real/{name}/{path.name}")
+        ok = ok and [t.mode for t in report.turns] == ["mito", "tito", "tito", "tito"]
     out.print(f"[bold]demo finished in {time.perf_counter() - t0:.1f} s[/]")
     return 0 if ok else 1
 
@@ -285,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where scrubbing, blob storage and disk writes run (default: a process of their own)")
     rc.add_argument("--blob-threshold", type=int, default=32 * 1024,
                     help="base64 strings at least this long (routed experts) go to the blob folder (default 32 KiB)")
+    rc.add_argument("--wait-upstream", action="store_true",
+                    help="start even when the upstream cannot be reached yet, and keep trying (default: refuse)")
+    rc.add_argument("--profile", default=None, help="the server's profile, stored in meta (harness profiles; e.g. "
+                    "dynamo-1.6.1+vllm): conformance then knows which fake to compare with")
     rc.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     rc.add_argument("--shard", default=None, help=argparse.SUPPRESS)
     rc.set_defaults(func=cmd_record)
@@ -295,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
     ch.add_argument("--fault", action="append", required=True, help="NAME[=VALUE][@PROB][*TIMES]; repeatable")
     ch.add_argument("--fault-seed", type=int, default=0)
+    ch.add_argument("--wait-upstream", action="store_true", help="keep trying until the upstream answers")
+    ch.add_argument("--quiet", action="store_true", help="no line per forwarded request")
     ch.set_defaults(func=cmd_chaos)
 
     cs = sub.add_parser("cassette", help="cassette files")
@@ -302,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     cm = csub.add_parser("merge", help="merge shards into one cassette, ordered by arrival time")
     cm.add_argument("out")
     cm.add_argument("shards", nargs="+")
+    cm.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     cm.set_defaults(func=cmd_cassette_merge)
     cr = csub.add_parser("recover", help="finish an interrupted (killed) recording: put its journal into the cassette")
     cr.add_argument("path")
@@ -315,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--ignore-field", action="append", default=[], help="dotted body field left out of matching")
     rp.add_argument("--repeat", choices=("last", "cycle", "error"), default="last",
                     help="after the recorded answers to a repeated request run out")
+    rp.add_argument("--quiet", action="store_true", help="no line per request")
     rp.set_defaults(func=cmd_replay)
 
     ins = sub.add_parser("inspect", help="summarize a cassette and list its anomalies")
@@ -372,11 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-    return args.func(args)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose:  # our own debug lines; the libraries' (httpcore, faker, asyncio, ...) stay at warnings
+        for name in ("harness", "fake_servers"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C before a server was up (e.g. waiting for an upstream): nothing written
+        err.print("interrupted", highlight=False)
+        return 130
 
 
 if __name__ == "__main__":

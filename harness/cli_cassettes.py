@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from .cli_output import err, out
@@ -13,10 +14,20 @@ from .cli_output import err, out
 def cmd_record(args) -> int:
     from fake_servers.faults import FaultSpecError
 
+    from .reach import Unreachable
     from .recording.format import CassetteError
     from .recording.proxy import run_proxy
     from .recording.scrub import Scrubber
+    from .serve import BindError
 
+    if args.profile:
+        from fake_servers.profiles import ProfileError, parse_label
+
+        try:
+            parse_label(args.profile)
+        except ProfileError as exc:
+            err.print(f"[red]error:[/] --profile: {exc}", highlight=False)
+            return 2
     if args.workers > 1:
         return _record_workers(args)
 
@@ -30,19 +41,25 @@ def cmd_record(args) -> int:
         if not args.quiet:
             ms = f"{inter.duration_ms:.0f} ms" if inter.duration_ms is not None else ""
             faults = f" [fault: {', '.join(inter.faults)}]" if inter.faults else ""
-            err.print(f"#{count} {inter.method} {inter.path} -> {inter.status} {ms}{faults}", highlight=False)
+            err.print(escape(f"#{count} {inter.method} {inter.path} -> {inter.status} {ms}{faults}"), highlight=False)
 
-    meta = {k: v for k, v in (("hardware", args.hardware), ("scenario", args.scenario), ("shard", args.shard)) if v}
+    meta = {k: v for k, v in (("hardware", args.hardware), ("scenario", args.scenario), ("shard", args.shard),
+                              ("profile", args.profile)) if v}
     try:
         rec = run_proxy(args.upstream, args.cassette, args.host, args.port, args.mode,
                         Scrubber(extra_patterns=args.scrub_pattern), meta, ready, recorded, args.fault or None,
-                        args.fault_seed, args.writer, reuse_port=args.reuse_port, blob_threshold=args.blob_threshold)
-    except (CassetteError, FaultSpecError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+                        args.fault_seed, args.writer, reuse_port=args.reuse_port, blob_threshold=args.blob_threshold,
+                        wait_upstream=args.wait_upstream, on_wait=_waiting)
+    except (CassetteError, FaultSpecError, BindError, Unreachable) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
     waits = f"; the writer fell behind {rec.backpressure_waits} times" if rec.backpressure_waits else ""
     print(f"stopped: {rec.recorded} exchanges recorded, {rec.on_disk} in {args.cassette}{waits}")
     return 0
+
+
+def _waiting(why: str) -> None:
+    err.print(f"waiting for the upstream: {why}; retrying every second (Ctrl-C to give up)", highlight=False)
 
 
 def _record_workers(args) -> int:
@@ -53,13 +70,18 @@ def _record_workers(args) -> int:
 
     from .recording.merge import merge
 
-    port = args.port
-    if port == 0:
-        import socket
+    from .reach import Unreachable, reach
+    from .serve import BindError, bind
 
-        with socket.socket() as s:
-            s.bind((args.host, 0))
+    try:  # the port free and the upstream up before any worker writes a shard
+        with bind(args.host, args.port) as s:
             port = s.getsockname()[1]
+        if not args.wait_upstream:
+            reach(args.upstream, "--upstream")
+    except (BindError, Unreachable) as exc:
+        suffix = ": start it first, or pass --wait-upstream to keep trying" if isinstance(exc, Unreachable) else ""
+        err.print(f"[red]error:[/] {exc}{suffix}", highlight=False)
+        return 2
     cassette = Path(args.cassette)
     shards = [cassette.with_name(f"{cassette.stem}.shard{k}{cassette.suffix or '.yaml'}") for k in range(args.workers)]
     base = [sys.executable, "-m", "harness.cli", "record", "--upstream", args.upstream, "--host", args.host,
@@ -68,19 +90,22 @@ def _record_workers(args) -> int:
     for flag, values in (("--fault", args.fault), ("--scrub-pattern", args.scrub_pattern)):
         for v in values:
             base += [flag, v]
-    for flag, v in (("--hardware", args.hardware), ("--scenario", args.scenario)):
+    for flag, v in (("--hardware", args.hardware), ("--scenario", args.scenario), ("--profile", args.profile)):
         if v:
             base += [flag, v]
-    if args.quiet:
-        base.append("--quiet")
+    for flag, on in (("--quiet", args.quiet), ("--wait-upstream", args.wait_upstream)):
+        if on:
+            base.append(flag)
     procs = [subprocess.Popen([*base, "--cassette", str(sh), "--shard", f"{k + 1}/{args.workers}"],
                               stdout=subprocess.PIPE, text=True) for k, sh in enumerate(shards)]
     for p in procs:
         line = p.stdout.readline()
         if not line:
-            err.print("[red]error:[/] a worker did not start")
+            err.print("[red]error:[/] a worker did not start (its error is above)")
             for q in procs:
                 q.terminate()
+                q.wait(30)
+            _remove_shards(shards)
             return 2
     print(f"recording {args.upstream} with {args.workers} workers into {cassette} (shards {shards[0].name} ...); "
           f"send traffic to http://{args.host}:{port}/v1 ; Ctrl-C to stop", flush=True)
@@ -95,35 +120,51 @@ def _record_workers(args) -> int:
     signal.signal(signal.SIGTERM, forward)
     for p in procs:
         p.wait()
-    merged = merge(cassette, shards)
-    for sh in shards:  # merged: the shards and their blob folders are no longer needed
-        from .recording.blobs import blob_dir
-
-        sh.unlink(missing_ok=True)
-        import shutil
-
-        shutil.rmtree(blob_dir(sh), ignore_errors=True)
+    merged = merge(cassette, [sh for sh in shards if sh.exists()])
+    _remove_shards(shards)  # merged: the shards and their blob folders are no longer needed
     print(f"stopped: {len(merged.interactions)} exchanges from {args.workers} workers merged into {cassette}")
     return 0
+
+
+def _remove_shards(shards) -> None:
+    import shutil
+
+    from .recording.blobs import blob_dir
+    from .recording.journal import journal_dir
+
+    for sh in shards:
+        sh.unlink(missing_ok=True)
+        shutil.rmtree(blob_dir(sh), ignore_errors=True)
+        shutil.rmtree(journal_dir(sh), ignore_errors=True)
 
 
 def cmd_chaos(args) -> int:
     from fake_servers.faults import FaultSpecError
 
+    from .reach import Unreachable
     from .recording.proxy import run_proxy
+    from .serve import BindError
 
     def ready(port, info):
         server = f"{info.get('server', 'unknown server')} {info.get('server_version', '')}".strip()
         print(f"forwarding to {args.upstream} ({server}) with faults {', '.join(args.fault)}; "
               f"send traffic to http://{args.host}:{port}/v1 ; Ctrl-C to stop", flush=True)
 
+    from .recording.replay import Tally
+
+    tally = Tally(None if args.quiet else _log_request)
     try:
         run_proxy(args.upstream, None, args.host, args.port, on_ready=ready, faults=args.fault,
-                  fault_seed=args.fault_seed)
-    except FaultSpecError as exc:
-        err.print(f"[red]error:[/] {exc}")
+                  fault_seed=args.fault_seed, wait_upstream=args.wait_upstream, on_wait=_waiting, tally=tally)
+    except (FaultSpecError, BindError, Unreachable) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
+    print(f"stopped: forwarded {tally.summary()}")
     return 0
+
+
+def _log_request(count: int, method: str, path: str, status: int, note: str) -> None:
+    err.print(escape(f"#{count} {method} {path} -> {status}" + (f" [{note}]" if note else "")), highlight=False)
 
 
 def cmd_cassette_recover(args) -> int:
@@ -154,6 +195,11 @@ def cmd_cassette_merge(args) -> int:
     from .recording.format import CassetteError
     from .recording.merge import merge
 
+    inputs = {Path(x).resolve() for x in args.shards}
+    if Path(args.out).exists() and not args.force and Path(args.out).resolve() not in inputs:
+        err.print(f"[red]error:[/] {args.out} exists; merging into it would replace it (its own exchanges are "
+                  f"merged only if you name it among the inputs): pass --force to overwrite", highlight=False)
+        return 2
     try:
         merged = merge(args.out, args.shards)
     except CassetteError as exc:
@@ -172,11 +218,16 @@ def cmd_replay(args) -> int:
         print(f"replaying {index.count} interactions from {len(args.paths)} path(s) on http://{args.host}:{port}/v1 "
               f"(unmatched requests answer 422)", flush=True)
 
+    from .recording.replay import Tally
+    from .serve import BindError
+
+    tally = Tally(None if args.quiet else _log_request)
     try:
-        run_replay(args.paths, args.host, args.port, (*DEFAULT_IGNORE, *args.ignore_field), args.repeat, ready)
-    except CassetteError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        run_replay(args.paths, args.host, args.port, (*DEFAULT_IGNORE, *args.ignore_field), args.repeat, ready, tally)
+    except (CassetteError, BindError) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
+    print(f"stopped: served {tally.summary()}")
     return 0
 
 
@@ -262,10 +313,17 @@ def cmd_record_suite(args) -> int:
 def cmd_conformance(args) -> int:
     from .conformance import run_conformance, run_drift
 
+    from .reach import Unreachable
+    from .recording.format import CassetteError
+
     if args.live and args.fake:
         err.print("[red]error:[/] --live and --fake are exclusive: compare with a live server or with a fake")
         return 2
-    report = run_drift(args.cassettes, args.live) if args.live else run_conformance(args.cassettes, args.fake)
+    try:
+        report = run_drift(args.cassettes, args.live) if args.live else run_conformance(args.cassettes, args.fake)
+    except (CassetteError, Unreachable) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        return 2
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report.to_dict(), indent=1))
     against = f"live {args.live}" if args.live else f"fake {args.fake}" if args.fake else "each cassette's profile"

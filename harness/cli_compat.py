@@ -26,19 +26,29 @@ def cmd_compat(args) -> int:
             err.print(f"{cell.client} x {cell.target}: [{COLORS[cell.status]}]{cell.status}[/]"
                       + (f" ({cell.detail})" if cell.status == "fail" else ""), highlight=False)
 
+    from rich.markup import escape
+
+    from .reach import Unreachable, reach
+    from .recording.format import CassetteError
+
     try:
         if args.base_url:
             if not args.server:
                 err.print("[red]error:[/] --base-url needs --server vllm|dynamo")
                 return 2
+            reach(args.base_url, "--base-url")
             matrix = m.run_live(args.base_url, args.server, args.model, clients, args.label or "live", progress)
         elif args.cassettes:
             matrix = _on_replay(args, clients, progress)
         else:
             matrix = m.run_on_fakes(clients, profiles, args.model, progress)
-    except ValueError as exc:
-        err.print(f"[red]error:[/] {exc}")
+    except (ValueError, CassetteError, Unreachable) as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
+    if matrix.skipped and not args.json:
+        names = ", ".join(sorted(matrix.skipped))
+        err.print(f"skipped (not installed): {names}; add them with: " + escape("pip install 'tito-harness[compat]'"),
+                  highlight=False)
     if args.junit:
         Path(args.junit).write_text(matrix.junit())
     fakes = not (args.base_url or args.cassettes)
@@ -54,8 +64,8 @@ def cmd_compat(args) -> int:
     else:
         t = Table(title="client x server: " + ("fake profiles" if fakes else matrix.targets[0]), title_justify="left")
         t.add_column("client")
-        for target in matrix.targets:
-            t.add_column(target)
+        for target in matrix.targets:  # a label on several lines, never cut to `dynamo-1.6.1…`
+            t.add_column(target.replace("+", "\n+"), overflow="fold")
         for client in matrix.clients:
             row = []
             for target in matrix.targets:
@@ -65,7 +75,8 @@ def cmd_compat(args) -> int:
         out.print(t)
         for c in matrix.cells:
             if c.status in ("fail", "not installed"):
-                out.print(f"[{COLORS[c.status]}]{c.status}[/] {c.client} x {c.target}: {c.detail}", highlight=False)
+                out.print(f"[{COLORS[c.status]}]{c.status}[/] {c.client} x {c.target}: {escape(c.detail)}",
+                          highlight=False)
         for c, exp in changed:
             out.print(f"[red]CHANGED[/] {c.client} x {c.target}: expected {exp}, now {c.status}"
                       + (f" ({c.detail})" if c.detail else ""), highlight=False)
@@ -77,12 +88,11 @@ def cmd_compat(args) -> int:
 def _on_replay(args, clients, progress):
     """The clients against a replay server answering from recorded cassettes."""
     from .compat import matrix as m
-    from .recording.format import Cassette
+    from .recording.format import Cassette, cassette_files
     from .recording.replay import ReplayIndex, create_replay_app
     from .serve import AppThread
 
-    paths = sorted(Path(args.cassettes).rglob("*.yaml")) if Path(args.cassettes).is_dir() else [Path(args.cassettes)]
-    cassettes = [Cassette.load(p) for p in paths]
+    cassettes = [Cassette.load(p) for p in cassette_files(args.cassettes)]
     server = args.server or next((c.meta.get("server") for c in cassettes if c.meta.get("server")), None)
     if server not in ("vllm", "dynamo"):
         raise ValueError("cannot tell the recorded server's kind from the cassettes: pass --server vllm|dynamo")

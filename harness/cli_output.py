@@ -9,5 +9,5 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from rich.console import Console  # noqa: E402
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, however narrow the terminal
 out = Console(width=None if sys.stdout.isatty() else 140)

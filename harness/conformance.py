@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from .recording.format import Cassette, Interaction
+from .recording.format import Cassette, Interaction, cassette_files
 from .recording.inspect import turn_kind, turn_tokens
 from .shape import diff
 
@@ -145,7 +145,8 @@ def profile_of(cassette: Cassette):
     label = cassette.meta.get("profile")
     if not label:
         return None, (f"meta names no profile (server {cassette.meta.get('server')!r} "
-                      f"{cassette.meta.get('server_version') or ''}); record it with --profile")
+                      f"{cassette.meta.get('server_version') or ''}): record it with harness record --profile "
+                      f"LABEL, or add `profile: LABEL` under meta (labels: harness profiles)")
     try:
         return parse_label(str(label)), None
     except ProfileError as exc:
@@ -159,8 +160,7 @@ def run_conformance(path: str | Path, kind: str | None = None) -> Report:
     from fake_servers.profiles import profile_label
     from fake_servers.server import RunningServer
 
-    p = Path(path)
-    files = sorted(p.rglob("*.yaml")) if p.is_dir() else [p]
+    files, p = cassette_files(path), Path(path)
     report = Report([])
     groups: dict[tuple, list] = {}
     for f in files:
@@ -187,8 +187,10 @@ def run_conformance(path: str | Path, kind: str | None = None) -> Report:
 def run_drift(path: str | Path, live_url: str, label: str = "live") -> Report:
     """Send every recorded request to a live deployment and compare its answers with the recorded
     ones the same way: what a team runs after upgrading vLLM or Dynamo, before its trainer finds out."""
-    p = Path(path)
-    files = sorted(p.rglob("*.yaml")) if p.is_dir() else [p]
+    from .reach import reach
+
+    files, p = cassette_files(path), Path(path)
+    reach(live_url, "--live")
     root = live_url.rstrip("/")
     root = root[:-3] if root.endswith("/v1") else root
     report = Report([])
@@ -201,8 +203,10 @@ def run_drift(path: str | Path, live_url: str, label: str = "live") -> Report:
                     continue
                 try:
                     report.checks.append(compare(name, n, inter, client, "live", label, ("recorded", "live")))
-                except httpx.HTTPError as exc:
-                    check = Check(label, name, n, f"{inter.method} {inter.path}", inter.status, 0)
-                    check.problems.append(f"live server unreachable: {type(exc).__name__}: {exc}")
-                    report.checks.append(check)
+                except httpx.TransportError as exc:
+                    from .reach import Unreachable
+
+                    raise Unreachable(f"--live {live_url} stopped answering at {name} #{n} "
+                                      f"({type(exc).__name__}: {exc})") from None
     return report
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 import socket
 import threading
@@ -10,26 +11,50 @@ import threading
 from aiohttp import web
 
 
-async def start_app(app: web.Application, host: str = "127.0.0.1", port: int = 0,
-                    reuse_port: bool = False) -> tuple[web.AppRunner, int]:
-    """`reuse_port`: SO_REUSEPORT, so several processes share the port (the kernel spreads connections)."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+class BindError(OSError):
+    """The address cannot be listened on; the message says why and what to do, in one line."""
+
+
+def bind(host: str = "127.0.0.1", port: int = 0, reuse_port: bool = False) -> socket.socket:
+    """A listening socket, bound before anything else is set up (a port in use leaves nothing behind).
+    `reuse_port`: SO_REUSEPORT, so several processes share the port (the kernel spreads connections)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        raise BindError(f"cannot listen on {host}:{port}: unknown host ({exc.strerror})") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise BindError(f"port {port} on {host} is already in use: pick another with --port (0 picks a free "
+                            f"one)") from None
+        raise BindError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+async def start_app(app: web.Application, host: str = "127.0.0.1", port: int = 0,
+                    reuse_port: bool = False, sock: socket.socket | None = None) -> tuple[web.AppRunner, int]:
+    sock = sock or bind(host, port, reuse_port)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
     await web.SockSite(runner, sock, backlog=2048).start()
     return runner, sock.getsockname()[1]
 
 
 def serve_forever(app: web.Application, host: str = "127.0.0.1", port: int = 0, on_ready=None,
-                  reuse_port: bool = False) -> None:
-    """Run until SIGINT or SIGTERM, then shut down cleanly (on_cleanup hooks run)."""
+                  reuse_port: bool = False, sock: socket.socket | None = None, on_stop=None) -> None:
+    """Run until SIGINT or SIGTERM, then shut down cleanly (on_cleanup hooks run, then `on_stop`).
+    Bind first with `bind` (or pass `sock`): a port in use raises BindError before the app starts."""
+    sock = sock or bind(host, port, reuse_port)
 
     async def main():
-        runner, bound = await start_app(app, host, port, reuse_port)
+        runner, bound = await start_app(app, host, port, reuse_port, sock)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -40,6 +65,8 @@ def serve_forever(app: web.Application, host: str = "127.0.0.1", port: int = 0, 
             await stop.wait()
         finally:
             await runner.cleanup()
+            if on_stop:
+                on_stop()
 
     asyncio.run(main())
 

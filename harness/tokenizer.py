@@ -24,6 +24,10 @@ DEFAULT_TEMPLATE = "chatml"
 # Bump when the build recipe or the template changes, so stale caches are rebuilt.
 BUILD_VERSION = "1"
 
+# transformers announces on stderr, at import, that PyTorch is absent; we only need its tokenizers
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
 _lock = threading.Lock()
 _loaded: dict[tuple[str, str], Any] = {}
 

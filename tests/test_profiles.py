@@ -226,3 +226,38 @@ def test_fake_profile_marker_and_parametrized_profiles(pytester):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=5, errors=1)
     assert "unknown profile 'vllm-7'" in result.stdout.str()
+
+
+PLUGIN_TEST = '''
+import httpx
+import pytest
+
+
+@pytest.mark.parametrize("fake_profile", ["dynamo-1.6.1+mocker"], indirect=True)
+def test_wrong_kind(fake_vllm, fake_profile):
+    pass
+
+
+@pytest.mark.fake_fault("http_503*1")
+def test_fault_marker_and_request_log(fake_vllm_server):
+    url = fake_vllm_server.root_url + "/tokenize"
+    first = httpx.post(url, json={"model": "tiny-qwen", "prompt": "a"})
+    second = httpx.post(url, json={"model": "tiny-qwen", "prompt": "b"})
+    assert (first.status_code, second.status_code) == (503, 200)
+    got = fake_vllm_server.received
+    assert [(r.method, r.path, r.status, r.faults) for r in got] == [
+        ("POST", "/tokenize", 503, ["http_503"]), ("POST", "/tokenize", 200, [])]
+    assert got[1].json()["prompt"] == "b"
+
+
+def test_next_test_starts_clean(fake_vllm_server):
+    assert fake_vllm_server.received == []
+    assert httpx.post(fake_vllm_server.root_url + "/tokenize", json={"model": "tiny-qwen", "prompt": "c"}).status_code == 200
+'''
+
+
+def test_plugin_refuses_a_profile_of_the_wrong_kind_and_serves_faults_and_a_request_log(pytester):
+    pytester.makepyfile(test_plugin=PLUGIN_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1)
+    assert "'dynamo-1.6.1+mocker' is a profile of another server kind than the test's fixtures serve" in result.stdout.str()

@@ -180,9 +180,14 @@ def test_merge_orders_by_arrival_keeps_ids_and_copies_blobs(tmp_path):
     ids = [json.loads(i.response_body)["request_id"] for i in Cassette.load(out).interactions]
     originals = [json.loads(Cassette.load(p).interactions[0].response_body)["request_id"] for p in (a, b, a.with_name("a2.yaml"))]
     assert ids == originals and len(merged.interactions) == 3
-    run = subprocess.run([sys.executable, "-m", "harness.cli", "cassette", "merge", str(out), str(a)],
+    before = out.read_bytes()
+    refused = subprocess.run([sys.executable, "-m", "harness.cli", "cassette", "merge", str(out), str(a)],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "pass --force to overwrite" in refused.stderr
+    assert out.read_bytes() == before  # an existing cassette is never replaced silently
+    run = subprocess.run([sys.executable, "-m", "harness.cli", "cassette", "merge", str(out), str(a), "--force"],
                          capture_output=True, text=True)
-    assert run.returncode == 0  # (merging into an existing file replaces it)
+    assert run.returncode == 0 and len(Cassette.load(out).interactions) == 1
     bad = subprocess.run([sys.executable, "-m", "harness.cli", "cassette", "merge", str(a), str(a)],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "also an input" in bad.stderr

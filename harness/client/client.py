@@ -222,8 +222,8 @@ class Conversation:
             sent = await transport.send_tokens(plan.prompt_ids, msgs, tools, s)
         else:
             sent = await transport.send_messages(msgs, tools, s)
-        log.debug("turn %d: %s%s via %s", index, plan.mode,
-                  f" ({plan.reason}: {plan.detail})" if plan.reason else "", sent.route)
+        log.debug("turn %d: %s%s via %s", index + 1, plan.mode,
+                  f" ({plan.reason}{': ' + plan.detail if plan.detail else ''})" if plan.reason else "", sent.route)
         tokens = sent.tokens
         result = TurnResult(index, plan.mode, plan.reason, plan.detail, tokens.prompt_ids, tokens.completion_ids,
                             tokens.completion_logprobs, tokens.finish_reason, tokens.message, sent.route,

@@ -138,7 +138,7 @@ class Adapter(ABC):
 
         if self.package is None or importlib.util.find_spec(self.package):
             return None
-        return f"{self.package} is not installed: pip install 'tito-harness[compat]'"
+        return f"{self.package} is not installed (pip install 'tito-harness[compat]')"
 
     @abstractmethod
     def applies(self, target: Target) -> str | None:

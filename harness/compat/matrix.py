@@ -32,6 +32,7 @@ class Matrix:
     clients: list[str]
     targets: list[str]
     cells: list[Cell] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # client -> why (its package is not installed)
 
     def cell(self, client: str, target: str) -> Cell | None:
         return next((c for c in self.cells if c.client == client and c.target == target), None)
@@ -40,7 +41,8 @@ class Matrix:
         return {cl: {t: self.cell(cl, t).status for t in self.targets if self.cell(cl, t)} for cl in self.clients}
 
     def to_dict(self) -> dict:
-        return {"clients": self.clients, "targets": self.targets, "cells": [c.to_dict() for c in self.cells]}
+        return {"clients": self.clients, "targets": self.targets, "cells": [c.to_dict() for c in self.cells],
+                "skipped": self.skipped}
 
     def markdown(self) -> str:
         rows = ["| client | " + " | ".join(f"`{t}`" for t in self.targets) + " |",
@@ -89,15 +91,22 @@ def _select(names: list[str] | None, known: list[str], what: str) -> list[str]:
     return names
 
 
+def _chosen(clients: list[str] | None) -> tuple[list, dict[str, str]]:
+    """The adapters asked for whose clients are installed, and the others with why not."""
+    chosen = [a for a in adapters() if a.name in _select(clients, client_names(), "client")]
+    skipped = {a.name: a.available() for a in chosen if a.available()}
+    return [a for a in chosen if a.name not in skipped], skipped
+
+
 def run_on_fakes(clients: list[str] | None = None, profiles: list[str] | None = None, model: str = "tiny-qwen",
                  progress=None) -> Matrix:
-    """Each client against a fake server started with each profile (routed experts on)."""
+    """Each installed client against a fake server started with each profile (routed experts on)."""
     from fake_servers.profiles import parse_label
     from fake_servers.server import FakeConfig, RunningServer
 
-    chosen = [a for a in adapters() if a.name in _select(clients, client_names(), "client")]
+    chosen, skipped = _chosen(clients)
     labels = _select(profiles, PROFILE_LABELS, "profile")
-    matrix = Matrix([a.name for a in chosen], labels)
+    matrix = Matrix([a.name for a in chosen], labels, skipped=skipped)
     for label in labels:
         prof = parse_label(label)
         cfg = FakeConfig(kind=prof.kind, profile=prof.name, dynamo_backend=prof.backend, moe=MOE, model=model,
@@ -109,10 +118,10 @@ def run_on_fakes(clients: list[str] | None = None, profiles: list[str] | None = 
 
 def run_live(base_url: str, server: str, model: str, clients: list[str] | None = None, label: str = "live",
              progress=None) -> Matrix:
-    """Each client against one live deployment (or a replay server)."""
-    chosen = [a for a in adapters() if a.name in _select(clients, client_names(), "client")]
+    """Each installed client against one live deployment (or a replay server)."""
+    chosen, skipped = _chosen(clients)
     target = Target(base_url.rstrip("/"), model, server, None, label)
-    matrix = Matrix([a.name for a in chosen], [label])
+    matrix = Matrix([a.name for a in chosen], [label], skipped=skipped)
     _run_target(chosen, target, matrix, progress)
     return matrix
 

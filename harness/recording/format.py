@@ -309,6 +309,30 @@ class Cassette:
         atomic_write(Path(path), Cassette(disk, self.meta).to_yaml().encode("utf-8"))
 
 
+def shipped(relative: str) -> Path:
+    """A cassette that ships with the package (the checkout's `cassettes/`, installed as
+    `harness.cassettes`), e.g. `shipped("real/vllm-0.32-cpu/rollout_4_turns_tools.yaml")`."""
+    from importlib.resources import files
+
+    path = Path(str(files("harness.cassettes").joinpath(relative)))
+    if not path.exists():
+        raise CassetteError(f"the package carries no cassette {relative} (a broken install?)")
+    return path
+
+
+def cassette_files(path: str | os.PathLike) -> list[Path]:
+    """The cassettes under a directory (recursively), or the one file; CassetteError when there are none."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(p.rglob("*.yaml"))
+        if not files:
+            raise CassetteError(f"no cassettes (*.yaml) under {p}")
+        return files
+    if not p.exists():
+        raise CassetteError(f"no cassette at {p}")
+    return [p]
+
+
 def interactions_yaml(interactions: list[Interaction], total: int) -> str:
     """Interactions as the tail of a cassette file: appending this text keeps the file a cassette
     (`interactions` is the last key, and PyYAML writes its items unindented); `total`: how many the

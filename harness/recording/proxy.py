@@ -31,12 +31,15 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
               "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding"}
 SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
 NO_FAULTS = Active()
+ACTIVE = web.RequestKey("active_faults", Active) if hasattr(web, "RequestKey") else "active_faults"
 RESPONSE_DROP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
 
 
-def create_proxy_app(upstream: str, recorder: Recorder | None, faults: LiveFaults | None = None) -> web.Application:
+def create_proxy_app(upstream: str, recorder: Recorder | None, faults: LiveFaults | None = None,
+                     tally=None) -> web.Application:
     """An aiohttp app forwarding to `upstream` (a server root, e.g. http://gpu-node:8000), recording
-    into `recorder` (None: forward only), applying `faults` to live answers (None: none)."""
+    into `recorder` (None: forward only), applying `faults` to live answers (None: none), counting
+    what it forwards into `tally` (replay.Tally, None: nothing counted)."""
     upstream = upstream.rstrip("/")
     if upstream.endswith("/v1"):
         upstream = upstream[:-3]
@@ -53,6 +56,12 @@ def create_proxy_app(upstream: str, recorder: Recorder | None, faults: LiveFault
             log.info("cassette %s: %d interactions", recorder.path, recorder.on_disk)
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        resp = await forward(request)
+        if tally is not None:
+            tally.note(request.method, request.path, resp.status, sorted(request.get(ACTIVE, NO_FAULTS).values))
+        return resp
+
+    async def forward(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         arrived = time.time()
         if recorder is not None and recorder.replay is not None:
@@ -60,7 +69,7 @@ def create_proxy_app(upstream: str, recorder: Recorder | None, faults: LiveFault
             if hit is not None:
                 return await answer(request, hit)
         try:
-            active = faults.draw(request) if faults is not None else NO_FAULTS
+            active = request[ACTIVE] = faults.draw(request) if faults is not None else NO_FAULTS
         except FaultSpecError as exc:
             return web.json_response({"error": {"message": str(exc), "type": "BadRequestError", "param": FAULT_HEADER,
                                                 "code": 400}}, status=400)
@@ -199,18 +208,39 @@ async def probe_upstream(upstream: str) -> dict:
 def run_proxy(upstream: str, cassette: str | None, host: str = "127.0.0.1", port: int = 8080, mode: str = "once",
               scrubber: Scrubber | None = None, meta: dict | None = None, on_ready=None, on_record=None,
               faults=None, fault_seed: int = 0, writer: str = "process", reuse_port: bool = False,
-              blob_threshold: int | None = None) -> Recorder | None:
+              blob_threshold: int | None = None, wait_upstream: bool = False, on_wait=None,
+              tally=None) -> Recorder | None:
     """Serve the recording proxy (or, with `cassette=None`, a fault-injecting forwarder) until
-    SIGINT/SIGTERM; the cassette is flushed on the way out."""
-    from ..serve import serve_forever
+    SIGINT/SIGTERM; the cassette is flushed on the way out. The port is bound and the upstream
+    reached before anything is written (BindError, Unreachable); `wait_upstream`: keep trying
+    (`on_wait(why)` is called once) until the upstream answers."""
+    from ..reach import Unreachable, checked_url, reach
+    from ..serve import bind, serve_forever
 
-    info = asyncio.run(probe_upstream(upstream))
-    live = LiveFaults(faults, fault_seed, info.get("server")) if faults else None
-    recorder = None
-    if cassette is not None:
-        extra = {"faults": list(faults), "fault_seed": fault_seed} if faults else {}
-        recorder = Recorder(cassette, mode, scrubber, recording_meta(upstream, **info, **extra, **(meta or {})),
-                            on_record, writer=writer, **({"blob_threshold": blob_threshold} if blob_threshold else {}))
-    serve_forever(create_proxy_app(upstream, recorder, live), host, port,
-                  (lambda bound: on_ready(bound, info)) if on_ready else None, reuse_port=reuse_port)
+    checked_url(upstream, "--upstream")
+    sock = bind(host, port, reuse_port)
+    try:
+        while True:
+            try:
+                reach(upstream, "--upstream")
+                break
+            except Unreachable as exc:
+                if not wait_upstream:
+                    raise Unreachable(f"{exc}: start it first, or pass --wait-upstream to keep trying") from None
+                if on_wait:
+                    on_wait(str(exc))
+                    on_wait = None
+                time.sleep(1.0)
+        info = asyncio.run(probe_upstream(upstream))
+        live = LiveFaults(faults, fault_seed, info.get("server")) if faults else None
+        recorder = None
+        if cassette is not None:
+            extra = {"faults": list(faults), "fault_seed": fault_seed} if faults else {}
+            recorder = Recorder(cassette, mode, scrubber, recording_meta(upstream, **info, **extra, **(meta or {})),
+                                on_record, writer=writer, **({"blob_threshold": blob_threshold} if blob_threshold else {}))
+    except BaseException:
+        sock.close()
+        raise
+    serve_forever(create_proxy_app(upstream, recorder, live, tally), host, port,
+                  (lambda bound: on_ready(bound, info)) if on_ready else None, reuse_port=reuse_port, sock=sock)
     return recorder

@@ -1,11 +1,15 @@
 """pytest plugin (entry point `pytest11`): fake servers and cassettes as fixtures.
 
 - `fake_vllm`, `fake_dynamo`: a running fake server's base URL (".../v1"), started once per
-  session and profile in a thread (sync and async tests alike); faults are cleared after every
-  test. `fake_vllm_server` / `fake_dynamo_server` yield the server object (`.set_faults([...])`).
+  session and profile in a thread (sync and async tests alike); faults and the request log are
+  cleared after every test. `fake_vllm_server` / `fake_dynamo_server` yield the server object:
+  `.base_url` (".../v1"), `.root_url`, `.set_faults(["reset@0.5", ...])`, `.received` (the requests it
+  got: method, path, headers, body, status, faults, `.json()`), `.state` (requests counted, the fault
+  plan, the profile). `@pytest.mark.fake_fault("http_503*2", ...)` sets faults for one test.
   `@pytest.mark.fake_profile("vllm-0.31", "dynamo-1.6.1+mocker")` picks the profiles (one per
   server kind; `harness profiles` lists them); or parametrize the `fake_profile` fixture
-  (`@pytest.mark.parametrize("fake_profile", ["vllm-0.31", "vllm-0.32"], indirect=True)`).
+  (`@pytest.mark.parametrize("fake_profile", ["vllm-0.31", "vllm-0.32"], indirect=True)`). A profile
+  of a kind the test's fixtures do not serve is an error, not silently the default.
 - `cassette_server`: the base URL of a server for the test's cassette, named by
   `@pytest.mark.cassette("name")` (a path under the `tito_cassette_dir` ini option, default
   `cassettes/`, `.yaml` optional; default name: the test's name). With `--record-mode=none` (the
@@ -38,6 +42,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "cassette(name): the cassette the cassette_server fixture serves")
     config.addinivalue_line("markers", "fake_profile(*labels): server profiles of the fake_vllm / fake_dynamo "
                                        "fixtures, one per kind (e.g. 'vllm-0.31', 'dynamo-1.6.1+mocker')")
+    config.addinivalue_line("markers", "fake_fault(*specs, seed=None): catalogue faults the fake servers apply "
+                                       "during this test (e.g. 'http_503*2', 'reset@0.5'; harness faults lists them)")
 
 
 @pytest.fixture
@@ -61,7 +67,16 @@ def _profile_for(request, kind: str):
         profiles = [parse_label(label) for label in labels]
     except ProfileError as exc:
         pytest.fail(f"fake_profile: {exc}", pytrace=False)
+    used = {kind} | {k for k, names in FIXTURES.items() if any(n in request.fixturenames for n in names)}
+    stray = [label for label, p in zip(labels, profiles) if p.kind not in used]
+    if stray:
+        pytest.fail(f"fake_profile {', '.join(map(repr, stray))} is a profile of another server kind than the "
+                    f"test's fixtures serve ({', '.join(sorted(FIXTURES[k][0] for k in used))}): name a "
+                    f"{' or '.join(sorted(used))} profile (harness profiles lists them)", pytrace=False)
     return next((p for p in reversed(profiles) if p.kind == kind), get_profile(None, kind))
+
+
+FIXTURES = {"vllm": ("fake_vllm", "fake_vllm_server"), "dynamo": ("fake_dynamo", "fake_dynamo_server")}
 
 
 def _server(request, kind: str):
@@ -81,18 +96,32 @@ def _server(request, kind: str):
     return srv
 
 
-@pytest.fixture
-def fake_vllm_server(request):
-    srv = _server(request, "vllm")
+def _for_one_test(request, kind: str):
+    srv = _server(request, kind)
+    marker = request.node.get_closest_marker("fake_fault")
+    if marker:
+        from fake_servers.faults import FaultSpecError
+
+        try:
+            srv.set_faults(list(marker.args), marker.kwargs.get("seed"))
+        except FaultSpecError as exc:
+            pytest.fail(f"fake_fault: {exc}", pytrace=False)
+    srv.clear_received()
     yield srv
     srv.set_faults([])
+    srv.clear_received()
+
+
+@pytest.fixture
+def fake_vllm_server(request):
+    """The running fake vLLM (RunningServer): base_url, set_faults, received, state."""
+    yield from _for_one_test(request, "vllm")
 
 
 @pytest.fixture
 def fake_dynamo_server(request):
-    srv = _server(request, "dynamo")
-    yield srv
-    srv.set_faults([])
+    """The running fake Dynamo frontend (RunningServer): base_url, set_faults, received, state."""
+    yield from _for_one_test(request, "dynamo")
 
 
 @pytest.fixture

@@ -205,12 +205,47 @@ def unmatched(request: web.Request, body: bytes, index: ReplayIndex) -> web.Resp
     return web.Response(status=UNMATCHED_STATUS, body=orjson.dumps(payload), content_type="application/json")
 
 
-def create_replay_app(index: ReplayIndex) -> web.Application:
+@dataclass
+class Tally:
+    """What a replay server or a forwarding proxy did, for its log lines and its summary on exit."""
+
+    on_request: object = None  # called with (count, method, path, status, note) per request
+    requests: int = 0
+    statuses: dict = field(default_factory=lambda: defaultdict(int))
+    unmatched: int = 0
+    faults: dict = field(default_factory=lambda: defaultdict(int))
+
+    def note(self, method: str, path: str, status: int, faults=(), unmatched: bool = False) -> None:
+        self.requests += 1
+        self.statuses[status] += 1
+        self.unmatched += unmatched
+        for f in faults:
+            self.faults[f] += 1
+        if self.on_request:
+            note = "unmatched" if unmatched else (f"fault: {', '.join(faults)}" if faults else "")
+            self.on_request(self.requests, method, path, status, note)
+
+    def summary(self) -> str:
+        statuses = ", ".join(f"{k} x{v}" for k, v in sorted(self.statuses.items())) or "none"
+        faults = "; faults injected: " + ", ".join(f"{k} x{v}" for k, v in sorted(self.faults.items())) if self.faults else ""
+        unmatched = f"; {self.unmatched} unmatched ({UNMATCHED_STATUS})" if self.unmatched else ""
+        return f"{self.requests} requests (statuses: {statuses}){unmatched}{faults}"
+
+
+def create_replay_app(index: ReplayIndex, tally: Tally | None = None) -> web.Application:
     async def handle(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         hit = index.lookup(request.method, request.path_qs, body)
         if hit is None:
-            return unmatched(request, body, index)
+            if request.method == "GET" and request.path == "/health":  # a load balancer's probe: healthy
+                resp = web.Response(status=200)
+            else:
+                resp = unmatched(request, body, index)
+            if tally is not None:
+                tally.note(request.method, request.path, resp.status, unmatched=resp.status == UNMATCHED_STATUS)
+            return resp
+        if tally is not None:
+            tally.note(request.method, request.path, hit.status)
         return await answer(request, hit)
 
     app = web.Application(client_max_size=256 * 1024 * 1024)
@@ -219,18 +254,21 @@ def create_replay_app(index: ReplayIndex) -> web.Application:
 
 
 def load_index(paths, ignore=DEFAULT_IGNORE, repeat: str = "last") -> ReplayIndex:
-    from pathlib import Path
+    from .format import cassette_files
 
-    files = []
-    for p in paths:
-        p = Path(p)
-        files.extend(sorted(p.rglob("*.yaml")) if p.is_dir() else [p])
+    files = [f for p in paths for f in cassette_files(p)]
     return ReplayIndex([Cassette.load(f) for f in files], ignore, repeat)
 
 
 def run_replay(paths, host: str = "127.0.0.1", port: int = 8080, ignore=DEFAULT_IGNORE, repeat: str = "last",
-               on_ready=None) -> None:
-    from ..serve import serve_forever
+               on_ready=None, tally: Tally | None = None) -> None:
+    from ..serve import bind, serve_forever
 
-    index = load_index(paths, ignore, repeat)
-    serve_forever(create_replay_app(index), host, port, (lambda bound: on_ready(bound, index)) if on_ready else None)
+    sock = bind(host, port)
+    try:
+        index = load_index(paths, ignore, repeat)
+    except BaseException:
+        sock.close()
+        raise
+    serve_forever(create_replay_app(index, tally), host, port,
+                  (lambda bound: on_ready(bound, index)) if on_ready else None, sock=sock)
