@@ -19,6 +19,7 @@ def fake_matrix():
 
 
 def test_every_client_against_every_profile_matches_the_reviewed_matrix(fake_matrix):
+    assert fake_matrix.skipped == {}, f"clients not installed: {fake_matrix.skipped}"
     assert fake_matrix.clients == m.client_names() and fake_matrix.targets == m.PROFILE_LABELS
     assert len(fake_matrix.cells) == len(m.client_names()) * len(m.PROFILE_LABELS)
     changed = m.changes(fake_matrix)
@@ -35,6 +36,30 @@ def test_the_matrix_shows_the_version_break_renderers_meets(fake_matrix):
     assert fake_matrix.cell("verifiers-token", "prime-rl").status == PASS
     for t in ("vllm_generate", "dynamo_chat", "dynamo_generate"):
         assert any(c.status == PASS for c in fake_matrix.cells if c.client == f"tito:{t}")
+
+
+def test_verifiers_train_client_runs_four_turns_and_meets_the_routed_experts_format(fake_matrix):
+    """verifiers 0.4's TrainClient, in its own venv: 4 stitched turns on prime-rl's server; its trace
+    commit reads routed experts only in prime-rl's object form, not vLLM's .npy string."""
+    assert fake_matrix.cell("verifiers-train", "prime-rl").status == PASS
+    npy = fake_matrix.cell("verifiers-train", "vllm-0.31")
+    assert npy.status == FAIL and npy.detail.startswith("TypeError: string indices must be integers")
+    assert "token must be 'token_id:" in fake_matrix.cell("verifiers-train", "vllm-0.32").detail
+    assert fake_matrix.cell("verifiers-train", "dynamo-1.6.1+mocker").status == NA
+
+
+def test_verifiers_train_without_moe_passes_on_vllm_031():
+    """Without routed experts the same client passes on vLLM 0.31: the failure above is the format."""
+    from fake_servers.profiles import parse_label
+    from harness.compat.base import Target
+    from harness.compat.verifiers_train import VerifiersTrain
+
+    prof = parse_label("vllm-0.31")
+    with RunningServer(FakeConfig(kind="vllm", profile="vllm-0.31")) as srv:
+        import asyncio
+
+        cell = asyncio.run(m.run_cell(VerifiersTrain(), Target(srv.base_url, "tiny-qwen", "vllm", prof, "vllm-0.31")))
+    assert cell.status == PASS, cell.detail
 
 
 def test_a_changed_cell_fails_the_check_and_names_the_error(fake_matrix):
@@ -68,7 +93,7 @@ def test_cli_on_fakes_json_junit_and_live_and_replay(tmp_path, fake_vllm_server)
     cells = {c["client"]: c["status"] for c in json.loads(live.stdout)["cells"]}
     # a live server is probed for its routes: the default fake (vLLM 0.32) has no /v1/chat/completions/tokens
     assert cells == {"tito:vllm_generate": PASS, "tito:dynamo_chat": NA, "tito:dynamo_generate": NA,
-                     "openai-sdk": PASS, "renderers": FAIL, "verifiers-token": NA}
+                     "openai-sdk": PASS, "renderers": FAIL, "verifiers-token": NA, "verifiers-train": FAIL}
     bad = subprocess.run([sys.executable, "-m", "harness.cli", "compat", "--profiles", "vllm-9"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown profile" in bad.stderr

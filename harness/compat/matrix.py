@@ -18,9 +18,10 @@ MOE = "2,2,8"
 
 
 def adapters():
-    from . import openai_sdk, ours, renderers_client, verifiers_token
+    from . import openai_sdk, ours, renderers_client, verifiers_token, verifiers_train
 
-    return [*ours.ADAPTERS, *openai_sdk.ADAPTERS, *renderers_client.ADAPTERS, *verifiers_token.ADAPTERS]
+    return [*ours.ADAPTERS, *openai_sdk.ADAPTERS, *renderers_client.ADAPTERS, *verifiers_token.ADAPTERS,
+            *verifiers_train.ADAPTERS]
 
 
 def client_names() -> list[str]:
