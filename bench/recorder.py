@@ -14,9 +14,11 @@ Then the cassette's size on disk (YAML + blob folder) against the raw routing by
 recorder process and of its whole process group: answered exchanges missing from the cassette
 once it is loaded (target: 0). Needs `wrk` (Debian package).
 
-wrk runs one thread by default (`--wrk-threads`): on a 2-core machine a second wrk thread takes CPU
-from the proxy, which is what a by-hand `wrk -t2` run measures (lower ratio, more added latency);
-the direct figure is the mean of a run before and after the proxy run, so drift does not count.
+The direct figure is the mean of a run before and after the proxy run, so drift does not count;
+both are printed, with how long the recorder's writer was still busy after the load stopped (a
+direct run overlapping its backlog would be slowed and flatter the ratio; the bench waits it out).
+`--wrk-threads` sets wrk's threads (default 1; by hand people run `wrk -t2`, which on 2 cores takes
+a little more CPU from the proxy).
 """
 
 import argparse
@@ -70,7 +72,10 @@ def run(label: str, fake_args: list[str], body: dict, path: str, conns: int, dur
         wrk(fport, body, conns, 2, path)  # warm-up (engine caches, connections)
         before = wrk(fport, body, conns, duration, path)
         via = wrk(pport, body, conns, duration, path)
+        lag = settle(cassette)  # the writer's backlog would slow the next direct run and flatter the ratio
         after = wrk(fport, body, conns, duration, path)  # direct again: the mean of both brackets the proxy run
+        print(f"  ({label}: direct {before['rps']:.0f} before, {after['rps']:.0f} after the proxy run; the "
+              f"recorder's writer was still busy {lag:.1f} s after the load stopped)")
         direct = {k: (before[k] + after[k]) / 2 for k in ("rps", "p50_ms", "p99_ms")}
         direct["errors"] = before["errors"] + after["errors"]
     finally:
@@ -79,6 +84,22 @@ def run(label: str, fake_args: list[str], body: dict, path: str, conns: int, dur
                 proc.terminate()
                 proc.wait(120)
     return direct, via, cassette
+
+
+def settle(cassette: Path, quiet_for: float = 1.0, limit: float = 60.0) -> float:
+    """Seconds until the cassette stops growing (the writer has caught up)."""
+    import time
+
+    t0 = last_change = time.monotonic()
+    size = -1
+    while time.monotonic() - t0 < limit:
+        now = cassette.stat().st_size if cassette.exists() else 0
+        if now != size:
+            size, last_change = now, time.monotonic()
+        elif time.monotonic() - last_change >= quiet_for:
+            return last_change - t0
+        time.sleep(0.1)
+    return limit
 
 
 def report(label, d, v, target):

@@ -14,7 +14,8 @@ stop leaves no journal. A journal left behind (its lock free: no recorder holds 
 interrupted recording: `recover` puts every exchange the cassette lacks into it; `Cassette.load`,
 a restarted recorder and `harness cassette recover` all do so.
 
-Record layout (little-endian): magic `TJ`, kind (1 byte), exchange number (u64), payload length (u32),
+Segments are files mapped shared into the recorder's memory: an append is a copy into the page
+cache, with no system call on the hot path. Record layout (little-endian): magic `TJ`, kind (1 byte), exchange number (u64), payload length (u32),
 crc32 of the payload (u32), payload. Kinds: `X` a whole exchange, `H` a stream's head, `C` a stream
 chunk, `E` a stream's end. A torn last record (the process died inside a write) fails its length or
 crc check and is ignored: its bytes never reached the client.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import mmap
 import os
 import shutil
 import struct
@@ -86,22 +88,36 @@ class Journal:
         self._next = 0
         self._segment = -1
         self._fd = -1
+        self._map: mmap.mmap | None = None
+        self._capacity = 0
         self._size = 0
         self._refs: dict[int, int] = {}  # segment -> exchanges with records there that are not yet in the cassette
         self._touched: dict[int, set[int]] = {}  # exchange -> its segments
         self._closed = False
         self._rotate()
 
-    def _rotate(self) -> None:
+    def _rotate(self, at_least: int = 0) -> None:
+        """A new segment: a file of `segment_bytes` (or the record's size), mapped shared, so an append
+        is a copy into the page cache with no system call (a process's death leaves what it copied)."""
         if self._fd >= 0:
-            os.close(self._fd)
+            self._unmap()
             old = self._segment
             if not self._refs.get(old):
                 self._drop(old)
         self._segment += 1
-        self._fd = os.open(self.dir / f"{self._session}-{self._segment:06d}.tj", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                           0o600)
+        self._capacity = max(self.segment_bytes, at_least)
+        self._fd = os.open(self.dir / f"{self._session}-{self._segment:06d}.tj", os.O_RDWR | os.O_CREAT, 0o600)
+        os.ftruncate(self._fd, self._capacity)
+        self._map = mmap.mmap(self._fd, self._capacity, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._size = 0
+
+    def _unmap(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        os.ftruncate(self._fd, self._size)  # the unused tail goes
+        os.close(self._fd)
+        self._fd = -1
 
     def _drop(self, segment: int) -> None:
         self._refs.pop(segment, None)
@@ -115,16 +131,15 @@ class Journal:
         with self._mutex:
             if self._closed:
                 return
-            if self._size and self._size + len(record) > self.segment_bytes:
-                self._rotate()
+            if self._size + len(record) > self._capacity:
+                self._rotate(len(record))
             touched = self._touched.setdefault(number, set())
             if self._segment not in touched:
                 touched.add(self._segment)
                 self._refs[self._segment] = self._refs.get(self._segment, 0) + 1
-            view = memoryview(record)
-            while view:
-                view = view[os.write(self._fd, view):]
-            self._size += len(record)
+            end = self._size + len(record)
+            self._map[self._size:end] = record
+            self._size = end
 
     def _number(self) -> int:
         with self._mutex:
@@ -173,8 +188,7 @@ class Journal:
         with self._mutex:
             self._closed = True
             if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+                self._unmap()
         if remove:
             shutil.rmtree(self.dir, ignore_errors=True)
         os.close(self._lock_fd)
@@ -249,6 +263,8 @@ def read_journal(directory: Path) -> tuple[list[Interaction], int]:
                 torn += 1
                 break
             magic, kind, number, size, crc = HEADER.unpack_from(data, at)
+            if magic == b"\0\0":  # the unused (zero) tail of a mapped segment: its end
+                break
             payload = data[at + HEADER.size:at + HEADER.size + size]
             if magic != MAGIC or len(payload) != size or zlib.crc32(payload) != crc:
                 torn += 1

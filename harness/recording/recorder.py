@@ -189,10 +189,10 @@ class Recorder:
         """The exchange as it may touch disk (journal or cassette): no secret in URL, headers or bodies."""
         s = self.scrubber
         body = s.body(i.response_body)
-        chunks = [len(body)] if i.chunks is not None and body != i.response_body else i.chunks  # a secret cut
-        return replace(i, uri=s.url(i.uri), request_headers=s.headers(i.request_headers),
-                       request_body=s.body(i.request_body), response_headers=s.headers(i.response_headers),
-                       response_body=body, chunks=chunks)
+        chunks = [len(body)] if i.chunks is not None and body is not i.response_body else i.chunks  # a secret cut
+        return Interaction(i.method, s.url(i.uri), s.headers(i.request_headers), s.body(i.request_body), i.status,
+                           i.reason, s.headers(i.response_headers), body, chunks, i.duration_ms, i.recorded_at,
+                           i.blobs, i.faults, i.xid)
 
     async def add(self, interaction: Interaction) -> None:
         """Journal a whole exchange (call it before its answer is sent), then queue it for the writer;

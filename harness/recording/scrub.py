@@ -35,6 +35,14 @@ BODY_PATTERNS = [
 ]
 
 
+# every literal hint above contains one of these (lower-cased): a body holding none of them is clean,
+# and checking 13 short strings is cheaper than checking 30
+_SENTINELS = [b"bearer", b"sk-", b"hf_", b"nvapi-", b"gh", b"akia", b"xox", b"eyj", b"api", b"secret", b"password",
+              b"access", b"auth"]
+_SENTINELS_STR = [x.decode() for x in _SENTINELS]
+assert all(any(s.decode() in h for s in _SENTINELS) for _, hs in BODY_PATTERNS for h in hs)
+
+
 @dataclass
 class Scrubber:
     """Scrubs headers, URLs and bodies; `extra_patterns` are more regexes to blank out."""
@@ -45,15 +53,28 @@ class Scrubber:
     def __post_init__(self):
         self._patterns = [(re.compile(p), hints) for p, hints in BODY_PATTERNS]
         self._patterns += [(re.compile(p), ()) for p in self.extra_patterns]
-        # a body holding none of these cannot hold a secret (None: an extra pattern has no hints)
-        self._hints = None if self.extra_patterns else [h.encode() for _, hints in BODY_PATTERNS for h in hints]
+        # text holding none of the hints cannot hold a secret: one search decides (None: an extra pattern
+        # has no hints, every pattern runs)
+        hints = "|".join(re.escape(h) for _, hs in BODY_PATTERNS for h in hs)
+        self._hint = None if self.extra_patterns else re.compile(hints, re.IGNORECASE)
+        self._hints_b = None if self.extra_patterns else _SENTINELS
+        self._secret_names: dict[str, bool] = {}
 
     def is_secret_header(self, name: str) -> bool:
-        low = name.lower()
-        return low in SECRET_HEADERS or any(part in low for part in _SECRET_HEADER_PARTS)
+        known = self._secret_names.get(name)
+        if known is None:
+            low = name.lower()
+            known = low in SECRET_HEADERS or any(part in low for part in _SECRET_HEADER_PARTS)
+            if len(self._secret_names) < 4096:
+                self._secret_names[name] = known
+        return known
 
     def headers(self, headers: dict) -> dict:
         """Header dict (values str or list) with secret values replaced."""
+        if self._hints_b is not None and not any(map(self.is_secret_header, headers)):
+            joined = "\n".join(x for v in headers.values() for x in (v if isinstance(v, list) else (v,))).lower()
+            if not any(h in joined for h in _SENTINELS_STR):  # nothing to replace: the same mapping back
+                return headers
         out = {}
         for k, v in headers.items():
             if self.is_secret_header(k):
@@ -73,6 +94,8 @@ class Scrubber:
         return urlunsplit(parts._replace(query=urlencode(pairs, safe="<>")))
 
     def text(self, text: str) -> str:
+        if self._hint is not None and not self._hint.search(text):
+            return text
         low = text.lower()
         for pattern, hints in self._patterns:
             if hints and not any(h in low for h in hints):
@@ -87,10 +110,10 @@ class Scrubber:
         """Scrub a body; routed-experts base64 blobs are left alone (a pattern must never corrupt them)."""
         if not body:
             return body
-        if self._hints is not None and len(body) < 256 * 1024:  # (large bodies: routed experts, skipped below)
+        if self._hints_b is not None and len(body) < 256 * 1024:  # (large bodies: routed experts, skipped below)
             low = body.lower()
-            if not any(h in low for h in self._hints):  # no pattern can match: nothing to do
-                return body
+            if not any(h in low for h in self._hints_b):
+                return body  # no pattern can match
         from ..client.routed_experts import find_blobs
 
         try:
