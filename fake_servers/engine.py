@@ -17,6 +17,9 @@ import orjson
 from faker import Faker
 
 
+MAX_ALTERNATIVES = 64  # top logprobs per position, whatever a caller asks
+
+
 @dataclass(frozen=True)
 class MoEShape:
     """Mixture-of-experts routing shape: layers, experts chosen per token, experts in all."""
@@ -196,9 +199,10 @@ class FakeEngine:
             logprobs[-1] = -round(rng.uniform(0.0001, 0.05), 6)
         top: list[list[tuple[int, float]]] = []
         if params.top_logprobs:
+            # (the servers refuse more than 20 before asking; never let any caller size this past that)
             for t, lp in zip(ids, logprobs):
                 alts = [(t, lp)]
-                for j in range(params.top_logprobs - 1):
+                for j in range(min(params.top_logprobs, MAX_ALTERNATIVES) - 1):
                     alts.append((rng.randrange(self.vocab_size - 3), round(lp - 0.5 - j - rng.random(), 4)))
                 top.append(alts)
         routed = self._routed_experts(len(prompt_ids) + len(ids), seed) if self.config.moe else None

@@ -239,3 +239,56 @@ def check_range(name: str, value, lo=None, hi=None) -> str | None:
     if hi is not None and value > hi:
         return f"{name} must be at most {hi}, got {value}."
     return None
+
+
+# vLLM's SamplingParams limits, as real vLLM 0.32 words them (recorded: bench hostile bodies, n and
+# logprob counts); checked before any work is sized by them
+VLLM_MAX_LOGPROBS = 20  # the engine's max_logprobs default
+VLLM_MAX_N = 16384  # VLLM_MAX_N_SEQUENCES
+VLLM_MODEL_VOCAB = 151936  # the model config's (padded) vocabulary: what a count of -1 asks for
+
+
+def vllm_sampling_limits(n, sample_logprobs, prompt_logprobs) -> tuple[str, str | None] | None:
+    """(message, param) for the first count vLLM's SamplingParams refuses, or None. Non-integers
+    are left to type validation."""
+    def count(v):
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    n = count(n)
+    if n is not None and n < 1:
+        return f"n must be at least 1, got {n}.", None
+    if n is not None and n > VLLM_MAX_N:
+        return (f"n must be at most {VLLM_MAX_N}, got {n}. To increase this limit, set the VLLM_MAX_N_SEQUENCES "
+                f"environment variable."), None
+    for what, name, value in (("sample", "logprobs", count(sample_logprobs)),
+                              ("prompt", "prompt_logprobs", count(prompt_logprobs))):
+        if value is None:
+            continue
+        if value < -1:
+            return f"{name} must be non-negative or -1, got {value}. (parameter={name}, value={value})", name
+        asked = VLLM_MODEL_VOCAB if value == -1 else value
+        if asked > VLLM_MAX_LOGPROBS:
+            return (f"Requested {what} logprobs of {asked}, which is greater than max allowed: {VLLM_MAX_LOGPROBS} "
+                    f"(parameter={name}, value={asked})"), name
+    return None
+
+
+def vllm_request_logprobs(route: str, body: dict) -> tuple[tuple[str, str] | None, object]:
+    """The request model's own logprobs checks (chat: `top_logprobs`; completions: `logprobs`), as vLLM
+    words them, and the sample-logprobs count SamplingParams then checks: (error or None, count)."""
+    def count(v):
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    if route == "chat":
+        top = count(body.get("top_logprobs"))
+        if top is not None and top < 0 and top != -1:
+            return (f"`top_logprobs` must be a positive value or -1. (parameter=top_logprobs, value={top})",
+                    "top_logprobs"), None
+        if body.get("top_logprobs") is not None and not body.get("logprobs"):
+            return ("when using `top_logprobs`, `logprobs` must be set to true. (parameter=top_logprobs)",
+                    "top_logprobs"), None
+        return None, top if body.get("logprobs") else None
+    n = count(body.get("logprobs"))
+    if route == "completions" and n is not None and n < 0 and n != -1:
+        return (f"`logprobs` must be a positive value or -1. (parameter=logprobs, value={n})", "logprobs"), None
+    return None, n

@@ -18,9 +18,9 @@ from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, mak
 from .engine import ContextLengthExceeded, Generation, SamplingParams
 from .openai import logprobs_content, render_messages, sampling_from, text_pieces, usage
 from .profiles import ROUTES, Profile
-from .validate import INT_LOGPROBS, FieldError, check_fields, check_range
+from .validate import (INT_LOGPROBS, FieldError, check_fields, check_range, vllm_request_logprobs,
+                       vllm_sampling_limits)
 
-MAX_LOGPROBS = 20
 
 
 def _bad_body(exc: BadBody) -> web.Response:
@@ -36,6 +36,8 @@ def _bad_body(exc: BadBody) -> web.Response:
         try:
             json.loads(exc.raw)
             pos, why = getattr(exc.exc, "pos", 0), "Expecting value"
+        except RecursionError:  # nested past what FastAPI's json.loads reaches: it gives up on the body
+            return errors.fastapi_detail(400, "There was an error parsing the body")
         except ValueError as py_exc:
             pos, why = getattr(py_exc, "pos", 0), getattr(py_exc, "msg", "Expecting value")
         return errors.vllm_validation(f"body.{pos}", "json_invalid", "JSON decode error",
@@ -89,7 +91,13 @@ class VLLMHandlers:
             return errors.vllm_model_not_found(model, self.model)
         return body
 
-    def _check_sampling(self, body: dict, key: str = "max_tokens", window: bool = True) -> web.Response | None:
+    def _check_sampling(self, body: dict, key: str = "max_tokens", window: bool = True,
+                        route: str = "generate") -> web.Response | None:
+        """The request's sampling values as vLLM checks them, before any work is sized by them (`route`:
+        chat, completions or generate, whose request models read logprobs differently)."""
+        bad, sample_logprobs = vllm_request_logprobs(route, body)
+        if bad:
+            return errors.vllm_error(400, bad[0], "BadRequestError", bad[1])
         mt = body.get("max_completion_tokens", body.get(key))
         limit = self.engine.config.max_model_len
         if window and isinstance(mt, int) and mt > limit:
@@ -100,8 +108,10 @@ class VLLMHandlers:
         if isinstance(temp, (int, float)) and not 0 <= temp <= 2:
             return errors.vllm_error(400, f"temperature must be in [0, 2], got {float(temp)}. (parameter=temperature, "
                                           f"value={float(temp)})", "BadRequestError", "temperature")
+        limits = vllm_sampling_limits(body.get("n"), sample_logprobs, body.get("prompt_logprobs"))
+        if limits:
+            return errors.vllm_error(400, limits[0], "BadRequestError", limits[1])
         for name, value, lo, hi in (("max_tokens", mt, 1, None), ("n", body.get("n"), 1, 8),
-                                    ("top_logprobs", body.get("top_logprobs"), 0, MAX_LOGPROBS),
                                     ("top_p", body.get("top_p"), 0, 1)):
             msg = check_range(name, value, lo, hi)
             if msg:
@@ -176,7 +186,7 @@ class VLLMHandlers:
         body = await self._body(request, required=("tokens",) if tokens_route else ("messages",))
         if isinstance(body, web.Response):
             return body
-        bad = self._check_sampling(body)
+        bad = self._check_sampling(body, route="chat")
         if bad:
             return bad
         active = faults_of(request)
@@ -304,7 +314,7 @@ class VLLMHandlers:
         body = await self._body(request, required=("prompt",), overrides=INT_LOGPROBS)
         if isinstance(body, web.Response):
             return body
-        bad = self._check_sampling(body)
+        bad = self._check_sampling(body, route="completions")
         if bad:
             return bad
         prompt = body["prompt"]

@@ -331,3 +331,18 @@ def test_bad_cassettes_give_clear_errors(tmp_path):
             Cassette.load(p)
     with pytest.raises(CassetteError, match="no cassette"):
         Cassette.load(tmp_path / "missing.yaml")
+
+
+def test_a_dead_writer_process_neither_hangs_the_recorder_nor_loses_exchanges(fake_vllm_server, tmp_path):
+    path = tmp_path / "writer_died.yaml"
+    rec = Recorder(path, "all", writer="process")
+    with AppThread(create_proxy_app(fake_vllm_server.root_url, rec)) as p:
+        rec._proc.kill()  # the writer dies (OOM killer, a bug): the proxy keeps answering
+        rec._proc.join(10)
+        for k in range(5):
+            assert httpx.post(f"http://127.0.0.1:{p.port}/tokenize", json={"model": MODEL, "prompt": f"d{k}"}).status_code == 200
+        t0 = time.time()
+        rec.close(timeout=30)
+        assert time.time() - t0 < 10  # no wait for acknowledgements that cannot come
+    assert journal_dir(path).exists()  # kept: the cassette lacks what the writer never wrote
+    assert [json.loads(i.request_body)["prompt"] for i in Cassette.load(path).interactions] == [f"d{k}" for k in range(5)]

@@ -82,7 +82,7 @@ def readable_json(body: bytes) -> tuple[str | None, bool]:
     if stripped[:1] in ("{", "[") and len(body) < 4 * 1024 * 1024:
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # (nested past the parser's depth: kept as the exact text)
             return text, False
         if _compact(value) == body:
             try:

@@ -63,7 +63,11 @@ class CassetteWriter:
             return []
 
     def flush(self) -> None:
-        atomic_write(self.path, self.cassette.to_yaml().encode("utf-8"))
+        try:
+            atomic_write(self.path, self.cassette.to_yaml().encode("utf-8"))
+        except Exception as exc:  # the file as it was stays; the journal keeps what it lacks
+            self.errors += 1
+            log.error("could not write cassette %s: %s", self.path, exc)
 
 
 def _summary(i: Interaction) -> Interaction:
@@ -150,6 +154,8 @@ class Recorder:
         self._on_disk = len(self.writer.cassette.interactions)  # kept from before this recording
         self._done = threading.Condition()
         self._flushed = False  # set when the writer has done a flush (or close) asked of it
+        self._writer_gone = False  # the writer process died: waits end, the journal is kept
+        self._closed = False
         self._remote_errors = 0
         self.backpressure_waits = 0
         self._conn = self._proc = self._acks = None
@@ -245,15 +251,20 @@ class Recorder:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if batch:
-                if self._conn is not None:
-                    self._conn.send(("batch", batch))
-                else:
-                    self._acknowledge(len(batch), self.writer.write(batch, scrub=False))
-            if control is not None:
-                self._send_control(control)
-                if control is _CLOSE:
-                    return
+            try:
+                if batch and not self._writer_gone:
+                    if self._conn is not None:
+                        self._conn.send(("batch", batch))
+                    else:
+                        self._acknowledge(len(batch), self.writer.write(batch, scrub=False))
+                if control is not None and not self._writer_gone:
+                    self._send_control(control)
+            except OSError:  # the writer process is gone (BrokenPipeError): the journal holds the rest
+                with self._done:
+                    self._writer_gone = True
+                    self._done.notify_all()
+            if control is _CLOSE:
+                return
 
     def _send_control(self, item) -> None:
         if self._conn is not None:
@@ -269,7 +280,13 @@ class Recorder:
         while True:
             try:
                 kind, payload = self._conn.recv()
-            except (EOFError, OSError):
+            except (EOFError, OSError):  # the writer process is gone: nobody will acknowledge again
+                with self._done:
+                    self._writer_gone = True
+                    self._done.notify_all()
+                if self._proc is not None and self._proc.exitcode not in (0, None):
+                    log.error("the cassette writer of %s died (exit %s): what it had not written stays in the "
+                              "journal", self.path, self._proc.exitcode)
                 return
             if kind == "written":
                 n, disk, errors = payload
@@ -299,14 +316,14 @@ class Recorder:
         """Block until every exchange added so far is on disk."""
         target = self._added
         with self._done:
-            return self._done.wait_for(lambda: self._written >= target, timeout)
+            return self._done.wait_for(lambda: self._written >= target or self._writer_gone, timeout)
 
     def _control(self, item, timeout: float | None) -> None:
         with self._done:
             self._flushed = False
         self._queue.put(item)
         with self._done:
-            self._done.wait_for(lambda: self._flushed, timeout)
+            self._done.wait_for(lambda: self._flushed or self._writer_gone, timeout)
 
     def flush(self, timeout: float | None = None) -> None:
         """Write whatever is queued, then the whole cassette, atomically (on shutdown)."""
@@ -314,16 +331,19 @@ class Recorder:
             self._control(_FLUSH, timeout)
 
     def close(self, timeout: float | None = 60) -> None:
-        """Flush, then stop the writer (and its process)."""
-        if not self._thread.is_alive():
+        """Flush, then stop the writer (and its process); the journal goes if everything is in the
+        cassette, and stays (for recovery) if not."""
+        if self._closed:
             return
-        self.flush(timeout)
-        self._control(_CLOSE, timeout)
-        self._thread.join(timeout)
+        self._closed = True
+        if self._thread.is_alive():
+            self.flush(timeout)
+            self._control(_CLOSE, timeout)
+            self._thread.join(timeout)
         if self._proc is not None:
             self._proc.join(timeout)
         if self.journal is not None:
-            whole = self.write_errors == 0 and self._written >= self._added
+            whole = self.write_errors == 0 and self._written >= self._added and not self._writer_gone
             self.journal.close(remove=whole)
             if not whole:
                 log.error("cassette %s may lack exchanges (%d write errors): its journal %s is kept; "
