@@ -207,7 +207,7 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .client.config import TRANSPORTS
-    from .cli_cassettes import (cmd_cassette_merge, cmd_cassette_recover, cmd_chaos, cmd_conformance, cmd_inspect, cmd_record,
+    from .cli_cassettes import (cmd_audit, cmd_cassette_merge, cmd_cassette_recover, cmd_conversations, cmd_chaos, cmd_conformance, cmd_inspect, cmd_record,
                                 cmd_record_suite, cmd_replay, cmd_repro)
 
     p = argparse.ArgumentParser(prog="harness", description="TITO client test harness for vLLM and NVIDIA Dynamo")
@@ -314,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     cm.add_argument("shards", nargs="+")
     cm.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     cm.set_defaults(func=cmd_cassette_merge)
+    cv = csub.add_parser("conversations", help="the rollouts in a capture: each conversation's exchanges, turns, verdict")
+    cv.add_argument("path")
+    cv.add_argument("--json", action="store_true")
+    cv.set_defaults(func=cmd_conversations)
     cr = csub.add_parser("recover", help="finish an interrupted (killed) recording: put its journal into the cassette")
     cr.add_argument("path")
     cr.add_argument("--wait", type=float, default=10.0, help="seconds to wait for a dying recorder's writer")
@@ -328,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="after the recorded answers to a repeated request run out")
     rp.add_argument("--quiet", action="store_true", help="no line per request")
     rp.set_defaults(func=cmd_replay)
+
+    au = sub.add_parser("audit", help="TITO health of a capture of any client's traffic: conversations, stitched "
+                        "share, fallbacks, anomalies (exit 1 when there are any)")
+    au.add_argument("path")
+    au.add_argument("--json", action="store_true")
+    au.set_defaults(func=cmd_audit)
 
     ins = sub.add_parser("inspect", help="summarize a cassette and list its anomalies")
     ins.add_argument("path")

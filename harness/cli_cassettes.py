@@ -350,3 +350,73 @@ def cmd_conformance(args) -> int:
               + (f"; {len(report.unknown)} cassette(s) whose server cannot be told" if report.unknown else "")
               + (f"; JSON report: {args.json_out}" if args.json_out else ""))
     return 1 if report.failed else 0
+
+
+def _load_capture(path):
+    from .recording.format import Cassette
+
+    return Cassette.load(path)
+
+
+def _decoder():
+    try:
+        from .tokenizer import load_tokenizer
+
+        tok = load_tokenizer()
+        return lambda ids: tok.decode(ids)
+    except Exception:  # no tokenizer: ids only
+        return None
+
+
+def cmd_audit(args) -> int:
+    from .captures import audit
+    from .recording.format import CassetteError
+
+    try:
+        report = audit(_load_capture(args.path), _decoder())
+    except CassetteError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict()))
+        return 1 if report.anomalies else 0
+    turns = report.turns
+    share = f"{100 * report.stitched / turns:.0f}%" if turns else "-"
+    out.print(f"[bold]{escape(args.path)}[/]: {report.exchanges} exchanges, {len(report.conversations)} conversations, "
+              f"{turns} turns, {report.stitched} stitched ({share})", highlight=False)
+    if report.meta.get("bug"):
+        out.print(f"[yellow]bug recorded with this capture:[/] {escape(str(report.meta['bug']))}", highlight=False)
+    fb = report.fallbacks()
+    out.print("fallbacks to messages-in: " + (", ".join(f"{k} x{v}" for k, v in sorted(fb.items())) or "none"),
+              highlight=False)
+    if report.anomalies:
+        t = Table(title="anomalies", title_justify="left")
+        for col in ("conversation", "turn", "exchange", "kind", "detail"):
+            t.add_column(col, overflow="fold")
+        for a in report.anomalies:
+            t.add_row(str(a.conversation), str(a.turn), str(a.exchange), f"[red]{a.kind}[/]", escape(a.detail))
+        out.print(t)
+    out.print(f"{len(report.anomalies)} anomal{'y' if len(report.anomalies) == 1 else 'ies'}")
+    return 1 if report.anomalies else 0
+
+
+def cmd_conversations(args) -> int:
+    from .captures import audit
+    from .recording.format import CassetteError
+
+    try:
+        report = audit(_load_capture(args.path))
+    except CassetteError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    if args.json:
+        print(json.dumps({"conversations": [c.to_dict() for c in report.conversations]}))
+        return 0
+    t = Table(title=f"{len(report.conversations)} conversations in {args.path}", title_justify="left")
+    for col in ("id", "exchanges", "turns", "verdict"):
+        t.add_column(col, overflow="fold")
+    for c in report.conversations:
+        t.add_row(str(c.id), ",".join(map(str, c.exchanges)), " ".join(f"{t.mode}" for t in c.turns),
+                  escape(c.verdict()))
+    out.print(t)
+    return 0

@@ -1,5 +1,5 @@
 """Numbers that size work (logprob counts, n) are refused as real vLLM refuses them, before any work:
-recorded from real vLLM 0.32 (cassettes/real/vllm-0.32-cpu/hostile_*.yaml), answered by the fake
+recorded from real vLLM 0.32 (cassettes/hostile/vllm-0.32-cpu/*.yaml), answered by the fake
 with the same status and message, each in bounded time and memory. One of these bodies
 (`sampling_params.logprobs: 1e9` on /inference/v1/generate) used to exhaust the machine's memory."""
 
@@ -13,7 +13,7 @@ import pytest
 from fake_servers.server import FakeConfig, RunningServer
 from harness.recording.format import Cassette
 
-REAL = Path(__file__).parents[1] / "cassettes" / "real" / "vllm-0.32-cpu"
+REAL = Path(__file__).parents[1] / "cassettes" / "hostile" / "vllm-0.32-cpu"
 # logprob counts and n past the limits; bodies nested 5000 deep (FastAPI gives up on them: 400, not 500)
 RECORDED = [i for name in ("hostile_counts.yaml", "hostile_nesting.yaml") for i in Cassette.load(REAL / name).interactions]
 

@@ -120,13 +120,13 @@ class Interaction:
     def request_json(self) -> Any:
         try:
             return json.loads(self.request_body) if self.request_body else None
-        except ValueError:
+        except (ValueError, RecursionError):  # (not JSON, or nested past the parser's depth)
             return None
 
     def response_json(self) -> Any:
         try:
             return json.loads(self.response_body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
 
     def is_stream(self) -> bool:

@@ -1,0 +1,326 @@
+"""Captures: production traffic of any client, turned into conversations and audited for TITO health.
+
+A capture is a cassette of many interleaved multi-turn rollouts, sent by whatever client the team
+runs. `conversations` links each generation turn to the rollout it continues:
+
+- by tokens: a tokens-in prompt (`token_ids`, `tokens`, `nvext.token_data`), or the engine prompt ids a
+  messages-in answer reports, that starts with an earlier turn's prompt + completion ids continues
+  that turn's conversation (the longest such head wins);
+- by messages: a messages-in request whose messages extend an earlier request's messages continues
+  that conversation (the most recent one);
+- by session header where the client sends one and it survived scrubbing;
+- a request identical to an earlier one that failed (an error status, a cut stream) is its retry.
+
+A conversation's id is the index of its first exchange. `audit` then names what went wrong, turn by
+turn: `silent_mito` (a messages-in turn after a turn that could have been stitched: it asked for the
+engine's ids and ended with the stop token), `continuity_break` (a tokens-in prompt that shares a
+long prefix with an earlier turn of the conversation but does not start with its prompt + completion:
+retokenization drift), `logprob_mismatch`, `missing_ids`, `routed_experts_undecodable`, `error`,
+`retried`. It reads the capture once, exchange by exchange.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .recording.format import Cassette, Interaction
+from .recording.inspect import _anomalies, turn_kind, turn_tokens
+
+BREAK_MIN_PREFIX = 16  # tokens a prompt must share with a conversation's head to be a drifted continuation
+SESSION_HEADERS = ("x-session-id", "session-id", "x-session", "x-rollout-id")
+
+
+@dataclass
+class Turn:
+    exchange: int
+    mode: str  # "tito" | "mito"
+    path: str
+    status: int
+    prompt_ids: list[int] | None = None
+    completion_ids: list[int] | None = None
+    logprobs: int | None = None
+    finish_reason: str | None = None
+    asked_ids: bool = False
+    messages: list | None = None
+    link: str = "new"  # how it joined its conversation: new | tokens | messages | session | retry
+
+    @property
+    def head(self) -> list[int] | None:
+        if self.prompt_ids is None or self.completion_ids is None:
+            return None
+        return list(self.prompt_ids) + list(self.completion_ids)
+
+    def to_dict(self) -> dict:
+        return {"exchange": self.exchange, "mode": self.mode, "path": self.path, "status": self.status,
+                "prompt_tokens": len(self.prompt_ids) if self.prompt_ids is not None else None,
+                "completion_tokens": len(self.completion_ids) if self.completion_ids is not None else None,
+                "finish_reason": self.finish_reason, "link": self.link}
+
+
+@dataclass
+class Anomaly:
+    conversation: int
+    turn: int  # 1-based within the conversation
+    exchange: int
+    kind: str
+    detail: str
+
+    def to_dict(self) -> dict:
+        return {"conversation": self.conversation, "turn": self.turn, "exchange": self.exchange, "kind": self.kind,
+                "detail": self.detail}
+
+
+@dataclass
+class Conversation:
+    id: int
+    turns: list[Turn] = field(default_factory=list)
+    anomalies: list[Anomaly] = field(default_factory=list)
+
+    @property
+    def exchanges(self) -> list[int]:
+        return [t.exchange for t in self.turns]
+
+    @property
+    def head(self) -> list[int] | None:
+        """Prompt + completion ids of the last turn that has them (a failed turn moves nothing)."""
+        return next((t.head for t in reversed(self.turns) if t.head is not None), None)
+
+    def verdict(self) -> str:
+        modes = "/".join(t.mode for t in self.turns)
+        if not self.anomalies:
+            return f"ok ({modes})"
+        kinds = sorted({a.kind for a in self.anomalies})
+        return f"{', '.join(kinds)} ({modes})"
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "exchanges": self.exchanges, "turns": [t.to_dict() for t in self.turns],
+                "verdict": self.verdict(), "anomalies": [a.to_dict() for a in self.anomalies]}
+
+
+def _request_turn(n: int, i: Interaction, kind: str) -> Turn:
+    req = i.request_json() or {}
+    nvext = req.get("nvext") if isinstance(req.get("nvext"), dict) else {}
+    sent = req.get("token_ids") if i.path == "/inference/v1/generate" else (req.get("tokens") or nvext.get("token_data"))
+    asked = (bool(req.get("return_token_ids")) or i.path == "/inference/v1/generate"
+             or bool(set(nvext.get("extra_fields") or []) & {"engine_data", "completion_token_ids"}))
+    turn = Turn(n, kind, i.path, i.status, list(sent) if kind == "tito" and isinstance(sent, list) else None,
+                asked_ids=asked, messages=req.get("messages") if kind == "mito" else None)
+    t = turn_tokens(i) if i.status < 400 else None
+    if t is not None:
+        if turn.prompt_ids is None and t.prompt_ids is not None:
+            turn.prompt_ids = list(t.prompt_ids)
+        turn.completion_ids = list(t.completion_ids) if t.completion_ids is not None else None
+        turn.logprobs = len(t.completion_logprobs) if t.completion_logprobs is not None else None
+        turn.finish_reason = t.finish_reason
+    return turn
+
+
+def _session(i: Interaction) -> str | None:
+    for k, v in i.request_headers.items():
+        if k.lower() in SESSION_HEADERS and v and v[0] and v[0] != "<SCRUBBED>":
+            return v[0]
+    return None
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    k = 0
+    while k < n and a[k] == b[k]:
+        k += 1
+    return k
+
+
+class Linker:
+    """Reads exchanges in order and files each generation turn into a conversation."""
+
+    def __init__(self, decode=None):
+        self.conversations: dict[int, Conversation] = {}
+        self._heads: dict[tuple[int, int], list[int]] = {}  # (head length, hash of its last 16 ids) -> conv ids
+        self._lengths: set[int] = set()
+        self._messages: list[tuple[int, list]] = []  # (conversation, last request's messages), most recent last
+        self._sessions: dict[str, int] = {}
+        self._failed: dict[tuple[str, bytes], int] = {}  # a failed request's (path, body) -> conversation
+        self.decode = decode  # ids -> text, for break details (optional)
+
+    @staticmethod
+    def _key(ids: list[int], length: int) -> tuple[int, int]:
+        return length, hash(tuple(ids[max(0, length - 16):length]))
+
+    def _find_by_tokens(self, prompt: list[int]) -> int | None:
+        for length in sorted((x for x in self._lengths if x <= len(prompt)), reverse=True):
+            for cid in reversed(self._heads.get(self._key(prompt, length), [])):
+                head = self.conversations[cid].head
+                if head is not None and len(head) == length and prompt[:length] == head:
+                    return cid
+        return None
+
+    def _find_by_messages(self, messages: list) -> int | None:
+        for cid, prev in reversed(self._messages[-4096:]):
+            if prev and len(messages) > len(prev) and messages[:len(prev)] == prev \
+                    and self.conversations[cid].turns[-1].messages == prev:
+                return cid
+        return None
+
+    def _closest(self, prompt: list[int]) -> tuple[int, int] | None:
+        """The conversation whose head shares the longest prefix with `prompt` (cid, shared length)."""
+        best = None
+        for cid in list(self.conversations)[-512:]:
+            head = self.conversations[cid].head
+            if not head:
+                continue
+            k = _common_prefix(prompt, head)
+            if k >= BREAK_MIN_PREFIX and k < len(head) and (best is None or k > best[1]):
+                best = (cid, k)
+        return best
+
+    def _index(self, cid: int) -> None:
+        turn = self.conversations[cid].turns[-1]
+        head = turn.head
+        if head:
+            self._heads.setdefault(self._key(head, len(head)), []).append(cid)
+            self._lengths.add(len(head))
+        if turn.messages:
+            self._messages.append((cid, turn.messages))
+
+    def add(self, n: int, i: Interaction) -> None:
+        kind = turn_kind(i)
+        if kind is None:
+            return
+        turn = _request_turn(n, i, kind)
+        anomalies: list[tuple[str, str]] = []
+        cid = None
+        retry_of = self._failed.pop((i.path, i.request_body), None)
+        if retry_of is not None:
+            cid, turn.link = retry_of, "retry"
+            anomalies.append(("retried", f"the same request as an earlier failed exchange of this conversation"))
+        session = _session(i)
+        if cid is None and session is not None and session in self._sessions:
+            cid, turn.link = self._sessions[session], "session"
+        prompt = turn.prompt_ids
+        if cid is None and prompt:
+            cid = self._find_by_tokens(prompt)
+            if cid is not None:
+                turn.link = "tokens"
+        if cid is None and turn.messages:
+            cid = self._find_by_messages(turn.messages)
+            if cid is not None:
+                turn.link = "messages"
+        if cid is None and kind == "tito" and prompt:
+            close = self._closest(prompt)
+            if close is not None:
+                cid, k = close
+                turn.link = "tokens"
+                head = self.conversations[cid].head
+                anomalies.append(("continuity_break", self._break_detail(prompt, head, k)))
+        if cid is None:
+            cid = n
+            self.conversations[cid] = Conversation(cid)
+        conv = self.conversations[cid]
+        prev = next((t for t in reversed(conv.turns) if t.status < 400), None) if turn.link != "retry" else None
+        prev_invalid = prev is not None and any(a.turn == len(conv.turns) and a.kind in INVALID for a in conv.anomalies)
+        if kind == "mito" and prev is not None and prev.status < 400 and prev.asked_ids and not prev_invalid \
+                and prev.finish_reason == "stop" and prev.completion_ids:
+            anomalies.append(("silent_mito", f"messages-in after turn {len(conv.turns)} ended with the stop token "
+                                             f"and its engine ids were known: it could have been stitched"))
+        for a in _anomalies(i, turn_tokens(i) if i.status < 400 else None):
+            anomalies.append(_kind_of(a, i))
+        layout = _experts_layout(i)
+        if layout:
+            anomalies.append(("routed_experts_ambiguous", layout))
+        if session is not None:
+            self._sessions[session] = cid
+        if i.status >= 400 or (i.is_stream() and b"[DONE]" not in i.response_body):
+            self._failed[(i.path, i.request_body)] = cid
+        conv.turns.append(turn)
+        for kind_, detail in anomalies:
+            conv.anomalies.append(Anomaly(cid, len(conv.turns), n, kind_, detail))
+        self._index(cid)
+
+    def _break_detail(self, prompt: list[int], head: list[int], k: int) -> str:
+        def show(ids):
+            text = self.decode(ids) if self.decode else None
+            return f"{ids}" + (f" {text!r}" if text is not None else "")
+
+        return (f"the prompt shares {k} ids with the previous turn's prompt + completion ({len(head)} ids), then "
+                f"differs at position {k}: previous {show(head[k:k + 4])}, now {show(prompt[k:k + 4])}")
+
+
+INVALID = {"logprob_mismatch", "missing_ids", "routed_experts_undecodable", "malformed", "error"}
+
+
+def _experts_layout(i: Interaction) -> str | None:
+    """A routed-experts object whose own `data` is not the first `data` key after `"routed_experts"`: a
+    client that cuts the blob out by taking the first one decodes the wrong bytes."""
+    raw = i.response_body
+    at = raw.find(b'"routed_experts":{')
+    if at == -1 or i.status >= 400:
+        return None
+    body = i.response_json()
+    try:
+        own = body["choices"][0]["routed_experts"]["data"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    first = raw.find(b'"data"', at)
+    start = raw.find(b'"', raw.find(b":", first) + 1) + 1 if first != -1 else -1
+    if not isinstance(own, str) or start <= 0 or raw[start:start + 32] == own[:32].encode():
+        return None
+    keys = list(body["choices"][0]["routed_experts"])
+    return (f"routed_experts object ({', '.join(keys)}) holds another \"data\" key before its own: a client that "
+            f"takes the first \"data\" after the key decodes the wrong bytes")
+
+
+def _kind_of(text: str, i: Interaction) -> tuple[str, str]:
+    if text.startswith("error"):
+        return "error", text
+    if "mismatch" in text:
+        return "logprob_mismatch", text
+    if text.startswith("missing"):
+        return "missing_ids", text
+    if "routed experts" in text:
+        return "routed_experts_undecodable", text
+    return "malformed", text
+
+
+@dataclass
+class Audit:
+    conversations: list[Conversation]
+    meta: dict
+    exchanges: int
+
+    @property
+    def turns(self) -> int:
+        return sum(len(c.turns) for c in self.conversations)
+
+    @property
+    def stitched(self) -> int:
+        return sum(t.mode == "tito" for c in self.conversations for t in c.turns)
+
+    @property
+    def anomalies(self) -> list[Anomaly]:
+        return sorted((a for c in self.conversations for a in c.anomalies), key=lambda a: a.exchange)
+
+    def fallbacks(self) -> dict[str, int]:
+        """Messages-in turns after the first of a conversation, by why."""
+        out: dict[str, int] = {}
+        for c in self.conversations:
+            for k, t in enumerate(c.turns[1:], 2):
+                if t.mode == "mito":
+                    before = [a.kind for a in c.anomalies if a.turn == k - 1 and a.kind in INVALID]
+                    why = next((a.kind for a in c.anomalies if a.turn == k and a.kind == "silent_mito"),
+                               f"after {before[0]}" if before else
+                               "after a turn cut by max_tokens" if c.turns[k - 2].finish_reason == "length" else
+                               "the client did not ask for engine ids")
+                    out[why] = out.get(why, 0) + 1
+        return out
+
+    def to_dict(self) -> dict:
+        return {"conversations": len(self.conversations), "turns": self.turns, "stitched": self.stitched,
+                "exchanges": self.exchanges, "fallbacks": self.fallbacks(),
+                "anomalies": [a.to_dict() for a in self.anomalies], "bug": self.meta.get("bug")}
+
+
+def audit(cassette: Cassette, decode=None) -> Audit:
+    linker = Linker(decode)
+    for n, i in enumerate(cassette.interactions):
+        linker.add(n, i)
+    return Audit(sorted(linker.conversations.values(), key=lambda c: c.id), cassette.meta, len(cassette.interactions))
