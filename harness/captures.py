@@ -324,3 +324,76 @@ def audit(cassette: Cassette, decode=None) -> Audit:
     for n, i in enumerate(cassette.interactions):
         linker.add(n, i)
     return Audit(sorted(linker.conversations.values(), key=lambda c: c.id), cassette.meta, len(cassette.interactions))
+
+
+def parse_exchanges(spec: str) -> list[int]:
+    """'3,7-9' -> [3, 7, 8, 9]; ValueError with what is wrong."""
+    out: list[int] = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        lo, sep, hi = part.partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise ValueError(f"--exchanges {spec!r}: write indices and ranges, e.g. 3,7-9")
+        a, b = int(lo), int(hi) if sep else int(lo)
+        if b < a:
+            raise ValueError(f"--exchanges {spec!r}: {part} runs backwards")
+        out.extend(range(a, b + 1))
+    return sorted(set(out))
+
+
+def select(cassette: Cassette, conversations=(), exchanges=(), anomaly: str | None = None) -> tuple[list[int], dict]:
+    """The exchange indices a selection names (whole conversations for --conversation and --anomaly),
+    and a note of what was selected for the extract's meta."""
+    chosen: set[int] = set(exchanges)
+    report = audit(cassette) if conversations or anomaly else None
+    if report is not None:
+        by_id = {c.id: c for c in report.conversations}
+        unknown = [c for c in conversations if c not in by_id]
+        if unknown:
+            raise ValueError(f"no conversation {unknown[0]} in this capture (ids: harness cassette conversations)")
+        for cid in conversations:
+            chosen.update(by_id[cid].exchanges)
+        if anomaly:
+            hit = [c for c in report.conversations if any(a.kind == anomaly for a in c.anomalies)]
+            if not hit:
+                raise ValueError(f"no conversation with a {anomaly} anomaly in this capture")
+            for c in hit:
+                chosen.update(c.exchanges)
+    past = [n for n in chosen if n >= len(cassette.interactions)]
+    if past:
+        raise ValueError(f"exchange {past[0]} is past the end ({len(cassette.interactions)} exchanges)")
+    return sorted(chosen), {"conversations": list(conversations) or None, "exchanges": sorted(exchanges) or None,
+                            "anomaly": anomaly}
+
+
+def extract(source, out, conversations=(), exchanges=(), anomaly: str | None = None) -> Cassette:
+    """A small cassette cut out of a capture: the selected exchanges in their order, the capture's
+    provenance plus where they came from, blobs copied beside it."""
+    from pathlib import Path
+
+    src = Cassette.load(source, resolve_blobs=False)
+    indices, what = select(src, conversations, exchanges, anomaly)
+    if not indices:
+        raise ValueError("nothing selected: pass --conversation ID, --exchanges 3,7-9 or --anomaly KIND")
+    meta = {**src.meta, "extracted_from": {"cassette": str(Path(source).name), "exchanges": indices,
+                                           **{k: v for k, v in what.items() if v}}}
+    cut = Cassette([src.interactions[n] for n in indices], meta)
+    _copy_blobs(Path(source), Path(out), cut)
+    from .recording.format import atomic_write
+
+    atomic_write(Path(out), cut.to_yaml().encode("utf-8"))
+    return cut
+
+
+def _copy_blobs(source, out, cassette: Cassette) -> None:
+    import shutil
+
+    from .recording.blobs import blob_dir
+
+    digests = {d for i in cassette.interactions for d in (i.blobs or [])}
+    if not digests:
+        return
+    dst = blob_dir(out)
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in blob_dir(source).iterdir():
+        if f.name.split(".")[0] in digests:
+            shutil.copy2(f, dst / f.name)

@@ -207,7 +207,7 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .client.config import TRANSPORTS
-    from .cli_cassettes import (cmd_audit, cmd_cassette_merge, cmd_cassette_recover, cmd_conversations, cmd_chaos, cmd_conformance, cmd_inspect, cmd_record,
+    from .cli_cassettes import (cmd_audit, cmd_cassette_merge, cmd_cassette_recover, cmd_conversations, cmd_extract, cmd_chaos, cmd_conformance, cmd_inspect, cmd_record,
                                 cmd_record_suite, cmd_replay, cmd_repro)
 
     p = argparse.ArgumentParser(prog="harness", description="TITO client test harness for vLLM and NVIDIA Dynamo")
@@ -318,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("path")
     cv.add_argument("--json", action="store_true")
     cv.set_defaults(func=cmd_conversations)
+    ce = csub.add_parser("extract", help="cut a small cassette out of a capture: conversations, exchanges or an anomaly")
+    ce.add_argument("path")
+    ce.add_argument("-o", "--out", required=True)
+    ce.add_argument("--conversation", type=int, action="append", help="a conversation id (its first exchange); repeatable")
+    ce.add_argument("--exchanges", default=None, help="exchange indices and ranges, e.g. 3,7-9")
+    ce.add_argument("--anomaly", default=None, help="every conversation with an anomaly of this kind (harness audit)")
+    ce.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    ce.set_defaults(func=cmd_extract)
     cr = csub.add_parser("recover", help="finish an interrupted (killed) recording: put its journal into the cassette")
     cr.add_argument("path")
     cr.add_argument("--wait", type=float, default=10.0, help="seconds to wait for a dying recorder's writer")

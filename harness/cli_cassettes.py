@@ -420,3 +420,22 @@ def cmd_conversations(args) -> int:
                   escape(c.verdict()))
     out.print(t)
     return 0
+
+
+def cmd_extract(args) -> int:
+    from .captures import extract, parse_exchanges
+    from .recording.format import CassetteError
+
+    if Path(args.out).exists() and not args.force:
+        err.print(f"[red]error:[/] {escape(args.out)} exists: pass --force to overwrite it", highlight=False)
+        return 2
+    try:
+        exchanges = parse_exchanges(args.exchanges) if args.exchanges else []
+        cut = extract(args.path, args.out, args.conversation or [], exchanges, args.anomaly)
+    except (CassetteError, ValueError) as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    picked = cut.meta["extracted_from"]["exchanges"]
+    out.print(f"{len(picked)} exchange(s) ({', '.join(map(str, picked[:12]))}{' ...' if len(picked) > 12 else ''}) "
+              f"of {escape(args.path)} written to {escape(args.out)}", highlight=False)
+    return 0

@@ -53,7 +53,7 @@ def interleaved(tmp_path_factory):
     """Six 4-turn rollouts of our client at once through the recorder: one capture, interleaved."""
     path = tmp_path_factory.mktemp("capture") / "six.yaml"
     with RunningServer(FakeConfig(kind="vllm")) as srv:
-        rec = Recorder(path, "all", writer="thread")
+        rec = Recorder(path, "all", writer="thread", meta={"server": "vllm", "scenario": "six interleaved rollouts"})
         with AppThread(create_proxy_app(srv.root_url, rec)) as p:
             cfg = ClientConfig(base_url=f"http://127.0.0.1:{p.port}/v1", model=MODEL, tito_route="generate")
 
@@ -122,3 +122,40 @@ def test_a_retried_503_is_error_then_retried_in_one_conversation(tmp_path):
     assert len(report.conversations) == 1 and report.conversations[0].exchanges == [0, 1]
     assert [(a.kind, a.exchange) for a in report.anomalies] == [("error", 0), ("retried", 1)]
     assert report.anomalies[0].detail.startswith("error 503")
+
+
+def test_extract_one_conversation_replays_byte_identically(interleaved, tmp_path):
+    from harness.recording.replay import ReplayIndex, create_replay_app
+
+    path, _ = interleaved
+    capture = Cassette.load(path)
+    target = audit(capture).conversations[3]
+    out = tmp_path / "one.yaml"
+    result = harness("cassette", "extract", str(path), "-o", str(out), "--conversation", str(target.id))
+    assert result.returncode == 0, result.stderr
+    cut = Cassette.load(out)
+    assert cut.meta["extracted_from"]["exchanges"] == target.exchanges and cut.meta["server"] == capture.meta["server"]
+    again = audit(cut)
+    assert len(again.conversations) == 1 and [t.mode for t in again.conversations[0].turns] == ["mito", "tito", "tito", "tito"]
+    with AppThread(create_replay_app(ReplayIndex([cut]))) as rp:
+        for i in cut.interactions:
+            r = httpx.request(i.method, f"http://127.0.0.1:{rp.port}{i.path}", content=i.request_body,
+                              headers={"content-type": "application/json"})
+            assert r.status_code == i.status and r.content == i.response_body
+    refused = harness("cassette", "extract", str(path), "-o", str(out), "--conversation", str(target.id))
+    assert refused.returncode == 2 and "pass --force" in refused.stderr
+
+
+def test_extract_keeps_the_blobs_it_names(tmp_path):
+    path = tmp_path / "moe.yaml"
+    with RunningServer(FakeConfig(kind="vllm", moe="4,2,16")) as srv:
+        rec = Recorder(path, "all", writer="thread", blob_threshold=64)
+        with AppThread(create_proxy_app(srv.root_url, rec)) as p:
+            for seed in (1, 2):
+                httpx.post(f"http://127.0.0.1:{p.port}/inference/v1/generate", json={
+                    "model": MODEL, "token_ids": [9707] * 20, "sampling_params": {"max_tokens": 8, "seed": seed}})
+        rec.close()
+    out = tmp_path / "cut" / "second.yaml"
+    assert harness("cassette", "extract", str(path), "-o", str(out), "--exchanges", "1").returncode == 0
+    assert Cassette.load(out).interactions[0].response_body == Cassette.load(path).interactions[1].response_body
+    assert len(list((out.parent / "second.blobs").iterdir())) == 1  # its blob, not the other exchange's
