@@ -205,6 +205,14 @@ def cmd_demo(args) -> int:
     return 0 if ok else 1
 
 
+def _file_report(sub, name: str, help: str, func) -> None:
+    """A subcommand that reads one cassette and prints a report (`--json`: one object)."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .client.config import TRANSPORTS
     from .cli_cassettes import (cmd_audit, cmd_cassette_merge, cmd_cassette_recover, cmd_conversations, cmd_extract, cmd_chaos, cmd_conformance, cmd_inspect, cmd_record,
@@ -314,10 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     cm.add_argument("shards", nargs="+")
     cm.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     cm.set_defaults(func=cmd_cassette_merge)
-    cv = csub.add_parser("conversations", help="the rollouts in a capture: each conversation's exchanges, turns, verdict")
-    cv.add_argument("path")
-    cv.add_argument("--json", action="store_true")
-    cv.set_defaults(func=cmd_conversations)
+    _file_report(csub, "conversations", "the rollouts in a capture: each conversation's exchanges, turns, verdict",
+                 cmd_conversations)
     ce = csub.add_parser("extract", help="cut a small cassette out of a capture: conversations, exchanges or an anomaly")
     ce.add_argument("path")
     ce.add_argument("-o", "--out", required=True)
@@ -341,16 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--quiet", action="store_true", help="no line per request")
     rp.set_defaults(func=cmd_replay)
 
-    au = sub.add_parser("audit", help="TITO health of a capture of any client's traffic: conversations, stitched "
-                        "share, fallbacks, anomalies (exit 1 when there are any)")
-    au.add_argument("path")
-    au.add_argument("--json", action="store_true")
-    au.set_defaults(func=cmd_audit)
-
-    ins = sub.add_parser("inspect", help="summarize a cassette and list its anomalies")
-    ins.add_argument("path")
-    ins.add_argument("--json", action="store_true")
-    ins.set_defaults(func=cmd_inspect)
+    _file_report(sub, "audit", "TITO health of a capture of any client's traffic: conversations, stitched share, "
+                 "fallbacks, anomalies (exit 1 when there are any)", cmd_audit)
+    _file_report(sub, "inspect", "summarize a cassette and list its anomalies", cmd_inspect)
 
     rr = sub.add_parser("repro", help="replay a cassette's conversation through the client, turn by turn")
     rr.add_argument("path")
