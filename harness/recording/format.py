@@ -49,6 +49,11 @@ def _str(dumper, data: str):
 _ReadableDumper.add_representer(str, _str)
 
 
+# called with a cassette's path before it is read (journal.py registers the recovery of an interrupted
+# recording here, so that every tool loads the whole of it)
+BEFORE_LOAD: list = []
+
+
 class CassetteError(ValueError):
     """A file that is not a cassette we can read; the message says what is wrong."""
 
@@ -248,17 +253,8 @@ class Cassette:
         if not p.exists():
             raise CassetteError(f"no cassette at {p}")
         if recover_journal:
-            from .journal import is_orphaned, journal_dir, recover
-
-            if journal_dir(p).is_dir() and is_orphaned(p):
-                try:
-                    recover(p)
-                except OSError as exc:
-                    import logging
-
-                    logging.getLogger("harness.recording").warning(
-                        "%s: the journal of an interrupted recording is beside it but could not be put in (%s): "
-                        "run harness cassette recover %s", p, exc, p)
+            for hook in BEFORE_LOAD:
+                hook(p)
         raw = p.read_bytes()
         truncated = truncation(raw)
         if truncated:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import orjson
 
-from .format import Interaction
+from .format import BEFORE_LOAD, Interaction
 
 log = logging.getLogger("harness.recording")
 HEADER = struct.Struct("<2sBQII")
@@ -304,9 +304,10 @@ def recover(cassette: str | os.PathLike, wait: float = 10.0) -> int | None:
     """Put every exchange of an interrupted recording's journal that the cassette lacks into it.
     Returns how many were added, or None when there is nothing to recover (no journal, or a live
     recorder holds it). Waits up to `wait` s for a dying recorder's writer to let go."""
-    from .format import Cassette, CassetteError, cut_to_last_whole_batch
-    from .recorder import CassetteWriter
-    from .scrub import Scrubber
+    from dataclasses import replace
+
+    from .blobs import DEFAULT_THRESHOLD, BlobStore, blob_dir
+    from .format import Cassette, atomic_write, cut_to_last_whole_batch
 
     path = Path(cassette)
     d = journal_dir(path)
@@ -329,10 +330,7 @@ def recover(cassette: str | os.PathLike, wait: float = 10.0) -> int | None:
             cassette_obj = Cassette()
         else:
             cut_to_last_whole_batch(path)
-            try:
-                cassette_obj = Cassette.load(path, resolve_blobs=False, recover_journal=False)
-            except CassetteError:
-                raise
+            cassette_obj = Cassette.load(path, resolve_blobs=False, recover_journal=False)
         have = {i.xid for i in cassette_obj.interactions if i.xid}
         missing = [e for e in exchanges if e.xid not in have]
         missing.sort(key=lambda e: e.recorded_at or 0)
@@ -341,12 +339,27 @@ def recover(cassette: str | os.PathLike, wait: float = 10.0) -> int | None:
                 settings = orjson.loads((d / SETTINGS).read_bytes())
             except (OSError, ValueError):
                 settings = {}
-            writer = CassetteWriter(path, Scrubber(), settings.get("blob_threshold") or 32 * 1024, cassette_obj)
-            writer.cassette.interactions.extend(writer.disk_form(i, scrub=False) for i in missing)
-            writer.flush()
+            store = BlobStore(blob_dir(path), settings.get("blob_threshold") or DEFAULT_THRESHOLD)
+            for i in missing:  # scrubbed before they reached the journal; large blobs out of line as recorded
+                body, digests = (i.response_body, []) if i.chunks is not None else store.take_out(i.response_body)
+                cassette_obj.interactions.append(replace(i, response_body=body, blobs=digests or None))
+            atomic_write(path, cassette_obj.to_yaml().encode("utf-8"))
             log.warning("%s: recovered %d exchange(s) from the journal of an interrupted recording%s", path,
                         len(missing), f" ({torn} torn record(s) at the end of a segment ignored)" if torn else "")
         shutil.rmtree(d, ignore_errors=True)
         return len(missing)
     finally:
         os.close(fd)
+
+
+def _recover_if_orphaned(path: Path) -> None:
+    """Before a cassette is read: put in the journal of an interrupted recording beside it, if any."""
+    if journal_dir(path).is_dir() and is_orphaned(path):
+        try:
+            recover(path)
+        except OSError as exc:  # a read-only copy: the cassette loads as it is, and the user is told
+            log.warning("%s: the journal of an interrupted recording is beside it but could not be put in (%s): "
+                        "run harness cassette recover %s", path, exc, path)
+
+
+BEFORE_LOAD.append(_recover_if_orphaned)
