@@ -56,6 +56,7 @@ class EngineConfig:
     per_token: float = 0.0  # seconds per generated token
     seed: int = 0  # engine-wide salt; a request's own seed is mixed in
     think: bool = False  # open each completion with a <think> block (a Qwen3-style thinking model)
+    empty_rate: float = 0.0  # share of answers that are just the stop token (real models often answer so)
 
 
 @dataclass
@@ -168,7 +169,11 @@ class FakeEngine:
         rng = random.Random(seed)
         self._faker.seed_instance(seed)
         text = self._faker.paragraph(nb_sentences=rng.randint(1, 4))
-        if self.config.think:
+        # (its own draw, so answers that are not empty stay what they were)
+        empty = self.config.empty_rate > 0 and random.Random(seed ^ 0xE3F7).random() < self.config.empty_rate
+        if empty:
+            text = ""
+        elif self.config.think:
             text = f"<think>\n{self._faker.sentence()}\n</think>\n\n{text}"
         finish, stop_reason = "stop", None
         hits = [(text.find(s), s) for s in params.stop if s and s in text]

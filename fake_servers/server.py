@@ -31,6 +31,7 @@ class FakeConfig:
     tokenizer: object = None  # a tokenizer object, a path/name, or None for the default Qwen2.5
     template: str = "chatml"
     think: bool | None = None  # completions open with <think> blocks; default: template == "thinking"
+    empty_rate: float = 0.0  # share of answers that are only the stop token (an empty completion)
     profile: str | None = None  # a name from fake_servers.profiles (default: the kind's default)
     dynamo_backend: str | None = None  # Dynamo: "vllm" (engine_data, logprobs), "mocker" or "sglang"
     native_generate: bool = False  # Dynamo: serve /inference/v1/generate (vLLM backend)
@@ -69,7 +70,8 @@ def build_app(cfg: FakeConfig | None = None, **overrides) -> web.Application:
     tok = _tokenizer(cfg)
     engine = FakeEngine(tok, EngineConfig(model=cfg.model, max_model_len=cfg.max_model_len, moe=moe,
                                           ttft=cfg.ttft, per_token=cfg.per_token, seed=cfg.seed,
-                                          think=cfg.template == "thinking" if cfg.think is None else cfg.think))
+                                          think=cfg.template == "thinking" if cfg.think is None else cfg.think,
+                                          empty_rate=cfg.empty_rate))
     rules = parse_specs(cfg.faults)
     templates = variants(getattr(tok, "chat_template", None))
     for r in rules:

@@ -109,6 +109,7 @@ def cmd_fake(args) -> int:
     cfg = FakeConfig(kind=args.kind, model=args.model, max_model_len=args.max_model_len, moe=args.moe,
                      faults=args.fault, fault_seed=args.fault_seed, ttft=latency[0],
                      per_token=latency[1] if len(latency) > 1 else 0.0, tokenizer=args.tokenizer,
+                     empty_rate=args.empty_rate,
                      profile=args.profile, dynamo_backend=args.backend, native_generate=args.native_generate,
                      chat_tokens_route=False if args.no_chat_tokens else None,
                      generate_route=False if args.no_generate else None,
@@ -266,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--fault-seed", type=int, default=0)
     f.add_argument("--moe", default=None, help="LAYERS,TOP_K,EXPERTS: answer with routed experts")
     f.add_argument("--latency", default=None, help="TTFT,PER_TOKEN seconds")
+    f.add_argument("--empty-rate", type=float, default=0.0,
+                   help="share of answers that are only the stop token, as real models often give (default 0)")
     f.add_argument("--tokenizer", default=None)
     f.add_argument("--profile", default=None, help="server version to answer as (harness profiles; default: "
                    "vllm-0.32 / dynamo-1.6.1)")
