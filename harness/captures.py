@@ -397,3 +397,51 @@ def _copy_blobs(source, out, cassette: Cassette) -> None:
     for f in blob_dir(source).iterdir():
         if f.name.split(".")[0] in digests:
             shutil.copy2(f, dst / f.name)
+
+
+def export_columns(cassette: Cassette) -> dict[str, list]:
+    """One row per exchange, as columns: where it sits (conversation, turn), what it was (mode, route,
+    status, latency) and its tokens (ids and logprobs as lists), with the audit's anomaly kinds."""
+    report = audit(cassette)
+    place = {t.exchange: (c.id, k) for c in report.conversations for k, t in enumerate(c.turns, 1)}
+    kinds: dict[int, list[str]] = {}
+    for a in report.anomalies:
+        kinds.setdefault(a.exchange, []).append(a.kind)
+    cols: dict[str, list] = {name: [] for name in (
+        "exchange", "conversation", "turn", "mode", "method", "path", "status", "prompt_ids", "completion_ids",
+        "completion_logprobs", "finish_reason", "duration_ms", "recorded_at", "faults", "anomalies")}
+    for n, i in enumerate(cassette.interactions):
+        kind = turn_kind(i)
+        t = turn_tokens(i) if kind is not None and i.status < 400 else None
+        conv, turn = place.get(n, (None, None))
+        sent = _request_turn(n, i, kind).prompt_ids if kind is not None else None
+        row = {"exchange": n, "conversation": conv, "turn": turn, "mode": kind, "method": i.method, "path": i.path,
+               "status": i.status,
+               "prompt_ids": sent if sent is not None else (list(t.prompt_ids) if t and t.prompt_ids is not None else None),
+               "completion_ids": list(t.completion_ids) if t and t.completion_ids is not None else None,
+               "completion_logprobs": [float(x) for x in t.completion_logprobs]
+               if t and t.completion_logprobs is not None else None,
+               "finish_reason": t.finish_reason if t else None, "duration_ms": i.duration_ms,
+               "recorded_at": i.recorded_at, "faults": list(i.faults or []), "anomalies": kinds.get(n, [])}
+        for k, v in row.items():
+            cols[k].append(v)
+    return cols
+
+
+def export_parquet(cassette: Cassette, out) -> int:
+    """Write `export_columns` as a Parquet file (pyarrow); returns the rows written."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError("Parquet export needs pyarrow: pip install 'tito-harness[analytics]'") from None
+    cols = export_columns(cassette)
+    ids, lps, strs = pa.list_(pa.int32()), pa.list_(pa.float32()), pa.list_(pa.string())
+    schema = pa.schema([("exchange", pa.int64()), ("conversation", pa.int64()), ("turn", pa.int32()),
+                        ("mode", pa.string()), ("method", pa.string()), ("path", pa.string()), ("status", pa.int32()),
+                        ("prompt_ids", ids), ("completion_ids", ids), ("completion_logprobs", lps),
+                        ("finish_reason", pa.string()), ("duration_ms", pa.float64()), ("recorded_at", pa.float64()),
+                        ("faults", strs), ("anomalies", strs)])
+    table = pa.table(cols, schema=schema)
+    pq.write_table(table, out, compression="zstd")
+    return table.num_rows

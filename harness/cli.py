@@ -216,7 +216,8 @@ def _file_report(sub, name: str, help: str, func) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .client.config import TRANSPORTS
-    from .cli_cassettes import (cmd_audit, cmd_cassette_merge, cmd_cassette_recover, cmd_conversations, cmd_extract, cmd_chaos, cmd_conformance, cmd_inspect, cmd_record,
+    from .cli_cassettes import (cmd_audit, cmd_cassette_merge, cmd_cassette_recover, cmd_conversations, cmd_export,
+                                cmd_extract, cmd_chaos, cmd_conformance, cmd_inspect, cmd_record,
                                 cmd_record_suite, cmd_replay, cmd_repro)
 
     p = argparse.ArgumentParser(prog="harness", description="TITO client test harness for vLLM and NVIDIA Dynamo")
@@ -335,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     ce.add_argument("--anomaly", default=None, help="every conversation with an anomaly of this kind (harness audit)")
     ce.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     ce.set_defaults(func=cmd_extract)
+    cx = csub.add_parser("export", help="one row per exchange (conversation, turn, mode, status, ids, logprobs, "
+                         "latency) as Parquet, for DuckDB, Spark or Trino")
+    cx.add_argument("path")
+    cx.add_argument("--parquet", required=True, metavar="OUT")
+    cx.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    cx.set_defaults(func=cmd_export)
     cr = csub.add_parser("recover", help="finish an interrupted (killed) recording: put its journal into the cassette")
     cr.add_argument("path")
     cr.add_argument("--wait", type=float, default=10.0, help="seconds to wait for a dying recorder's writer")

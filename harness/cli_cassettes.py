@@ -439,3 +439,20 @@ def cmd_extract(args) -> int:
     out.print(f"{len(picked)} exchange(s) ({', '.join(map(str, picked[:12]))}{' ...' if len(picked) > 12 else ''}) "
               f"of {escape(args.path)} written to {escape(args.out)}", highlight=False)
     return 0
+
+
+def cmd_export(args) -> int:
+    from .captures import export_parquet
+    from .recording.format import CassetteError
+
+    if Path(args.parquet).exists() and not args.force:
+        err.print(f"[red]error:[/] {escape(args.parquet)} exists: pass --force to overwrite it", highlight=False)
+        return 2
+    try:
+        rows = export_parquet(_load_capture(args.path), args.parquet)
+    except (CassetteError, ValueError) as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    out.print(f"{rows} exchange(s) of {escape(args.path)} written to {escape(args.parquet)} (one row each)",
+              highlight=False)
+    return 0

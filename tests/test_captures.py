@@ -159,3 +159,25 @@ def test_extract_keeps_the_blobs_it_names(tmp_path):
     assert harness("cassette", "extract", str(path), "-o", str(out), "--exchanges", "1").returncode == 0
     assert Cassette.load(out).interactions[0].response_body == Cassette.load(path).interactions[1].response_body
     assert len(list((out.parent / "second.blobs").iterdir())) == 1  # its blob, not the other exchange's
+
+
+def test_export_writes_one_parquet_row_per_exchange(interleaved, tmp_path):
+    import pyarrow.parquet as pq
+
+    path, _ = interleaved
+    out = tmp_path / "six.parquet"
+    result = harness("cassette", "export", str(path), "--parquet", str(out))
+    assert result.returncode == 0, result.stderr
+    table = pq.read_table(out).to_pylist()
+    capture = Cassette.load(path)
+    assert len(table) == len(capture.interactions) and [r["exchange"] for r in table] == list(range(len(table)))
+    report = audit(capture)
+    for c in report.conversations:
+        rows = [r for r in table if r["conversation"] == c.id]
+        assert [r["exchange"] for r in rows] == c.exchanges and [r["turn"] for r in rows] == [1, 2, 3, 4]
+        assert [r["mode"] for r in rows] == ["mito", "tito", "tito", "tito"]
+        for r in rows:
+            assert len(r["completion_ids"]) == len(r["completion_logprobs"]) > 0 and r["duration_ms"] > 0
+        assert rows[1]["prompt_ids"][:len(rows[0]["prompt_ids"]) + len(rows[0]["completion_ids"])] == \
+            rows[0]["prompt_ids"] + rows[0]["completion_ids"]
+    assert harness("cassette", "export", str(path), "--parquet", str(out)).returncode == 2  # never overwrites
