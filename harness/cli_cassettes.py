@@ -422,12 +422,19 @@ def cmd_conversations(args) -> int:
     return 0
 
 
+def _exists(path: str, force: bool) -> bool:
+    """An output that is there and may not be replaced: said in one line."""
+    if Path(path).exists() and not force:
+        err.print(f"[red]error:[/] {escape(path)} exists: pass --force to overwrite it", highlight=False)
+        return True
+    return False
+
+
 def cmd_extract(args) -> int:
     from .captures import extract, parse_exchanges
     from .recording.format import CassetteError
 
-    if Path(args.out).exists() and not args.force:
-        err.print(f"[red]error:[/] {escape(args.out)} exists: pass --force to overwrite it", highlight=False)
+    if _exists(args.out, args.force):
         return 2
     try:
         exchanges = parse_exchanges(args.exchanges) if args.exchanges else []
@@ -445,8 +452,7 @@ def cmd_export(args) -> int:
     from .captures import export_parquet
     from .recording.format import CassetteError
 
-    if Path(args.parquet).exists() and not args.force:
-        err.print(f"[red]error:[/] {escape(args.parquet)} exists: pass --force to overwrite it", highlight=False)
+    if _exists(args.parquet, args.force):
         return 2
     try:
         rows = export_parquet(_load_capture(args.path), args.parquet)
