@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 
 from .recording.format import Cassette, Interaction
 from .recording.inspect import _anomalies, turn_kind, turn_tokens
+from .recording.scrub import SESSION_ID_HEADERS
 
 BREAK_MIN_PREFIX = 16  # tokens a prompt must share with a conversation's head to be a drifted continuation
-SESSION_HEADERS = ("x-session-id", "session-id", "x-session", "x-rollout-id")
 
 
 @dataclass
@@ -116,8 +116,9 @@ def _request_turn(n: int, i: Interaction, kind: str) -> Turn:
 
 
 def _session(i: Interaction) -> str | None:
+    """The rollout's session id (kept on disk as a digest by the scrubber), if the client sent one."""
     for k, v in i.request_headers.items():
-        if k.lower() in SESSION_HEADERS and v and v[0] and v[0] != "<SCRUBBED>":
+        if k.lower() in SESSION_ID_HEADERS and v and v[0] and v[0] != "<SCRUBBED>":
             return v[0]
     return None
 

@@ -181,3 +181,20 @@ def test_export_writes_one_parquet_row_per_exchange(interleaved, tmp_path):
         assert rows[1]["prompt_ids"][:len(rows[0]["prompt_ids"]) + len(rows[0]["completion_ids"])] == \
             rows[0]["prompt_ids"] + rows[0]["completion_ids"]
     assert harness("cassette", "export", str(path), "--parquet", str(out)).returncode == 2  # never overwrites
+
+
+def test_session_ids_reach_disk_as_digests_and_still_group_a_rollout(tmp_path):
+    """Two rollouts that send identical messages-in turns: only their session header tells them apart."""
+    path = tmp_path / "sessions.yaml"
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 8}
+    with RunningServer(FakeConfig(kind="vllm")) as srv:
+        rec = Recorder(path, "all", writer="thread")
+        with AppThread(create_proxy_app(srv.root_url, rec)) as p:
+            for session in ("rollout-a-31337", "rollout-b-31337", "rollout-a-31337"):
+                httpx.post(f"http://127.0.0.1:{p.port}/v1/chat/completions", json=body,
+                           headers={"X-Session-ID": session})
+        rec.close()
+    assert b"31337" not in path.read_bytes()  # the value never reached disk
+    report = audit(Cassette.load(path))
+    assert [c.exchanges for c in report.conversations] == [[0, 2], [1]]
+    assert report.conversations[0].turns[1].link == "session"

@@ -17,6 +17,9 @@ SECRET_HEADERS = {
     "x-auth-token", "x-access-token", "x-amz-security-token", "x-goog-api-key", "ocp-apim-subscription-key",
 }
 _SECRET_HEADER_PARTS = ("token", "secret", "api-key", "apikey", "password", "credential", "session")
+# a rollout's session id (verifiers' X-Session-ID, ...) is no credential, but it may be guessable: it is
+# kept as a digest, so a capture's requests still group by session and the value never reaches disk
+SESSION_ID_HEADERS = {"x-session-id", "session-id", "x-session", "x-rollout-id"}
 SECRET_QUERY_KEYS = {"api_key", "apikey", "key", "token", "access_token", "auth", "sig", "signature", "password",
                      "secret", "client_secret", "code"}
 # (regex, literal hints: the regex can only match text holding one of them, lower-cased)
@@ -77,13 +80,21 @@ class Scrubber:
                 return headers
         out = {}
         for k, v in headers.items():
-            if self.is_secret_header(k):
+            if k.lower() in SESSION_ID_HEADERS:
+                out[k] = [self.digest(x) for x in v] if isinstance(v, list) else self.digest(v)
+            elif self.is_secret_header(k):
                 out[k] = [self.placeholder] * len(v) if isinstance(v, list) else self.placeholder
             elif isinstance(v, list):
                 out[k] = [self.text(x) for x in v]
             else:
                 out[k] = self.text(v)
         return out
+
+    def digest(self, value: str) -> str:
+        """A stable stand-in for a value that must not reach disk but still tells requests apart."""
+        import hashlib
+
+        return f"<sha256:{hashlib.sha256(value.encode('utf-8', 'replace')).hexdigest()[:16]}>"
 
     def url(self, url: str) -> str:
         parts = urlsplit(url)
