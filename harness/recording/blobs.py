@@ -19,6 +19,7 @@ import os
 import re
 import tempfile
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pybase64
@@ -94,6 +95,15 @@ class BlobStore:
             raise FileNotFoundError(f"blob {digest} is missing from {self.dir}")
         data = p.read_bytes()
         return zlib.decompress(data) if p.suffix == ".z" else data
+
+    def out_of_line(self, interaction):
+        """The exchange as the file holds it: its response's long base64 strings stored here and
+        replaced by markers (`blobs` names them). A streamed answer keeps its exact text (its chunk
+        sizes must still add up)."""
+        if interaction.chunks is not None:
+            return interaction
+        body, digests = self.take_out(interaction.response_body)
+        return replace(interaction, response_body=body, blobs=digests) if digests else interaction
 
     def take_out(self, body: bytes) -> tuple[bytes, list[str]]:
         """The body with every long base64 string replaced by a marker, and the digests stored."""

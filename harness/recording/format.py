@@ -293,15 +293,10 @@ class Cassette:
 
     def save(self, path: str | os.PathLike, blob_threshold: int | None = None) -> None:
         """Write atomically; large base64 blobs go to the blob folder beside the file (blobs.py)."""
-        from dataclasses import replace
-
         from .blobs import DEFAULT_THRESHOLD, BlobStore, blob_dir
 
         store = BlobStore(blob_dir(path), blob_threshold or DEFAULT_THRESHOLD)
-        disk = []
-        for i in self.interactions:
-            body, digests = (i.response_body, []) if i.chunks is not None else store.take_out(i.response_body)
-            disk.append(replace(i, response_body=body, blobs=digests or None) if digests else i)
+        disk = [store.out_of_line(i) for i in self.interactions]
         atomic_write(Path(path), Cassette(disk, self.meta).to_yaml().encode("utf-8"))
 
 

@@ -73,8 +73,8 @@ def _read_head(payload: bytes) -> tuple[dict, list[bytes]]:
 
 
 class Journal:
-    """Appends (thread-safe, one write() per record) into segment files under `<cassette>.journal/`;
-    holds the folder's lock while the recording lives."""
+    """Appends (thread-safe, one copy into a mapped segment per record) into segment files under
+    `<cassette>.journal/`; holds the folder's lock while the recording lives."""
 
     def __init__(self, cassette: str | os.PathLike, segment_bytes: int = SEGMENT_BYTES, settings: dict | None = None):
         self.dir = journal_dir(cassette)
@@ -254,7 +254,7 @@ def read_journal(directory: Path) -> tuple[list[Interaction], int]:
     A stream whose end never came is kept as far as it went (those chunks reached the client)."""
     exchanges: dict[tuple[str, int], _Open | Interaction] = {}
     torn = 0
-    for seg in sorted(directory.glob("*.tj"), key=lambda p: (p.stem.rsplit("-", 1)[0], p.stem)):
+    for seg in sorted(directory.glob("*.tj")):  # SESSION-NNNNNN: a session's segments in order
         session = seg.stem.rsplit("-", 1)[0]
         data = seg.read_bytes()
         at = 0
@@ -304,8 +304,6 @@ def recover(cassette: str | os.PathLike, wait: float = 10.0) -> int | None:
     """Put every exchange of an interrupted recording's journal that the cassette lacks into it.
     Returns how many were added, or None when there is nothing to recover (no journal, or a live
     recorder holds it). Waits up to `wait` s for a dying recorder's writer to let go."""
-    from dataclasses import replace
-
     from .blobs import DEFAULT_THRESHOLD, BlobStore, blob_dir
     from .format import Cassette, atomic_write, cut_to_last_whole_batch
 
@@ -340,9 +338,8 @@ def recover(cassette: str | os.PathLike, wait: float = 10.0) -> int | None:
             except (OSError, ValueError):
                 settings = {}
             store = BlobStore(blob_dir(path), settings.get("blob_threshold") or DEFAULT_THRESHOLD)
-            for i in missing:  # scrubbed before they reached the journal; large blobs out of line as recorded
-                body, digests = (i.response_body, []) if i.chunks is not None else store.take_out(i.response_body)
-                cassette_obj.interactions.append(replace(i, response_body=body, blobs=digests or None))
+            # scrubbed before they reached the journal; large blobs out of line as the recorder stores them
+            cassette_obj.interactions.extend(store.out_of_line(i) for i in missing)
             atomic_write(path, cassette_obj.to_yaml().encode("utf-8"))
             log.warning("%s: recovered %d exchange(s) from the journal of an interrupted recording%s", path,
                         len(missing), f" ({torn} torn record(s) at the end of a segment ignored)" if torn else "")
@@ -354,7 +351,7 @@ def recover(cassette: str | os.PathLike, wait: float = 10.0) -> int | None:
 
 def _recover_if_orphaned(path: Path) -> None:
     """Before a cassette is read: put in the journal of an interrupted recording beside it, if any."""
-    if journal_dir(path).is_dir() and is_orphaned(path):
+    if is_orphaned(path):
         try:
             recover(path)
         except OSError as exc:  # a read-only copy: the cassette loads as it is, and the user is told

@@ -1,8 +1,8 @@
 """The recorder: exchanges in, a cassette on disk out, without holding up the proxy that feeds it.
 
 `Recorder.add` only queues an exchange; a writer (a thread, or a process of its own off the proxy's
-GIL) hands batches to a `CassetteWriter`, which cuts large blobs out (blobs.py), scrubs, serializes
-and appends them with one write and an fsync. Modes: `once` records into a new (or empty) cassette
+GIL) hands batches (already scrubbed and journaled) to a `CassetteWriter`, which cuts large blobs out
+(blobs.py), serializes and appends them with one write and an fsync. Modes: `once` records into a new (or empty) cassette
 and refuses an existing one; `new_episodes` answers requests the cassette already holds and records
 the rest; `all` records everything afresh.
 """
@@ -26,30 +26,18 @@ MODES = ("once", "new_episodes", "all")
 
 
 class CassetteWriter:
-    """Turns exchanges into what the file holds (blobs out to the blob folder, then scrubbed) and
-    keeps the file in step: one append + fsync per batch, the whole file atomically on `flush`.
-    Runs on the recorder's writer thread, or in its writer process."""
+    """Turns exchanges (scrubbed on the hot path) into what the file holds, blobs out to the blob
+    folder, and keeps the file in step: one append + fsync per batch, the whole file atomically on
+    `flush`. Runs on the recorder's writer thread, or in its writer process."""
 
-    def __init__(self, path: Path, scrubber: Scrubber, blob_threshold: int, cassette: Cassette):
-        self.path, self.scrubber, self.cassette = path, scrubber, cassette
+    def __init__(self, path: Path, blob_threshold: int, cassette: Cassette):
+        self.path, self.cassette = path, cassette
         self.blobs = BlobStore(blob_dir(path), blob_threshold)
         self.errors = 0
 
-    def disk_form(self, i: Interaction, scrub: bool = True) -> Interaction:
-        """Blobs out first (never scrubbed, and the scrubber then reads kilobytes, not megabytes)."""
-        body, blobs = (i.response_body, []) if i.chunks is not None else self.blobs.take_out(i.response_body)
-        if not scrub:
-            return replace(i, response_body=body, blobs=blobs or None)
-        s = self.scrubber
-        clean = s.body(body)
-        chunks = [len(clean)] if i.chunks is not None and clean != body else i.chunks  # a secret cut: sizes changed
-        return replace(i, uri=s.url(i.uri), request_headers=s.headers(i.request_headers),
-                       request_body=s.body(i.request_body), response_headers=s.headers(i.response_headers),
-                       response_body=clean, chunks=chunks, blobs=blobs or None)
-
-    def write(self, batch: list[Interaction], scrub: bool = True) -> list[Interaction]:
+    def write(self, batch: list[Interaction]) -> list[Interaction]:
         try:
-            disk = [self.disk_form(i, scrub) for i in batch]
+            disk = [self.blobs.out_of_line(i) for i in batch]
             first = not self.cassette.interactions
             self.cassette.interactions.extend(disk)
             if first:  # `interactions: []` on disk cannot be appended to: write the file whole
@@ -75,21 +63,21 @@ def _summary(i: Interaction) -> Interaction:
     return replace(i, request_body=b"", response_body=b"", request_headers={}, response_headers={})
 
 
-def _writer_process(conn, path, scrubber, blob_threshold, cassette, journal) -> None:
+def _writer_process(conn, path, blob_threshold, cassette, journal) -> None:
     """The writer process: batches in, acknowledgements out, until told to close. It holds the
     journal's lock too, so no recovery starts while it may still append."""
     if journal is not None:
         from .journal import hold_lock
 
         hold_lock(journal)
-    writer = CassetteWriter(path, scrubber, blob_threshold, cassette)
+    writer = CassetteWriter(path, blob_threshold, cassette)
     while True:
         try:
             kind, payload = conn.recv()
         except (EOFError, OSError):  # the recorder died (kill -9): everything received is on disk already
             return
         if kind == "batch":
-            disk = writer.write(payload, scrub=False)
+            disk = writer.write(payload)
             conn.send(("written", (len(payload), [_summary(i) for i in disk], writer.errors)))
         elif kind == "flush":
             writer.flush()
@@ -130,22 +118,20 @@ class Recorder:
         if self.path.is_dir():
             raise CassetteError(f"{self.path} is a directory: give a cassette file to record into")
         self.mode = mode
-        self.recovered = 0
         if journal_dir(self.path).is_dir():
             if not is_orphaned(self.path):
                 raise CassetteError(f"another recorder is recording into {self.path} (its journal "
                                     f"{journal_dir(self.path)} is held)")
-            self.recovered = recover(self.path) or 0
-        scrubber = scrubber or Scrubber()
-        self.scrubber = scrubber
+            recover(self.path)
+        self.scrubber = scrubber or Scrubber()
         existing = Cassette.load(self.path) if self.path.exists() else Cassette()
         if mode == "once" and existing.interactions:
             raise CassetteError(f"{self.path} already holds {len(existing.interactions)} interactions; "
                                 f"mode 'once' never overwrites: use --mode new_episodes or all")
         self.replay = ReplayIndex([existing]) if mode == "new_episodes" else None
-        self.writer = CassetteWriter(self.path, scrubber, blob_threshold, Cassette([], {**existing.meta, **(meta or {})}))
+        self.writer = CassetteWriter(self.path, blob_threshold, Cassette([], {**existing.meta, **(meta or {})}))
         if mode == "new_episodes":
-            self.writer.cassette.interactions = [self.writer.disk_form(i, scrub=False) for i in existing.interactions]
+            self.writer.cassette.interactions = [self.writer.blobs.out_of_line(i) for i in existing.interactions]
         self.writer.flush()
         self.journal = Journal(self.path, settings={"blob_threshold": blob_threshold}) if journal else None
         self._queue: queue.Queue = queue.Queue(max_pending)
@@ -165,7 +151,7 @@ class Recorder:
             ctx = multiprocessing.get_context("spawn")
             self._conn, child = ctx.Pipe()
             self._proc = ctx.Process(target=_writer_process, name="cassette-writer", daemon=True,
-                                     args=(child, self.path, scrubber, blob_threshold, self.writer.cassette,
+                                     args=(child, self.path, blob_threshold, self.writer.cassette,
                                            self.journal.dir if self.journal else None))
             self._proc.start()
             child.close()
@@ -208,20 +194,28 @@ class Recorder:
             clean.xid = self.journal.whole(clean)
         await self._enqueue(clean)
 
-    def stream_open(self, head: Interaction) -> int | None:
-        """Journal a stream's request and response head (its body empty) before the first chunk goes out."""
-        return self.journal.head(self.scrubbed(head)) if self.journal is not None else None
+    def stream_open(self, head: Interaction) -> tuple[int | None, Interaction]:
+        """Journal a stream's request and response head (its body empty) before the first chunk goes
+        out; returns its journal number and the scrubbed head, which `stream_close` completes."""
+        clean = self.scrubbed(head)
+        return (self.journal.head(clean) if self.journal is not None else None), clean
 
     def stream_chunk(self, number: int | None, data: bytes) -> None:
         """Journal a chunk just before it goes out."""
         if number is not None:
             self.journal.chunk(number, self.scrubber.body(data))
 
-    async def stream_close(self, number: int | None, interaction: Interaction) -> None:
-        """The stream is over (whole, or cut): its end in the journal, the exchange to the writer."""
-        clean = self.scrubbed(interaction)
+    async def stream_close(self, number: int | None, head: Interaction, chunks: list[bytes],
+                           duration_ms: float) -> None:
+        """The stream is over (whole, or cut): its end in the journal, the exchange to the writer.
+        `head` is the scrubbed head `stream_open` returned; only the body is scrubbed here (whole: a
+        secret may straddle two chunks)."""
+        raw = b"".join(chunks)
+        body = self.scrubber.body(raw)
+        sizes = [len(c) for c in chunks] if body is raw else [len(body)]  # a secret cut: sizes changed
+        clean = replace(head, response_body=body, chunks=sizes, duration_ms=duration_ms)
         if number is not None:
-            clean.xid = self.journal.end(number, interaction.duration_ms)
+            clean.xid = self.journal.end(number, duration_ms)
         await self._enqueue(clean)
 
     async def _enqueue(self, interaction: Interaction) -> None:
@@ -256,7 +250,7 @@ class Recorder:
                     if self._conn is not None:
                         self._conn.send(("batch", batch))
                     else:
-                        self._acknowledge(len(batch), self.writer.write(batch, scrub=False))
+                        self._acknowledge(len(batch), self.writer.write(batch))
                 if control is not None and not self._writer_gone:
                     self._send_control(control)
             except OSError:  # the writer process is gone (BrokenPipeError): the journal holds the rest
