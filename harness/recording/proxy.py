@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
 
 import aiohttp
 from aiohttp import web
@@ -86,7 +85,7 @@ def create_proxy_app(upstream: str, recorder: Recorder | None, faults: LiveFault
             up = await app[SESSION].request(request.method, uri, headers=headers, data=body, allow_redirects=False)
         except aiohttp.ClientError as exc:
             log.warning("%s %s: upstream %s unreachable: %s (answered 502, not recorded)", request.method,
-                        request.path, upstream, exc or type(exc).__name__)
+                        request.path, upstream, str(exc) or type(exc).__name__)
             return web.json_response({"error": {"message": f"recording proxy: upstream {upstream} unreachable: {exc}",
                                                  "type": "ProxyError", "param": None, "code": 502}}, status=502)
         async with up:
@@ -95,13 +94,11 @@ def create_proxy_app(upstream: str, recorder: Recorder | None, faults: LiveFault
                 resp = web.StreamResponse(status=up.status, reason=up.reason, headers=CIMultiDict(out_headers))
                 head = _interaction(request, uri, headers, body, up.status, up.reason or "", list(up.headers.items()),
                                     b"", [], t0, arrived, active)
-                number = recorder.stream_open(head) if recorder is not None else None
+                number, head = recorder.stream_open(head) if recorder is not None else (None, head)
                 chunks = await _stream(request, resp, up, "truncated_stream" in active,
                                        (lambda c: recorder.stream_chunk(number, c)) if recorder is not None else None)
                 if recorder is not None:
-                    data = b"".join(chunks)
-                    await recorder.stream_close(number, replace(head, response_body=data, chunks=[len(c) for c in chunks],
-                                                                duration_ms=(time.perf_counter() - t0) * 1000))
+                    await recorder.stream_close(number, head, chunks, (time.perf_counter() - t0) * 1000)
                 return resp
             try:
                 data = await up.read()
