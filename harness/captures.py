@@ -38,7 +38,7 @@ class Turn:
     status: int
     prompt_ids: list[int] | None = None
     completion_ids: list[int] | None = None
-    logprobs: int | None = None
+    completion_logprobs: list[float] | None = None
     finish_reason: str | None = None
     asked_ids: bool = False
     messages: list | None = None
@@ -97,7 +97,9 @@ class Conversation:
                 "verdict": self.verdict(), "anomalies": [a.to_dict() for a in self.anomalies]}
 
 
-def _request_turn(n: int, i: Interaction, kind: str) -> Turn:
+def _request_turn(n: int, i: Interaction, kind: str):
+    """The turn as the request sent it and the answer reports it, and the parsed answer tokens
+    (TurnTokens, or None for an error or an answer that cannot be parsed)."""
     req = i.request_json() or {}
     nvext = req.get("nvext") if isinstance(req.get("nvext"), dict) else {}
     sent = req.get("token_ids") if i.path == "/inference/v1/generate" else (req.get("tokens") or nvext.get("token_data"))
@@ -110,9 +112,10 @@ def _request_turn(n: int, i: Interaction, kind: str) -> Turn:
         if turn.prompt_ids is None and t.prompt_ids is not None:
             turn.prompt_ids = list(t.prompt_ids)
         turn.completion_ids = list(t.completion_ids) if t.completion_ids is not None else None
-        turn.logprobs = len(t.completion_logprobs) if t.completion_logprobs is not None else None
+        turn.completion_logprobs = ([float(x) for x in t.completion_logprobs]
+                                    if t.completion_logprobs is not None else None)
         turn.finish_reason = t.finish_reason
-    return turn
+    return turn, t
 
 
 def _session(i: Interaction) -> str | None:
@@ -187,13 +190,13 @@ class Linker:
         kind = turn_kind(i)
         if kind is None:
             return
-        turn = _request_turn(n, i, kind)
+        turn, tokens = _request_turn(n, i, kind)
         anomalies: list[tuple[str, str]] = []
         cid = None
         retry_of = self._failed.pop((i.path, i.request_body), None)
         if retry_of is not None:
             cid, turn.link = retry_of, "retry"
-            anomalies.append(("retried", f"the same request as an earlier failed exchange of this conversation"))
+            anomalies.append(("retried", "the same request as an earlier failed exchange of this conversation"))
         session = _session(i)
         if cid is None and session is not None and session in self._sessions:
             cid, turn.link = self._sessions[session], "session"
@@ -223,7 +226,7 @@ class Linker:
                 and prev.finish_reason == "stop" and prev.completion_ids:
             anomalies.append(("silent_mito", f"messages-in after turn {len(conv.turns)} ended with the stop token "
                                              f"and its engine ids were known: it could have been stitched"))
-        for a in _anomalies(i, turn_tokens(i) if i.status < 400 else None):
+        for a in _anomalies(i, tokens):
             anomalies.append(_kind_of(a, i))
         layout = _experts_layout(i)
         if layout:
@@ -404,7 +407,7 @@ def export_columns(cassette: Cassette) -> dict[str, list]:
     """One row per exchange, as columns: where it sits (conversation, turn), what it was (mode, route,
     status, latency) and its tokens (ids and logprobs as lists), with the audit's anomaly kinds."""
     report = audit(cassette)
-    place = {t.exchange: (c.id, k) for c in report.conversations for k, t in enumerate(c.turns, 1)}
+    place = {t.exchange: (c.id, k, t) for c in report.conversations for k, t in enumerate(c.turns, 1)}
     kinds: dict[int, list[str]] = {}
     for a in report.anomalies:
         kinds.setdefault(a.exchange, []).append(a.kind)
@@ -412,20 +415,15 @@ def export_columns(cassette: Cassette) -> dict[str, list]:
         "exchange", "conversation", "turn", "mode", "method", "path", "status", "prompt_ids", "completion_ids",
         "completion_logprobs", "finish_reason", "duration_ms", "recorded_at", "faults", "anomalies")}
     for n, i in enumerate(cassette.interactions):
-        kind = turn_kind(i)
-        t = turn_tokens(i) if kind is not None and i.status < 400 else None
-        conv, turn = place.get(n, (None, None))
-        sent = _request_turn(n, i, kind).prompt_ids if kind is not None else None
-        row = {"exchange": n, "conversation": conv, "turn": turn, "mode": kind, "method": i.method, "path": i.path,
-               "status": i.status,
-               "prompt_ids": sent if sent is not None else (list(t.prompt_ids) if t and t.prompt_ids is not None else None),
-               "completion_ids": list(t.completion_ids) if t and t.completion_ids is not None else None,
-               "completion_logprobs": [float(x) for x in t.completion_logprobs]
-               if t and t.completion_logprobs is not None else None,
+        conv, k, t = place.get(n, (None, None, None))
+        row = {"exchange": n, "conversation": conv, "turn": k, "mode": t.mode if t else None, "method": i.method,
+               "path": i.path, "status": i.status, "prompt_ids": t.prompt_ids if t else None,
+               "completion_ids": t.completion_ids if t else None,
+               "completion_logprobs": t.completion_logprobs if t else None,
                "finish_reason": t.finish_reason if t else None, "duration_ms": i.duration_ms,
                "recorded_at": i.recorded_at, "faults": list(i.faults or []), "anomalies": kinds.get(n, [])}
-        for k, v in row.items():
-            cols[k].append(v)
+        for key, v in row.items():
+            cols[key].append(v)
     return cols
 
 

@@ -9,7 +9,6 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 
 from rich.table import Table
 
