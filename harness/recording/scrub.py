@@ -56,10 +56,8 @@ class Scrubber:
     def __post_init__(self):
         self._patterns = [(re.compile(p), hints) for p, hints in BODY_PATTERNS]
         self._patterns += [(re.compile(p), ()) for p in self.extra_patterns]
-        # text holding none of the hints cannot hold a secret: one search decides (None: an extra pattern
+        # a body or header set holding none of the sentinels cannot hold a secret (None: an extra pattern
         # has no hints, every pattern runs)
-        hints = "|".join(re.escape(h) for _, hs in BODY_PATTERNS for h in hs)
-        self._hint = None if self.extra_patterns else re.compile(hints, re.IGNORECASE)
         self._hints_b = None if self.extra_patterns else _SENTINELS
         self._secret_names: dict[str, bool] = {}
 
@@ -105,8 +103,6 @@ class Scrubber:
         return urlunsplit(parts._replace(query=urlencode(pairs, safe="<>")))
 
     def text(self, text: str) -> str:
-        if self._hint is not None and not self._hint.search(text):
-            return text
         low = text.lower()
         for pattern, hints in self._patterns:
             if hints and not any(h in low for h in hints):
