@@ -248,20 +248,22 @@ VLLM_MAX_N = 16384  # VLLM_MAX_N_SEQUENCES
 VLLM_MODEL_VOCAB = 151936  # the model config's (padded) vocabulary: what a count of -1 asks for
 
 
+def _count(v):
+    """An integer count as given (bools are not counts), or None: anything else is type validation's."""
+    return v if _is_int(v) else None
+
+
 def vllm_sampling_limits(n, sample_logprobs, prompt_logprobs) -> tuple[str, str | None] | None:
     """(message, param) for the first count vLLM's SamplingParams refuses, or None. Non-integers
     are left to type validation."""
-    def count(v):
-        return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-    n = count(n)
+    n = _count(n)
     if n is not None and n < 1:
         return f"n must be at least 1, got {n}.", None
     if n is not None and n > VLLM_MAX_N:
         return (f"n must be at most {VLLM_MAX_N}, got {n}. To increase this limit, set the VLLM_MAX_N_SEQUENCES "
                 f"environment variable."), None
-    for what, name, value in (("sample", "logprobs", count(sample_logprobs)),
-                              ("prompt", "prompt_logprobs", count(prompt_logprobs))):
+    for what, name, value in (("sample", "logprobs", _count(sample_logprobs)),
+                              ("prompt", "prompt_logprobs", _count(prompt_logprobs))):
         if value is None:
             continue
         if value < -1:
@@ -276,11 +278,8 @@ def vllm_sampling_limits(n, sample_logprobs, prompt_logprobs) -> tuple[str, str 
 def vllm_request_logprobs(route: str, body: dict) -> tuple[tuple[str, str] | None, object]:
     """The request model's own logprobs checks (chat: `top_logprobs`; completions: `logprobs`), as vLLM
     words them, and the sample-logprobs count SamplingParams then checks: (error or None, count)."""
-    def count(v):
-        return v if isinstance(v, int) and not isinstance(v, bool) else None
-
     if route == "chat":
-        top = count(body.get("top_logprobs"))
+        top = _count(body.get("top_logprobs"))
         if top is not None and top < 0 and top != -1:
             return (f"`top_logprobs` must be a positive value or -1. (parameter=top_logprobs, value={top})",
                     "top_logprobs"), None
@@ -288,7 +287,7 @@ def vllm_request_logprobs(route: str, body: dict) -> tuple[tuple[str, str] | Non
             return ("when using `top_logprobs`, `logprobs` must be set to true. (parameter=top_logprobs)",
                     "top_logprobs"), None
         return None, top if body.get("logprobs") else None
-    n = count(body.get("logprobs"))
+    n = _count(body.get("logprobs"))
     if route == "completions" and n is not None and n < 0 and n != -1:
         return (f"`logprobs` must be a positive value or -1. (parameter=logprobs, value={n})", "logprobs"), None
     return None, n
