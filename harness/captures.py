@@ -21,39 +21,41 @@ retokenization drift), `logprob_mismatch`, `missing_ids`, `routed_experts_undeco
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
 
 from .recording.format import Cassette, Interaction
 from .recording.inspect import _anomalies, turn_kind, turn_tokens
 from .recording.scrub import SESSION_ID_HEADERS
 
-BREAK_MIN_PREFIX = 16  # tokens a prompt must share with a conversation's head to be a drifted continuation
+KEY = 16  # ids at the end of a head that key it in the index (with its length)
+WINDOW = 200_000  # a conversation with no turn in this many exchanges is closed: its state is let go
+INVALID = {"logprob_mismatch", "missing_ids", "routed_experts_undecodable", "malformed", "error"}
 
 
-@dataclass
+@dataclass(slots=True)
 class Turn:
     exchange: int
     mode: str  # "tito" | "mito"
     path: str
     status: int
-    prompt_ids: list[int] | None = None
-    completion_ids: list[int] | None = None
-    completion_logprobs: list[float] | None = None
+    prompt_len: int | None = None
+    completion_len: int | None = None
     finish_reason: str | None = None
     asked_ids: bool = False
-    messages: list | None = None
     link: str = "new"  # how it joined its conversation: new | tokens | messages | session | retry
-
-    @property
-    def head(self) -> list[int] | None:
-        if self.prompt_ids is None or self.completion_ids is None:
-            return None
-        return list(self.prompt_ids) + list(self.completion_ids)
+    prompt_ids: list[int] | None = None  # kept with keep_tokens (view, repro); otherwise let go
+    completion_ids: list[int] | None = None
+    completion_logprobs: list[float] | None = None
 
     def to_dict(self) -> dict:
         return {"exchange": self.exchange, "mode": self.mode, "path": self.path, "status": self.status,
-                "prompt_tokens": len(self.prompt_ids) if self.prompt_ids is not None else None,
-                "completion_tokens": len(self.completion_ids) if self.completion_ids is not None else None,
+                "prompt_tokens": self.prompt_len, "completion_tokens": self.completion_len,
                 "finish_reason": self.finish_reason, "link": self.link}
 
 
@@ -75,15 +77,17 @@ class Conversation:
     id: int
     turns: list[Turn] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
+    # linking state, let go when the conversation closes
+    head: bytes | None = field(default=None, repr=False)  # last good turn's prompt + completion ids (int64)
+    head_key: tuple | None = field(default=None, repr=False)
+    first_len: int | None = field(default=None, repr=False)  # the first prompt's length
+    first_key: tuple | None = field(default=None, repr=False)
+    messages: bytes | None = field(default=None, repr=False)  # digest of the last turn's messages (messages-in)
+    last: int = field(default=0, repr=False)  # the exchange of its last turn
 
     @property
     def exchanges(self) -> list[int]:
         return [t.exchange for t in self.turns]
-
-    @property
-    def head(self) -> list[int] | None:
-        """Prompt + completion ids of the last turn that has them (a failed turn moves nothing)."""
-        return next((t.head for t in reversed(self.turns) if t.head is not None), None)
 
     def verdict(self) -> str:
         modes = "/".join(t.mode for t in self.turns)
@@ -92,30 +96,60 @@ class Conversation:
         kinds = sorted({a.kind for a in self.anomalies})
         return f"{', '.join(kinds)} ({modes})"
 
+    def fallbacks(self) -> dict[str, int]:
+        """Messages-in turns after the first, by why."""
+        out: dict[str, int] = {}
+        for k, t in enumerate(self.turns[1:], 2):
+            if t.mode == "mito":
+                before = [a.kind for a in self.anomalies if a.turn == k - 1 and a.kind in INVALID]
+                why = next((a.kind for a in self.anomalies if a.turn == k and a.kind == "silent_mito"),
+                           f"after {before[0]}" if before else
+                           "after a turn cut by max_tokens" if self.turns[k - 2].finish_reason == "length" else
+                           "the client did not ask for engine ids")
+                out[why] = out.get(why, 0) + 1
+        return out
+
     def to_dict(self) -> dict:
         return {"id": self.id, "exchanges": self.exchanges, "turns": [t.to_dict() for t in self.turns],
                 "verdict": self.verdict(), "anomalies": [a.to_dict() for a in self.anomalies]}
 
 
-def _request_turn(n: int, i: Interaction, kind: str):
-    """The turn as the request sent it and the answer reports it, and the parsed answer tokens
-    (TurnTokens, or None for an error or an answer that cannot be parsed)."""
-    req = i.request_json() or {}
+def _ids(values) -> np.ndarray | None:
+    try:
+        return np.asarray(values, dtype=np.int64) if isinstance(values, list) else None
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
+def _request_turn(n: int, i: Interaction, kind: str, keep: bool):
+    """The turn as the request sent it and the answer reports it; its prompt and completion ids (numpy,
+    or None); the request's messages (messages-in); the parsed answer tokens (None for an error or an
+    answer that cannot be parsed)."""
+    req = i.request_json()
+    req = req if isinstance(req, dict) else {}
     nvext = req.get("nvext") if isinstance(req.get("nvext"), dict) else {}
     sent = req.get("token_ids") if i.path == "/inference/v1/generate" else (req.get("tokens") or nvext.get("token_data"))
+    extra = nvext.get("extra_fields") if isinstance(nvext.get("extra_fields"), list) else []
     asked = (bool(req.get("return_token_ids")) or i.path == "/inference/v1/generate"
-             or bool(set(nvext.get("extra_fields") or []) & {"engine_data", "completion_token_ids"}))
-    turn = Turn(n, kind, i.path, i.status, list(sent) if kind == "tito" and isinstance(sent, list) else None,
-                asked_ids=asked, messages=req.get("messages") if kind == "mito" else None)
+             or bool({x for x in extra if isinstance(x, str)} & {"engine_data", "completion_token_ids"}))
+    prompt = _ids(sent) if kind == "tito" else None
+    turn = Turn(n, kind, i.path, i.status, asked_ids=asked)
+    messages = req.get("messages") if kind == "mito" and isinstance(req.get("messages"), list) else None
+    completion = None
     t = turn_tokens(i) if i.status < 400 else None
     if t is not None:
-        if turn.prompt_ids is None and t.prompt_ids is not None:
-            turn.prompt_ids = list(t.prompt_ids)
-        turn.completion_ids = list(t.completion_ids) if t.completion_ids is not None else None
-        turn.completion_logprobs = ([float(x) for x in t.completion_logprobs]
-                                    if t.completion_logprobs is not None else None)
+        if prompt is None and t.prompt_ids is not None:
+            prompt = _ids(list(t.prompt_ids))
+        completion = _ids(list(t.completion_ids)) if t.completion_ids is not None else None
         turn.finish_reason = t.finish_reason
-    return turn, t
+        if keep and t.completion_logprobs is not None:
+            turn.completion_logprobs = [float(x) for x in t.completion_logprobs]
+    turn.prompt_len = len(prompt) if prompt is not None else None
+    turn.completion_len = len(completion) if completion is not None else None
+    if keep:
+        turn.prompt_ids = prompt.tolist() if prompt is not None else None
+        turn.completion_ids = completion.tolist() if completion is not None else None
+    return turn, prompt, completion, messages, t
 
 
 def _session(i: Interaction) -> str | None:
@@ -126,106 +160,192 @@ def _session(i: Interaction) -> str | None:
     return None
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     n = min(len(a), len(b))
-    k = 0
-    while k < n and a[k] == b[k]:
-        k += 1
-    return k
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if len(differ) else n
+
+
+def _message_digests(messages: list) -> list[bytes]:
+    """Digest of each prefix of a message list (k messages -> digests[k - 1]), computed in one pass."""
+    h = hashlib.blake2b(digest_size=16)
+    out = []
+    for m in messages:
+        try:
+            raw = orjson.dumps(m, option=orjson.OPT_SORT_KEYS)
+        except TypeError:
+            raw = repr(m).encode()
+        h.update(len(raw).to_bytes(8, "little"))
+        h.update(raw)
+        out.append(h.digest())
+    return out
+
+
+class _Keyed:
+    """Sequences (a conversation's head, or its first prompt) keyed by their length and last KEY ids, so
+    that the ones a prompt starts with are found by looking at the prompt's own positions: the cost of a
+    lookup grows with the prompt, never with the capture."""
+
+    def __init__(self):
+        self.slots: dict[tuple, list[int]] = {}
+        self.lengths: dict[int, int] = {}  # length -> how many keys have it
+        self.ends: dict[int, int] = {}  # last id -> how many keys end with it
+
+    @staticmethod
+    def key(ids: np.ndarray, length: int) -> tuple:
+        return length, ids[max(0, length - KEY):length].tobytes()
+
+    def add(self, ids: np.ndarray, cid: int) -> tuple:
+        k = self.key(ids, len(ids))
+        self.slots.setdefault(k, []).append(cid)
+        self.lengths[len(ids)] = self.lengths.get(len(ids), 0) + 1
+        last = int(ids[-1])
+        self.ends[last] = self.ends.get(last, 0) + 1
+        return k + (last,)
+
+    def remove(self, key: tuple, cid: int) -> None:
+        length, tail, last = key
+        cids = self.slots.get((length, tail))
+        if cids and cid in cids:
+            cids.remove(cid)
+            if not cids:
+                del self.slots[(length, tail)]
+        for table, k in ((self.lengths, length), (self.ends, last)):
+            table[k] -= 1
+            if not table[k]:
+                del table[k]
+
+    def candidates(self, prompt: np.ndarray):
+        """(length, conversation ids) of keys the prompt may start with, longest first."""
+        if not self.ends or len(prompt) == 0:
+            return
+        ends = np.fromiter(self.ends, dtype=np.int64, count=len(self.ends))
+        for j in np.flatnonzero(np.isin(prompt, ends))[::-1]:
+            length = int(j) + 1
+            if length in self.lengths:
+                cids = self.slots.get(self.key(prompt, length))
+                if cids:
+                    yield length, cids
 
 
 class Linker:
-    """Reads exchanges in order and files each generation turn into a conversation."""
+    """Reads exchanges in order and files each generation turn into a conversation.
 
-    def __init__(self, decode=None):
-        self.conversations: dict[int, Conversation] = {}
-        self._heads: dict[tuple[int, int], list[int]] = {}  # (head length, hash of its last 16 ids) -> conv ids
-        self._lengths: set[int] = set()
-        self._messages: list[tuple[int, list]] = []  # (conversation, last request's messages), most recent last
-        self._sessions: dict[str, int] = {}
-        self._failed: dict[tuple[str, bytes], int] = {}  # a failed request's (path, body) -> conversation
+    Memory stays flat however long the capture: a conversation keeps only what linking needs (its
+    head, the digest of its messages), and one with no turn in `window` exchanges is closed and handed
+    to `on_close` (without `on_close` closed conversations stay in `self.closed`)."""
+
+    def __init__(self, decode=None, window: int = WINDOW, on_close=None, keep_tokens: bool = False):
+        self.conversations: dict[int, Conversation] = OrderedDict()  # open ones, least recently used first
+        self.closed: list[Conversation] = []
+        self.on_close = on_close
+        self.window = window
+        self.keep_tokens = keep_tokens
         self.decode = decode  # ids -> text, for break details (optional)
+        self._heads, self._firsts = _Keyed(), _Keyed()
+        self._by_messages: dict[bytes, int] = {}
+        self._sessions: dict[str, int] = {}
+        self._failed: dict[tuple[str, bytes], int] = {}  # a failed request's (path, body digest) -> conversation
+        self._head_ids: dict[int, np.ndarray] = {}
+        self.prompt_tokens = self.cached_tokens = 0  # prefix-cache use, where answers report it
 
-    @staticmethod
-    def _key(ids: list[int], length: int) -> tuple[int, int]:
-        return length, hash(tuple(ids[max(0, length - 16):length]))
-
-    def _find_by_tokens(self, prompt: list[int]) -> int | None:
-        for length in sorted((x for x in self._lengths if x <= len(prompt)), reverse=True):
-            for cid in reversed(self._heads.get(self._key(prompt, length), [])):
-                head = self.conversations[cid].head
-                if head is not None and len(head) == length and prompt[:length] == head:
+    def _find_by_tokens(self, prompt: np.ndarray) -> int | None:
+        for length, cids in self._heads.candidates(prompt):
+            for cid in reversed(cids):
+                head = self._head_ids.get(cid)
+                if head is not None and len(head) == length and np.array_equal(prompt[:length], head):
                     return cid
         return None
 
-    def _find_by_messages(self, messages: list) -> int | None:
-        for cid, prev in reversed(self._messages[-4096:]):
-            if prev and len(messages) > len(prev) and messages[:len(prev)] == prev \
-                    and self.conversations[cid].turns[-1].messages == prev:
-                return cid
-        return None
-
-    def _closest(self, prompt: list[int]) -> tuple[int, int] | None:
-        """The conversation whose head shares the longest prefix with `prompt` (cid, shared length)."""
+    def _closest(self, prompt: np.ndarray) -> tuple[int, int] | None:
+        """A conversation whose first prompt this prompt starts with, and whose head it shares ids with past
+        that first prompt (cid, shared length): the same rollout, its earlier turns re-tokenized."""
         best = None
-        for cid in list(self.conversations)[-512:]:
-            head = self.conversations[cid].head
-            if not head:
-                continue
-            k = _common_prefix(prompt, head)
-            if k >= BREAK_MIN_PREFIX and k < len(head) and (best is None or k > best[1]):
-                best = (cid, k)
+        for length, cids in self._firsts.candidates(prompt):
+            for cid in cids[-64:]:
+                head = self._head_ids.get(cid)
+                if head is None:
+                    continue
+                k = _common_prefix(prompt, head)
+                if length < k < len(head) and (best is None or k > best[1]):
+                    best = (cid, k)
         return best
 
-    def _index(self, cid: int) -> None:
-        turn = self.conversations[cid].turns[-1]
-        head = turn.head
-        if head:
-            self._heads.setdefault(self._key(head, len(head)), []).append(cid)
-            self._lengths.add(len(head))
-        if turn.messages:
-            self._messages.append((cid, turn.messages))
+    def _close(self, conv: Conversation) -> None:
+        self._forget(conv)
+        del self.conversations[conv.id]
+        if self.on_close is not None:
+            self.on_close(conv)
+        else:
+            self.closed.append(conv)
 
-    def add(self, n: int, i: Interaction) -> None:
+    def _forget(self, conv: Conversation) -> None:
+        if conv.head_key is not None:
+            self._heads.remove(conv.head_key, conv.id)
+        if conv.first_key is not None:
+            self._firsts.remove(conv.first_key, conv.id)
+        if conv.messages is not None and self._by_messages.get(conv.messages) == conv.id:
+            del self._by_messages[conv.messages]
+        self._head_ids.pop(conv.id, None)
+        conv.head_key = conv.first_key = conv.messages = None
+
+    def finish(self) -> list[Conversation]:
+        """Close every open conversation; returns the closed ones kept (without `on_close`), by id."""
+        for cid in sorted(self.conversations):
+            self._close(self.conversations[cid])
+        self._sessions.clear()
+        self._failed.clear()
+        return sorted(self.closed, key=lambda c: c.id)
+
+    def add(self, n: int, i: Interaction):
+        """File exchange n; returns (conversation, turn number, Turn, anomaly kinds) for a generation
+        turn, None for anything else."""
         kind = turn_kind(i)
         if kind is None:
-            return
-        turn, tokens = _request_turn(n, i, kind)
+            return None
+        turn, prompt, completion, messages, tokens = _request_turn(n, i, kind, self.keep_tokens)
         anomalies: list[tuple[str, str]] = []
         cid = None
-        retry_of = self._failed.pop((i.path, i.request_body), None)
-        if retry_of is not None:
+        body_key = (i.path, hashlib.blake2b(i.request_body, digest_size=16).digest())
+        retry_of = self._failed.pop(body_key, None)
+        if retry_of is not None and retry_of in self.conversations:
             cid, turn.link = retry_of, "retry"
             anomalies.append(("retried", "the same request as an earlier failed exchange of this conversation"))
         session = _session(i)
-        if cid is None and session is not None and session in self._sessions:
+        if cid is None and session is not None and self._sessions.get(session) in self.conversations:
             cid, turn.link = self._sessions[session], "session"
-        prompt = turn.prompt_ids
-        if cid is None and prompt:
+        if cid is None and prompt is not None and len(prompt):
             cid = self._find_by_tokens(prompt)
             if cid is not None:
                 turn.link = "tokens"
-        if cid is None and turn.messages:
-            cid = self._find_by_messages(turn.messages)
-            if cid is not None:
-                turn.link = "messages"
-        if cid is None and kind == "tito" and prompt:
+        digests = _message_digests(messages) if messages else []
+        if cid is None and len(digests) > 1:
+            for d in reversed(digests[:-1]):
+                found = self._by_messages.get(d)
+                if found is not None and self.conversations[found].messages == d:
+                    cid, turn.link = found, "messages"
+                    break
+        if cid is None and kind == "tito" and prompt is not None and len(prompt):
             close = self._closest(prompt)
             if close is not None:
                 cid, k = close
                 turn.link = "tokens"
-                head = self.conversations[cid].head
-                anomalies.append(("continuity_break", self._break_detail(prompt, head, k)))
+                anomalies.append(("continuity_break", self._break_detail(prompt, self._head_ids[cid], k)))
         if cid is None:
             cid = n
             self.conversations[cid] = Conversation(cid)
         conv = self.conversations[cid]
+        self.conversations.move_to_end(cid)
         prev = next((t for t in reversed(conv.turns) if t.status < 400), None) if turn.link != "retry" else None
         prev_invalid = prev is not None and any(a.turn == len(conv.turns) and a.kind in INVALID for a in conv.anomalies)
-        if kind == "mito" and prev is not None and prev.status < 400 and prev.asked_ids and not prev_invalid \
-                and prev.finish_reason == "stop" and prev.completion_ids:
+        if kind == "mito" and prev is not None and prev.asked_ids and not prev_invalid \
+                and prev.finish_reason == "stop" and prev.completion_len:
             anomalies.append(("silent_mito", f"messages-in after turn {len(conv.turns)} ended with the stop token "
                                              f"and its engine ids were known: it could have been stitched"))
+        cache = _cached_tokens(tokens)
+        if cache is not None:
+            self.prompt_tokens += cache[0]
+            self.cached_tokens += cache[1]
         for a in _anomalies(i, tokens):
             anomalies.append(_kind_of(a, i))
         layout = _experts_layout(i)
@@ -234,22 +354,51 @@ class Linker:
         if session is not None:
             self._sessions[session] = cid
         if i.status >= 400 or (i.is_stream() and b"[DONE]" not in i.response_body):
-            self._failed[(i.path, i.request_body)] = cid
+            self._failed[body_key] = cid
         conv.turns.append(turn)
+        conv.last = n
         for kind_, detail in anomalies:
             conv.anomalies.append(Anomaly(cid, len(conv.turns), n, kind_, detail))
-        self._index(cid)
+        self._remember(conv, prompt, completion, digests[-1] if digests else None)
+        self._expire(n)
+        return conv, len(conv.turns), turn, [k for k, _ in anomalies]
 
-    def _break_detail(self, prompt: list[int], head: list[int], k: int) -> str:
+    def _remember(self, conv: Conversation, prompt, completion, digest: bytes | None) -> None:
+        if conv.messages is not None and self._by_messages.get(conv.messages) == conv.id:
+            del self._by_messages[conv.messages]
+        conv.messages = digest
+        if digest is not None:
+            self._by_messages[digest] = conv.id
+        if prompt is not None and len(prompt) and conv.first_len is None:
+            conv.first_len = len(prompt)
+            conv.first_key = self._firsts.add(prompt, conv.id)
+        if prompt is not None and completion is not None:
+            head = np.concatenate([prompt, completion])
+            if len(head):
+                if conv.head_key is not None:
+                    self._heads.remove(conv.head_key, conv.id)
+                conv.head_key = self._heads.add(head, conv.id)
+                self._head_ids[conv.id] = head
+
+    def _expire(self, n: int) -> None:
+        while self.conversations:
+            oldest = next(iter(self.conversations.values()))
+            if n - oldest.last < self.window:
+                break
+            self._close(oldest)
+        if len(self._failed) > 4 * self.window:
+            self._failed.clear()
+        if len(self._sessions) > 4 * self.window:
+            self._sessions = {k: v for k, v in self._sessions.items() if v in self.conversations}
+
+    def _break_detail(self, prompt: np.ndarray, head: np.ndarray, k: int) -> str:
         def show(ids):
+            ids = [int(x) for x in ids]
             text = self.decode(ids) if self.decode else None
             return f"{ids}" + (f" {text!r}" if text is not None else "")
 
         return (f"the prompt shares {k} ids with the previous turn's prompt + completion ({len(head)} ids), then "
                 f"differs at position {k}: previous {show(head[k:k + 4])}, now {show(prompt[k:k + 4])}")
-
-
-INVALID = {"logprob_mismatch", "missing_ids", "routed_experts_undecodable", "malformed", "error"}
 
 
 def _experts_layout(i: Interaction) -> str | None:
@@ -285,49 +434,172 @@ def _kind_of(text: str, i: Interaction) -> tuple[str, str]:
     return "malformed", text
 
 
+def _cached_tokens(tokens) -> tuple[int, int] | None:
+    """(prompt tokens, of them served from the prefix cache) where the server reports it."""
+    usage = getattr(tokens, "usage", None) or {}
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    if isinstance(cached, int) and isinstance(prompt, int) and prompt > 0:
+        return prompt, cached
+    return None
+
+
 @dataclass
 class Audit:
-    conversations: list[Conversation]
+    """The TITO health of a capture. Built conversation by conversation as they close, so it holds
+    counts and anomalies, not the capture; `conversations` is filled only when asked to keep them."""
     meta: dict
-    exchanges: int
+    exchanges: int = 0
+    conversation_count: int = 0
+    turns: int = 0
+    stitched: int = 0
+    prompt_tokens: int = 0  # over turns whose answer reports prefix-cache use
+    cached_tokens: int = 0
+    _fallbacks: dict = field(default_factory=dict)
+    _anomalies: list = field(default_factory=list)
+    conversations: list[Conversation] | None = None
+    index: "CaptureIndex | None" = None
 
-    @property
-    def turns(self) -> int:
-        return sum(len(c.turns) for c in self.conversations)
-
-    @property
-    def stitched(self) -> int:
-        return sum(t.mode == "tito" for c in self.conversations for t in c.turns)
+    def take(self, conv: Conversation) -> None:
+        self.conversation_count += 1
+        self.turns += len(conv.turns)
+        self.stitched += sum(t.mode == "tito" for t in conv.turns)
+        for why, k in conv.fallbacks().items():
+            self._fallbacks[why] = self._fallbacks.get(why, 0) + k
+        self._anomalies.extend(conv.anomalies)
+        if self.conversations is not None:
+            self.conversations.append(conv)
 
     @property
     def anomalies(self) -> list[Anomaly]:
-        return sorted((a for c in self.conversations for a in c.anomalies), key=lambda a: a.exchange)
+        return sorted(self._anomalies, key=lambda a: a.exchange)
 
     def fallbacks(self) -> dict[str, int]:
         """Messages-in turns after the first of a conversation, by why."""
-        out: dict[str, int] = {}
-        for c in self.conversations:
-            for k, t in enumerate(c.turns[1:], 2):
-                if t.mode == "mito":
-                    before = [a.kind for a in c.anomalies if a.turn == k - 1 and a.kind in INVALID]
-                    why = next((a.kind for a in c.anomalies if a.turn == k and a.kind == "silent_mito"),
-                               f"after {before[0]}" if before else
-                               "after a turn cut by max_tokens" if c.turns[k - 2].finish_reason == "length" else
-                               "the client did not ask for engine ids")
-                    out[why] = out.get(why, 0) + 1
-        return out
+        return dict(self._fallbacks)
+
+    def cache_reuse(self) -> float | None:
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else None
 
     def to_dict(self) -> dict:
-        return {"conversations": len(self.conversations), "turns": self.turns, "stitched": self.stitched,
-                "exchanges": self.exchanges, "fallbacks": self.fallbacks(),
+        return {"conversations": self.conversation_count, "turns": self.turns, "stitched": self.stitched,
+                "exchanges": self.exchanges, "fallbacks": self.fallbacks(), "prefix_cache_reuse": self.cache_reuse(),
                 "anomalies": [a.to_dict() for a in self.anomalies], "bug": self.meta.get("bug")}
 
 
-def audit(cassette: Cassette, decode=None) -> Audit:
-    linker = Linker(decode)
-    for n, i in enumerate(cassette.interactions):
-        linker.add(n, i)
-    return Audit(sorted(linker.conversations.values(), key=lambda c: c.id), cassette.meta, len(cassette.interactions))
+# -- reading a capture once ---------------------------------------------------------------------------------
+
+INDEX_VERSION = 1
+
+
+def index_path(path) -> Path:
+    return Path(str(path) + ".idx")
+
+
+@dataclass
+class CaptureIndex:
+    """Where each exchange sits in a capture file and which conversation it belongs to (-1: not a turn),
+    with the conversations that show each anomaly kind: `extract` reads only what it needs. Written
+    beside the capture (`<file>.idx`) the first time a capture is audited, listed or extracted from, and
+    trusted while the file keeps its size and modification time."""
+    size: int
+    mtime_ns: int
+    starts: list[int]
+    ends: list[int]
+    conversation: list[int]
+    anomalies: dict[str, list[int]]
+
+    @classmethod
+    def load(cls, path) -> "CaptureIndex | None":
+        p, idx = _stat(path), index_path(path)
+        try:
+            data = orjson.loads(idx.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        if not isinstance(data, dict) or data.get("version") != INDEX_VERSION \
+                or (data.get("size"), data.get("mtime_ns")) != p:
+            return None
+        try:
+            return cls(data["size"], data["mtime_ns"], data["starts"], data["ends"], data["conversation"],
+                       data["anomalies"])
+        except KeyError:
+            return None
+
+    def save(self, path) -> bool:
+        from .recording.format import atomic_write
+
+        try:
+            atomic_write(index_path(path), orjson.dumps({"version": INDEX_VERSION, **self.__dict__}))
+            return True
+        except OSError:  # a read-only place: the index lives in memory for this run
+            return False
+
+    def spans(self, exchanges) -> list:
+        from .recording.format import Span
+
+        return [Span(self.starts[n], self.ends[n]) for n in exchanges]
+
+
+def _stat(path) -> tuple[int, int]:
+    import os
+
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def audit(source, decode=None, keep: bool = True, on_conversation=None, window: int = WINDOW) -> Audit:
+    """Audit a capture: a Cassette, or a path read one exchange at a time (flat memory; the index for
+    `extract` is written beside it on the way). `keep` keeps the conversations in `Audit.conversations`
+    (by id); `on_conversation` is called with each one as it closes."""
+    meta = source.meta if isinstance(source, Cassette) else _read_meta(source)
+    report = Audit(meta, conversations=[] if keep else None)
+
+    def closed(conv: Conversation) -> None:
+        report.take(conv)
+        if on_conversation is not None:
+            on_conversation(conv)
+
+    linker = Linker(decode, window=window, on_close=closed)
+    spans, where = [], []
+    for n, span, inter in _exchanges(source):
+        placed = linker.add(n, inter)
+        where.append(placed[0].id if placed else -1)
+        if span is not None:
+            spans.append(span)
+        report.exchanges = n + 1
+    linker.finish()
+    report.prompt_tokens, report.cached_tokens = linker.prompt_tokens, linker.cached_tokens
+    if report.conversations is not None:
+        report.conversations.sort(key=lambda c: c.id)
+    if not isinstance(source, Cassette) and len(spans) == report.exchanges:
+        kinds: dict[str, set] = {}
+        for a in report._anomalies:
+            kinds.setdefault(a.kind, set()).add(a.conversation)
+        report.index = CaptureIndex(*_stat(source), [s.start for s in spans], [s.end for s in spans], where,
+                                    {k: sorted(v) for k, v in kinds.items()})
+        report.index.save(source)
+    return report
+
+
+def _read_meta(path) -> dict:
+    from .recording.format import read_meta
+
+    return read_meta(path)
+
+
+def _exchanges(source):
+    if isinstance(source, Cassette):
+        return ((n, None, i) for n, i in enumerate(source.interactions))
+    from .recording.format import iter_interactions
+
+    return iter_interactions(source)
+
+
+def capture_index(path) -> CaptureIndex | None:
+    """The capture's index: the one beside it while it is current, else built by one audit pass (None
+    for a file whose layout needs a whole load)."""
+    return CaptureIndex.load(path) or audit(path, keep=False).index
 
 
 def parse_exchanges(spec: str) -> list[int]:
@@ -344,46 +616,74 @@ def parse_exchanges(spec: str) -> list[int]:
     return sorted(set(out))
 
 
-def select(cassette: Cassette, conversations=(), exchanges=(), anomaly: str | None = None) -> tuple[list[int], dict]:
+def select(where: list[int], by_kind: dict[str, list[int]], conversations=(), exchanges=(),
+           anomaly: str | None = None) -> tuple[list[int], dict]:
     """The exchange indices a selection names (whole conversations for --conversation and --anomaly),
+    given each exchange's conversation (-1 for none) and the conversations showing each anomaly kind;
     and a note of what was selected for the extract's meta."""
     chosen: set[int] = set(exchanges)
-    report = audit(cassette) if conversations or anomaly else None
-    if report is not None:
-        by_id = {c.id: c for c in report.conversations}
-        unknown = [c for c in conversations if c not in by_id]
-        if unknown:
-            raise ValueError(f"no conversation {unknown[0]} in this capture (ids: harness cassette conversations)")
-        for cid in conversations:
-            chosen.update(by_id[cid].exchanges)
-        if anomaly:
-            hit = [c for c in report.conversations if any(a.kind == anomaly for a in c.anomalies)]
-            if not hit:
-                raise ValueError(f"no conversation with a {anomaly} anomaly in this capture")
-            for c in hit:
-                chosen.update(c.exchanges)
-    past = [n for n in chosen if n >= len(cassette.interactions)]
+    wanted = set(conversations)
+    known = set(where)
+    unknown = [c for c in conversations if c < 0 or c not in known]
+    if unknown:
+        raise ValueError(f"no conversation {unknown[0]} in this capture (ids: harness cassette conversations)")
+    if anomaly:
+        hit = by_kind.get(anomaly) or []
+        if not hit:
+            raise ValueError(f"no conversation with a {anomaly} anomaly in this capture")
+        wanted.update(hit)
+    if wanted:
+        chosen.update(n for n, c in enumerate(where) if c in wanted)
+    past = [n for n in chosen if n >= len(where)]
     if past:
-        raise ValueError(f"exchange {past[0]} is past the end ({len(cassette.interactions)} exchanges)")
+        raise ValueError(f"exchange {past[0]} is past the end ({len(where)} exchanges)")
     return sorted(chosen), {"conversations": list(conversations) or None, "exchanges": sorted(exchanges) or None,
                             "anomaly": anomaly}
 
 
+def _whole_index(cassette: Cassette) -> tuple[list[int], dict[str, list[int]]]:
+    report = audit(cassette)
+    where = [-1] * len(cassette.interactions)
+    kinds: dict[str, set] = {}
+    for c in report.conversations:
+        for n in c.exchanges:
+            where[n] = c.id
+        for a in c.anomalies:
+            kinds.setdefault(a.kind, set()).add(c.id)
+    return where, {k: sorted(v) for k, v in kinds.items()}
+
+
+def read_exchanges(source, indices: list[int]) -> tuple[list[Interaction], dict]:
+    """Chosen exchanges of a capture (blob markers kept) and its meta, read through its index: a
+    conversation comes out of a capture of any size without parsing the rest."""
+    from .recording.format import iter_interactions
+
+    idx = capture_index(source)
+    if idx is None:
+        src = Cassette.load(source, resolve_blobs=False)
+        return [src.interactions[n] for n in indices], src.meta
+    return ([i for _, _, i in iter_interactions(source, resolve_blobs=False, spans=idx.spans(indices))],
+            _read_meta(source))
+
+
 def extract(source, out, conversations=(), exchanges=(), anomaly: str | None = None) -> Cassette:
     """A small cassette cut out of a capture: the selected exchanges in their order, the capture's
-    provenance plus where they came from, blobs copied beside it."""
-    from pathlib import Path
-
-    src = Cassette.load(source, resolve_blobs=False)
-    indices, what = select(src, conversations, exchanges, anomaly)
-    if not indices:
-        raise ValueError("nothing selected: pass --conversation ID, --exchanges 3,7-9 or --anomaly KIND")
-    meta = {**src.meta, "extracted_from": {"cassette": str(Path(source).name), "exchanges": indices,
-                                           **{k: v for k, v in what.items() if v}}}
-    cut = Cassette([src.interactions[n] for n in indices], meta)
-    _copy_blobs(Path(source), Path(out), cut)
+    provenance plus where they came from, blobs copied beside it. The capture's index finds them."""
     from .recording.format import atomic_write
 
+    idx = capture_index(source)
+    if idx is not None:
+        where, by_kind = idx.conversation, idx.anomalies
+    else:
+        where, by_kind = _whole_index(Cassette.load(source, resolve_blobs=False))
+    indices, what = select(where, by_kind, conversations, exchanges, anomaly)
+    if not indices:
+        raise ValueError("nothing selected: pass --conversation ID, --exchanges 3,7-9 or --anomaly KIND")
+    interactions, meta = read_exchanges(source, indices)
+    meta = {**meta, "extracted_from": {"cassette": str(Path(source).name), "exchanges": indices,
+                                       **{k: v for k, v in what.items() if v}}}
+    cut = Cassette(interactions, meta)
+    _copy_blobs(Path(source), Path(out), cut)
     atomic_write(Path(out), cut.to_yaml().encode("utf-8"))
     return cut
 
@@ -403,44 +703,57 @@ def _copy_blobs(source, out, cassette: Cassette) -> None:
             shutil.copy2(f, dst / f.name)
 
 
-def export_columns(cassette: Cassette) -> dict[str, list]:
-    """One row per exchange, as columns: where it sits (conversation, turn), what it was (mode, route,
-    status, latency) and its tokens (ids and logprobs as lists), with the audit's anomaly kinds."""
-    report = audit(cassette)
-    place = {t.exchange: (c.id, k, t) for c in report.conversations for k, t in enumerate(c.turns, 1)}
-    kinds: dict[int, list[str]] = {}
-    for a in report.anomalies:
-        kinds.setdefault(a.exchange, []).append(a.kind)
-    cols: dict[str, list] = {name: [] for name in (
-        "exchange", "conversation", "turn", "mode", "method", "path", "status", "prompt_ids", "completion_ids",
-        "completion_logprobs", "finish_reason", "duration_ms", "recorded_at", "faults", "anomalies")}
-    for n, i in enumerate(cassette.interactions):
-        conv, k, t = place.get(n, (None, None, None))
-        row = {"exchange": n, "conversation": conv, "turn": k, "mode": t.mode if t else None, "method": i.method,
-               "path": i.path, "status": i.status, "prompt_ids": t.prompt_ids if t else None,
+COLUMNS = ("exchange", "conversation", "turn", "mode", "method", "path", "status", "prompt_ids", "completion_ids",
+           "completion_logprobs", "finish_reason", "duration_ms", "recorded_at", "faults", "anomalies")
+
+
+def export_rows(source):
+    """One row per exchange, in order, read once: where it sits (conversation, turn), what it was (mode,
+    route, status, latency) and its tokens (ids and logprobs as lists), with the audit's anomaly kinds."""
+    linker = Linker(keep_tokens=True, on_close=lambda conv: None)
+    for n, _, i in _exchanges(source):
+        placed = linker.add(n, i)
+        conv, k, t, kinds = placed if placed else (None, None, None, [])
+        yield {"exchange": n, "conversation": conv.id if conv else None, "turn": k, "mode": t.mode if t else None,
+               "method": i.method, "path": i.path, "status": i.status, "prompt_ids": t.prompt_ids if t else None,
                "completion_ids": t.completion_ids if t else None,
                "completion_logprobs": t.completion_logprobs if t else None,
                "finish_reason": t.finish_reason if t else None, "duration_ms": i.duration_ms,
-               "recorded_at": i.recorded_at, "faults": list(i.faults or []), "anomalies": kinds.get(n, [])}
+               "recorded_at": i.recorded_at, "faults": list(i.faults or []), "anomalies": kinds}
+        if t is not None:  # the row has them; the conversation need not keep them
+            t.prompt_ids = t.completion_ids = t.completion_logprobs = None
+
+
+def export_columns(source) -> dict[str, list]:
+    cols: dict[str, list] = {name: [] for name in COLUMNS}
+    for row in export_rows(source):
         for key, v in row.items():
             cols[key].append(v)
     return cols
 
 
-def export_parquet(cassette: Cassette, out) -> int:
-    """Write `export_columns` as a Parquet file (pyarrow); returns the rows written."""
+def export_parquet(source, out, batch: int = 4096) -> int:
+    """Write `export_rows` as a Parquet file (pyarrow), a batch at a time; returns the rows written."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise ValueError("Parquet export needs pyarrow: pip install 'tito-harness[analytics]'") from None
-    cols = export_columns(cassette)
     ids, lps, strs = pa.list_(pa.int32()), pa.list_(pa.float32()), pa.list_(pa.string())
     schema = pa.schema([("exchange", pa.int64()), ("conversation", pa.int64()), ("turn", pa.int32()),
                         ("mode", pa.string()), ("method", pa.string()), ("path", pa.string()), ("status", pa.int32()),
                         ("prompt_ids", ids), ("completion_ids", ids), ("completion_logprobs", lps),
                         ("finish_reason", pa.string()), ("duration_ms", pa.float64()), ("recorded_at", pa.float64()),
                         ("faults", strs), ("anomalies", strs)])
-    table = pa.table(cols, schema=schema)
-    pq.write_table(table, out, compression="zstd")
-    return table.num_rows
+    rows = 0
+    with pq.ParquetWriter(out, schema, compression="zstd") as writer:
+        pending: list[dict] = []
+        for row in export_rows(source):
+            pending.append(row)
+            if len(pending) >= batch:
+                writer.write_batch(pa.RecordBatch.from_pylist(pending, schema=schema))
+                rows, pending = rows + len(pending), []
+        if pending or not rows:
+            writer.write_batch(pa.RecordBatch.from_pylist(pending, schema=schema))
+            rows += len(pending)
+    return rows

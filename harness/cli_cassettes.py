@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from rich.markup import escape
@@ -352,20 +353,21 @@ def cmd_conformance(args) -> int:
     return 1 if report.failed else 0
 
 
-def _load_capture(path):
-    from .recording.format import Cassette
-
-    return Cassette.load(path)
-
-
 def _decoder():
-    try:
-        from .tokenizer import load_tokenizer
+    """ids -> text for anomaly details, the tokenizer loaded the first time a detail needs it."""
+    tok: list = []
 
-        tok = load_tokenizer()
-        return lambda ids: tok.decode(ids)
-    except Exception:  # no tokenizer: ids only
-        return None
+    def decode(ids):
+        if not tok:
+            try:
+                from .tokenizer import load_tokenizer
+
+                tok.append(load_tokenizer())
+            except Exception:  # no tokenizer: ids only
+                tok.append(None)
+        return tok[0].decode(ids) if tok[0] is not None else None
+
+    return decode
 
 
 def cmd_audit(args) -> int:
@@ -373,7 +375,7 @@ def cmd_audit(args) -> int:
     from .recording.format import CassetteError
 
     try:
-        report = audit(_load_capture(args.path), _decoder())
+        report = audit(args.path, _decoder(), keep=False)
     except CassetteError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
@@ -382,13 +384,16 @@ def cmd_audit(args) -> int:
         return 1 if report.anomalies else 0
     turns = report.turns
     share = f"{100 * report.stitched / turns:.0f}%" if turns else "-"
-    out.print(f"[bold]{escape(args.path)}[/]: {report.exchanges} exchanges, {len(report.conversations)} conversations, "
+    out.print(f"[bold]{escape(args.path)}[/]: {report.exchanges} exchanges, {report.conversation_count} conversations, "
               f"{turns} turns, {report.stitched} stitched ({share})", highlight=False)
     if report.meta.get("bug"):
         out.print(f"[yellow]bug recorded with this capture:[/] {escape(str(report.meta['bug']))}", highlight=False)
     fb = report.fallbacks()
     out.print("fallbacks to messages-in: " + (", ".join(f"{k} x{v}" for k, v in sorted(fb.items())) or "none"),
               highlight=False)
+    reuse = report.cache_reuse()
+    out.print("prefix-cache reuse: " + (f"{100 * reuse:.0f}% of {report.prompt_tokens} prompt tokens"
+                                        if reuse is not None else "not reported by the server"), highlight=False)
     if report.anomalies:
         t = Table(title="anomalies", title_justify="left")
         for col in ("conversation", "turn", "exchange", "kind", "detail"):
@@ -401,24 +406,35 @@ def cmd_audit(args) -> int:
 
 
 def cmd_conversations(args) -> int:
+    """Conversations are printed as they close (a capture is read once, in flat memory): those still open at
+    the end come last, by id."""
     from .captures import audit
     from .recording.format import CassetteError
 
+    first = [True]
+
+    def show(c) -> None:
+        if args.json:
+            sys.stdout.write(("{\"conversations\": [" if first[0] else ", ") + json.dumps(c.to_dict()))
+        else:
+            if first[0]:
+                out.print(f"[bold]{'id':>8}  {'turns':>5}  verdict  (exchanges)[/]")
+            ex = ",".join(map(str, c.exchanges[:12])) + (",..." if len(c.exchanges) > 12 else "")
+            out.print(f"{c.id:>8}  {len(c.turns):>5}  {escape(c.verdict())}  ({ex})", highlight=False)
+        first[0] = False
+
     try:
-        report = audit(_load_capture(args.path))
+        report = audit(args.path, keep=False, on_conversation=show)
     except CassetteError as exc:
+        if not first[0]:
+            sys.stdout.write("\n")
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
     if args.json:
-        print(json.dumps({"conversations": [c.to_dict() for c in report.conversations]}))
-        return 0
-    t = Table(title=f"{len(report.conversations)} conversations in {args.path}", title_justify="left")
-    for col in ("id", "exchanges", "turns", "verdict"):
-        t.add_column(col, overflow="fold")
-    for c in report.conversations:
-        t.add_row(str(c.id), ",".join(map(str, c.exchanges)), " ".join(f"{t.mode}" for t in c.turns),
-                  escape(c.verdict()))
-    out.print(t)
+        sys.stdout.write(("{\"conversations\": [" if first[0] else "") + "]}\n")
+    else:
+        out.print(f"{report.conversation_count} conversations, {report.turns} turns in {escape(args.path)}",
+                  highlight=False)
     return 0
 
 
@@ -455,7 +471,7 @@ def cmd_export(args) -> int:
     if _exists(args.parquet, args.force):
         return 2
     try:
-        rows = export_parquet(_load_capture(args.path), args.parquet)
+        rows = export_parquet(args.path, args.parquet)
     except (CassetteError, ValueError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 2

@@ -236,6 +236,13 @@ def _headers(h) -> dict[str, list[str]]:
     return {str(k): [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in h.items()}
 
 
+def _exists(p: Path) -> None:
+    if p.is_dir():
+        raise CassetteError(f"{p} is a directory: give a cassette file (.yaml)")
+    if not p.exists():
+        raise CassetteError(f"no cassette at {p}")
+
+
 @dataclass
 class Cassette:
     interactions: list[Interaction] = field(default_factory=list)
@@ -248,10 +255,7 @@ class Cassette:
         The journal of an interrupted recording beside it is put into it first (journal.py), and a
         file cut off mid-write is refused with where it was cut."""
         p = Path(path)
-        if p.is_dir():
-            raise CassetteError(f"{p} is a directory: give a cassette file (.yaml)")
-        if not p.exists():
-            raise CassetteError(f"no cassette at {p}")
+        _exists(p)
         if recover_journal:
             for hook in BEFORE_LOAD:
                 hook(p)
@@ -298,6 +302,117 @@ class Cassette:
         store = BlobStore(blob_dir(path), blob_threshold or DEFAULT_THRESHOLD)
         disk = [store.out_of_line(i) for i in self.interactions]
         atomic_write(Path(path), Cassette(disk, self.meta).to_yaml().encode("utf-8"))
+
+
+
+_INTERACTIONS = b"\ninteractions:\n"
+_BLOCK = 8 << 20
+
+
+@dataclass
+class Span:
+    """Where one interaction sits in a cassette file (bytes start:end)."""
+    start: int
+    end: int
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """A cassette's provenance, read from its head alone (the `meta` block comes before `interactions`)."""
+    _exists(Path(path))
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    at = head.find(_INTERACTIONS)
+    try:
+        data = yaml.load(head[:at] if at != -1 else head, Loader=_Loader) if at != -1 else None
+    except yaml.YAMLError:
+        data = None
+    if not isinstance(data, dict):
+        return Cassette.load(path, resolve_blobs=False).meta
+    return data.get("meta") or {}
+
+
+def iter_spans(path: str | os.PathLike):
+    """The byte span of each interaction, found by reading the file in blocks: memory stays flat however
+    large the capture. Yields nothing for a file not laid out as the recorder and vcrpy write it
+    (unindented `- request:` items under a last `interactions:` key); `iter_interactions` then falls
+    back to a whole load."""
+    with open(path, "rb") as f:
+        buf, base, current = b"", 0, None  # base: file offset of buf[0]; current: start of the item being read
+        while True:
+            block = f.read(_BLOCK)
+            buf += block
+            if current is None:
+                at = buf.find(_INTERACTIONS)
+                first = at + len(_INTERACTIONS)
+                if at == -1 or (block and len(buf) < first + 10):
+                    if not block:
+                        return
+                    continue
+                if not buf.startswith(b"- request:", first):
+                    return
+                current = base + first
+            while True:
+                nxt = buf.find(_ITEM, current - base + 1)
+                if nxt == -1:
+                    break
+                yield Span(current, base + nxt + 1)
+                current = base + nxt + 1
+            if not block:
+                yield Span(current, base + len(buf))
+                return
+            base, buf = current, buf[current - base:]
+
+
+def load_span(f, span: Span, path=None, store=None, resolve_blobs: bool = True) -> Interaction:
+    """One interaction read from an open cassette file at its span."""
+    f.seek(span.start)
+    raw = f.read(span.end - span.start)
+    try:
+        items = yaml.load(raw, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise CassetteError(f"{path}: the interaction at byte {span.start} is not valid YAML: {exc}") from None
+    if not isinstance(items, list) or len(items) != 1:
+        raise CassetteError(f"{path}: the interaction at byte {span.start} is not one vcrpy interaction")
+    inter = Interaction.from_vcr(items[0])
+    if inter.blobs and resolve_blobs and store is not None:
+        inter.response_body = store.put_back(inter.response_body)
+        inter.blobs = None
+    return inter
+
+
+def iter_interactions(path: str | os.PathLike, resolve_blobs: bool = True, spans: list | None = None):
+    """(index, span, interaction) for every interaction of a cassette, one at a time: a capture of any size
+    is read in flat memory. The checks of `Cassette.load` come first (journal recovery, a file cut off
+    mid-write). `span` is None where the file's layout made a whole load necessary. With `spans` (an
+    index's), only those are read."""
+    p = Path(path)
+    _exists(p)
+    for hook in BEFORE_LOAD:
+        hook(p)
+    with open(p, "rb") as f:
+        f.seek(max(0, p.stat().st_size - 64))
+        tail = f.read()
+        f.seek(0)
+        head = f.read(4096)
+    if not _END.search(tail) and _SCHEMA.search(head) and int(_SCHEMA.search(head).group(1)) >= 2:
+        raise CassetteError(f"{p} {truncation(p.read_bytes())}")
+    from .blobs import BlobStore, blob_dir
+
+    store = BlobStore(blob_dir(p)) if resolve_blobs and blob_dir(p).exists() else None
+    given = spans is not None
+    if spans is None:
+        spans = iter_spans(p)
+    n = -1
+    with open(p, "rb") as f:
+        for n, span in enumerate(spans):
+            try:
+                yield n, span, load_span(f, span, p, store, resolve_blobs)
+            except (CassetteError, FileNotFoundError) as exc:
+                raise CassetteError(f"{p}: interaction {n}: {exc}") from None
+    if n == -1 and not given:
+        whole = Cassette.load(p, resolve_blobs=resolve_blobs, recover_journal=False)
+        for k, inter in enumerate(whole.interactions):
+            yield k, None, inter
 
 
 def shipped(relative: str) -> Path:
