@@ -360,9 +360,22 @@ def build_parser() -> argparse.ArgumentParser:
                  "fallbacks, anomalies (exit 1 when there are any)", cmd_audit)
     _file_report(sub, "inspect", "summarize a cassette and list its anomalies", cmd_inspect)
 
-    rr = sub.add_parser("repro", help="replay a cassette's conversation through the client, turn by turn")
+    rr = sub.add_parser("repro", help="send a capture's requests again as its client sent them, turn by turn, "
+                                      "recorded against now (or drive our client with --client ours)")
     rr.add_argument("path")
-    rr.add_argument("--emit-test", default=None, metavar="FILE", help="write a regression test pinning the behaviour")
+    rr.add_argument("--conversation", type=int, action="append", default=[], metavar="ID",
+                    help="only this conversation (ids: harness cassette conversations); repeatable")
+    rr.add_argument("--against", default=None, metavar="URL",
+                    help="send to this server (default: the capture's own replay)")
+    rr.add_argument("--profile", default=None, help="send to a fake of this profile (harness profiles)")
+    rr.add_argument("--client", choices=("as-sent", "ours"), default="as-sent",
+                    help="as-sent: the recorded requests (any client's traffic); ours: rebuild the conversation "
+                         "and drive our client through it")
+    rr.add_argument("--json", action="store_true")
+    rr.add_argument("--emit-test", default=None, metavar="FILE",
+                    help="write a pytest file (and the conversation's cassette beside it) that serves the "
+                         "conversation to a client and fails while its anomalies show")
+    rr.add_argument("--force", action="store_true", help="overwrite --emit-test's files")
     rr.set_defaults(func=cmd_repro)
 
     rs = sub.add_parser("record-suite", help="record the scenario suite from a server, one cassette per scenario")

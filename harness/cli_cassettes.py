@@ -282,6 +282,61 @@ def _print_repro(report, title) -> None:
 
 def cmd_repro(args) -> int:
     from .recording.format import CassetteError
+
+    if args.client == "ours":
+        return _repro_ours(args)
+    from .capture_repro import emit_test, resend
+
+    if args.against and args.profile:
+        err.print("[red]error:[/] give --against or --profile, not both")
+        return 2
+    if args.emit_test and (_exists(args.emit_test, args.force)
+                           or _exists(str(Path(args.emit_test).with_suffix(".yaml")), args.force)):
+        return 2
+    try:
+        if args.against:
+            from .reach import Unreachable, reach
+
+            try:
+                reach(args.against, "--against")
+            except Unreachable as exc:
+                err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+                return 2
+        report = resend(args.path, args.conversation, args.against, args.profile)
+    except (CassetteError, ValueError) as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    if args.json:
+        print(json.dumps({"cassette": report.cassette, "target": report.target,
+                          "turns": [t.to_dict() for t in report.turns]}))
+    else:
+        t = Table(title=f"{escape(args.path)} sent again to {escape(report.target)}", title_justify="left")
+        for col in ("exchange", "route", "status", "ids", "logprobs", "anomalies recorded -> now", "error now"):
+            t.add_column(col, overflow="fold")
+        for d in report.turns:
+            mark = "" if d.same else "[red]"
+            t.add_row(str(d.exchange), d.path, f"{mark}{d.recorded_status} -> {d.now_status}",
+                      {None: "-", True: "same", False: "[red]differ[/]"}[d.ids_same],
+                      "-" if d.logprob_delta is None else f"max diff {d.logprob_delta:.2g}",
+                      escape(f"{','.join(d.recorded_anomalies) or '-'} -> {','.join(d.now_anomalies) or '-'}"),
+                      escape(d.error or ""))
+        out.print(t)
+        out.print(f"{len(report.turns) - len(report.differing)} of {len(report.turns)} turns answer as recorded",
+                  highlight=False)
+    if args.emit_test:
+        try:
+            test, cut = emit_test(args.path, args.emit_test, args.conversation, args.profile)
+        except (CassetteError, ValueError) as exc:
+            err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+            return 2
+        (err if args.json else out).print(f"regression test written to {escape(str(test))} (its conversation: "
+                                          f"{escape(str(cut))}); replace its rollout() with your client's",
+                                          highlight=False)
+    return 1 if report.differing else 0
+
+
+def _repro_ours(args) -> int:
+    from .recording.format import CassetteError
     from .recording.repro import emit_test, repro_cassette
 
     try:

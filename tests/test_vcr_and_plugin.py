@@ -164,5 +164,5 @@ def test_parse_chatml_bridge():
 
 def test_repro_cli_on_bug_cassettes():
     for bug in sorted((Path(__file__).parents[1] / "cassettes" / "bugs").glob("*.yaml")):
-        out = subprocess.run([sys.executable, "-m", "harness.cli", "repro", str(bug)], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-m", "harness.cli", "repro", str(bug), "--client", "ours"], capture_output=True, text=True)
         assert out.returncode == 0 and "2 turns" in out.stdout, out.stderr
