@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .client.config import TRANSPORTS
     from .cli_cassettes import (cmd_audit, cmd_cassette_merge, cmd_cassette_recover, cmd_conversations, cmd_export,
                                 cmd_extract, cmd_chaos, cmd_conformance, cmd_inspect, cmd_record,
-                                cmd_record_suite, cmd_replay, cmd_repro)
+                                cmd_record_suite, cmd_replay, cmd_repro, cmd_view)
 
     p = argparse.ArgumentParser(prog="harness", description="TITO client test harness for vLLM and NVIDIA Dynamo")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs (each turn's tito/mito decision)")
@@ -377,6 +377,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "conversation to a client and fails while its anomalies show")
     rr.add_argument("--force", action="store_true", help="overwrite --emit-test's files")
     rr.set_defaults(func=cmd_repro)
+
+    vw = sub.add_parser("view", help="one conversation of a capture, turn by turn: prompt ids coloured by origin "
+                                     "(reused, bridge, rendered, drift), decoded text, logprobs")
+    vw.add_argument("path")
+    vw.add_argument("--conversation", type=int, default=None, metavar="ID",
+                    help="which (ids: harness cassette conversations); default: the only one")
+    vw.add_argument("--html", default=None, metavar="OUT", help="write one static page instead")
+    vw.add_argument("--force", action="store_true", help="overwrite --html's file")
+    vw.set_defaults(func=cmd_view)
 
     rs = sub.add_parser("record-suite", help="record the scenario suite from a server, one cassette per scenario")
     rs.add_argument("--base-url", required=True, help="the server to record, e.g. http://gpu-node:8000/v1")

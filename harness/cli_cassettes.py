@@ -533,3 +533,34 @@ def cmd_export(args) -> int:
     out.print(f"{rows} exchange(s) of {escape(args.path)} written to {escape(args.parquet)} (one row each)",
               highlight=False)
     return 0
+
+
+def cmd_view(args) -> int:
+    from .captures import capture_index
+    from .recording.format import CassetteError
+    from .view import _decoder, conversation, print_view, render_html
+
+    if args.html and _exists(args.html, args.force):
+        return 2
+    try:
+        cid = args.conversation
+        if cid is None:
+            idx = capture_index(args.path)
+            ids = sorted({c for c in idx.conversation if c >= 0}) if idx is not None else []
+            if len(ids) != 1:
+                err.print(f"[red]error:[/] {escape(args.path)} holds {len(ids)} conversations: pick one with "
+                          f"--conversation ID (ids: harness cassette conversations)", highlight=False)
+                return 2
+            cid = ids[0]
+        meta, turns = conversation(args.path, cid)
+    except (CassetteError, ValueError) as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    decode = _decoder()
+    if args.html:
+        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.html).write_text(render_html(args.path, meta, cid, turns, decode), encoding="utf-8")
+        out.print(f"conversation {cid} ({len(turns)} turns) written to {escape(args.html)}", highlight=False)
+        return 0
+    print_view(out, args.path, meta, turns, decode)
+    return 0

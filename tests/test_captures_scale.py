@@ -147,3 +147,22 @@ def test_audit_and_conversations_of_our_interleaved_client_through_the_cli(tmp_p
     report = json.loads(run("audit", str(path), "--json").stdout)
     tito = sum(t["mode"] == "tito" for c in listed for t in c["turns"])
     assert (report["conversations"], report["turns"], report["stitched"]) == (4, 12, tito) and tito >= 6
+
+
+def test_the_readmes_duckdb_query_runs_over_an_export(group, tmp_path):
+    """The README's query, as printed there, over a Parquet export: per conversation, what the audit says."""
+    import re
+    from pathlib import Path
+
+    duckdb = pytest.importorskip("duckdb")
+    path, drifter = group
+    out = tmp_path / "step1.parquet"
+    assert subprocess.run([sys.executable, "-m", "harness.cli", "cassette", "export", str(path), "--parquet", str(out)],
+                          capture_output=True, timeout=120).returncode == 0
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    sql = re.search(r"```sql\n(\s*-- duckdb:.*?)```", readme, re.S).group(1)
+    rows = duckdb.sql(sql.replace("'rl/step*.parquet'", f"'{tmp_path}/step*.parquet'")).fetchall()
+    report = audit(path)
+    assert [(c, turns, stitched) for c, turns, stitched, _ in rows] == \
+        [(c.id, len(c.turns), sum(t.mode == "tito" for t in c.turns)) for c in report.conversations]
+    assert {c: kinds for c, _, _, kinds in rows if kinds} == {drifter: ["continuity_break"]}
