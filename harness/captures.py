@@ -166,6 +166,15 @@ def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     return int(differ[0]) if len(differ) else n
 
 
+def _contains(hay: np.ndarray, needle: np.ndarray) -> bool:
+    """Whether `needle` occurs in `hay` as a run of whole ids."""
+    raw, want, size = hay.tobytes(), needle.tobytes(), hay.itemsize
+    at = raw.find(want)
+    while at != -1 and at % size:
+        at = raw.find(want, at + 1)
+    return at != -1
+
+
 def _message_digests(messages: list) -> list[bytes]:
     """Digest of each prefix of a message list (k messages -> digests[k - 1]), computed in one pass."""
     h = hashlib.blake2b(digest_size=16)
@@ -243,7 +252,7 @@ class Linker:
         self.keep_tokens = keep_tokens
         self.decode = decode  # ids -> text, for break details (optional)
         self._heads, self._firsts = _Keyed(), _Keyed()
-        self._by_messages: dict[bytes, int] = {}
+        self._by_messages: dict[bytes, list[int]] = {}  # digest of a last turn's messages -> conversations
         self._sessions: dict[str, int] = {}
         self._failed: dict[tuple[str, bytes], int] = {}  # a failed request's (path, body digest) -> conversation
         self._head_ids: dict[int, np.ndarray] = {}
@@ -258,18 +267,30 @@ class Linker:
         return None
 
     def _closest(self, prompt: np.ndarray) -> tuple[int, int] | None:
-        """A conversation whose first prompt this prompt starts with, and whose head it shares ids with past
-        that first prompt (cid, shared length): the same rollout, its earlier turns re-tokenized."""
+        """The rollout this prompt continues with its earlier turns re-tokenized (cid, shared length): a
+        conversation whose whole first prompt this longer prompt starts with, whose head it leaves
+        somewhere after that, and which it shares ids with past its first prompt: the head's last ids
+        still in the prompt (the turns after the drifted one), or at least the first completion id. A
+        new rollout of the same prompt (a GRPO group) is that prompt alone: not a break. The best
+        evidence wins: the head's last ids found, then the longest shared prefix."""
         best = None
+        if len(prompt) == 0:
+            return None
         for length, cids in self._firsts.candidates(prompt):
+            if len(prompt) <= length:
+                continue
             for cid in cids[-64:]:
                 head = self._head_ids.get(cid)
                 if head is None:
                     continue
                 k = _common_prefix(prompt, head)
-                if length < k < len(head) and (best is None or k > best[1]):
-                    best = (cid, k)
-        return best
+                if not length <= k < len(head):
+                    continue
+                tail = head[max(k + 1, len(head) - KEY):]  # the head's last ids, past where they part
+                score = (len(tail) >= 4 and _contains(prompt[k:], tail), k)
+                if (score[0] or k > length) and (best is None or score > best[0]):
+                    best = (score, cid, k)
+        return (best[1], best[2]) if best else None
 
     def _close(self, conv: Conversation) -> None:
         self._forget(conv)
@@ -284,8 +305,7 @@ class Linker:
             self._heads.remove(conv.head_key, conv.id)
         if conv.first_key is not None:
             self._firsts.remove(conv.first_key, conv.id)
-        if conv.messages is not None and self._by_messages.get(conv.messages) == conv.id:
-            del self._by_messages[conv.messages]
+        self._unmessage(conv)
         self._head_ids.pop(conv.id, None)
         conv.head_key = conv.first_key = conv.messages = None
 
@@ -322,8 +342,8 @@ class Linker:
         if cid is None and len(digests) > 1:
             for d in reversed(digests[:-1]):
                 found = self._by_messages.get(d)
-                if found is not None and self.conversations[found].messages == d:
-                    cid, turn.link = found, "messages"
+                if found:  # conversations with these messages so far: the most recent (identical rollouts are alike)
+                    cid, turn.link = found[-1], "messages"
                     break
         if cid is None and kind == "tito" and prompt is not None and len(prompt):
             close = self._closest(prompt)
@@ -364,11 +384,10 @@ class Linker:
         return conv, len(conv.turns), turn, [k for k, _ in anomalies]
 
     def _remember(self, conv: Conversation, prompt, completion, digest: bytes | None) -> None:
-        if conv.messages is not None and self._by_messages.get(conv.messages) == conv.id:
-            del self._by_messages[conv.messages]
+        self._unmessage(conv)
         conv.messages = digest
         if digest is not None:
-            self._by_messages[digest] = conv.id
+            self._by_messages.setdefault(digest, []).append(conv.id)
         if prompt is not None and len(prompt) and conv.first_len is None:
             conv.first_len = len(prompt)
             conv.first_key = self._firsts.add(prompt, conv.id)
@@ -379,6 +398,13 @@ class Linker:
                     self._heads.remove(conv.head_key, conv.id)
                 conv.head_key = self._heads.add(head, conv.id)
                 self._head_ids[conv.id] = head
+
+    def _unmessage(self, conv: Conversation) -> None:
+        cids = self._by_messages.get(conv.messages) if conv.messages is not None else None
+        if cids and conv.id in cids:
+            cids.remove(conv.id)
+            if not cids:
+                del self._by_messages[conv.messages]
 
     def _expire(self, n: int) -> None:
         while self.conversations:
