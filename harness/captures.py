@@ -48,7 +48,8 @@ class Turn:
     completion_len: int | None = None
     finish_reason: str | None = None
     asked_ids: bool = False
-    link: str = "new"  # how it joined its conversation: new | tokens | messages | session | retry
+    link: str = "new"  # how it joined its conversation: new | tokens | messages | session | retry | route
+    # (route: the same prompt, after the route the client tried first answered 404)
     prompt_ids: list[int] | None = None  # kept with keep_tokens (view, repro); otherwise let go
     completion_ids: list[int] | None = None
     completion_logprobs: list[float] | None = None
@@ -84,6 +85,8 @@ class Conversation:
     first_key: tuple | None = field(default=None, repr=False)
     messages: bytes | None = field(default=None, repr=False)  # digest of the last turn's messages (messages-in)
     last: int = field(default=0, repr=False)  # the exchange of its last turn
+    probe: tuple | None = field(default=None, repr=False)  # its last turn: a 404 on a tokens-in route (path, ids)
+    route_probes: int = 0  # tokens-in routes the client found missing (404) and sent the turn elsewhere
 
     @property
     def exchanges(self) -> list[int]:
@@ -375,6 +378,16 @@ class Linker:
             self._sessions[session] = cid
         if i.status >= 400 or (i.is_stream() and b"[DONE]" not in i.response_body):
             self._failed[body_key] = cid
+        ids = prompt.tobytes() if prompt is not None else None
+        if conv.probe is not None and kind == "tito" and conv.probe[1] == ids and conv.probe[0] != i.path \
+                and turn.link != "retry":
+            # the client asked a tokens-in route the server lacks (404) and sent the same turn to another
+            # route: a probe, not a failed turn
+            conv.turns.pop()
+            conv.anomalies = [a for a in conv.anomalies if a.turn <= len(conv.turns)]
+            conv.route_probes += 1
+            turn.link = "route"
+        conv.probe = (i.path, ids) if i.status == 404 and kind == "tito" and ids is not None else None
         conv.turns.append(turn)
         conv.last = n
         for kind_, detail in anomalies:
@@ -480,6 +493,7 @@ class Audit:
     conversation_count: int = 0
     turns: int = 0
     stitched: int = 0
+    route_probes: int = 0  # 404s of a missing tokens-in route, the turn then sent to another route
     prompt_tokens: int = 0  # over turns whose answer reports prefix-cache use
     cached_tokens: int = 0
     _fallbacks: dict = field(default_factory=dict)
@@ -491,6 +505,7 @@ class Audit:
         self.conversation_count += 1
         self.turns += len(conv.turns)
         self.stitched += sum(t.mode == "tito" for t in conv.turns)
+        self.route_probes += conv.route_probes
         for why, k in conv.fallbacks().items():
             self._fallbacks[why] = self._fallbacks.get(why, 0) + k
         self._anomalies.extend(conv.anomalies)
@@ -510,7 +525,8 @@ class Audit:
 
     def to_dict(self) -> dict:
         return {"conversations": self.conversation_count, "turns": self.turns, "stitched": self.stitched,
-                "exchanges": self.exchanges, "fallbacks": self.fallbacks(), "prefix_cache_reuse": self.cache_reuse(),
+                "exchanges": self.exchanges, "fallbacks": self.fallbacks(), "route_probes": self.route_probes,
+                "prefix_cache_reuse": self.cache_reuse(),
                 "anomalies": [a.to_dict() for a in self.anomalies], "bug": self.meta.get("bug")}
 
 

@@ -446,6 +446,9 @@ def cmd_audit(args) -> int:
     fb = report.fallbacks()
     out.print("fallbacks to messages-in: " + (", ".join(f"{k} x{v}" for k, v in sorted(fb.items())) or "none"),
               highlight=False)
+    if report.route_probes:
+        out.print(f"route probes: {report.route_probes} (a tokens-in route answered 404; the turn went to another)",
+                  highlight=False)
     reuse = report.cache_reuse()
     out.print("prefix-cache reuse: " + (f"{100 * reuse:.0f}% of {report.prompt_tokens} prompt tokens"
                                         if reuse is not None else "not reported by the server"), highlight=False)

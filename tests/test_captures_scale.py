@@ -166,3 +166,33 @@ def test_the_readmes_duckdb_query_runs_over_an_export(group, tmp_path):
     assert [(c, turns, stitched) for c, turns, stitched, _ in rows] == \
         [(c.id, len(c.turns), sum(t.mode == "tito" for t in c.turns)) for c in report.conversations]
     assert {c: kinds for c, _, _, kinds in rows if kinds} == {drifter: ["continuity_break"]}
+
+
+@pytest.mark.parametrize("kind, transport, stream, extra, probes", [
+    ("vllm", "vllm_generate", True, {}, 3),  # no /v1/chat/completions/tokens on vLLM 0.32: each client probes it once
+    ("dynamo", "dynamo_chat", True, {}, 0),
+    ("dynamo", "dynamo_generate", False, {"native_generate": True}, 0),
+    ("dynamo", "dynamo_generate", False, {}, 3),  # no native generate: the turn goes through nvext.token_data
+])
+def test_every_transport_and_streams_link_into_their_conversations(tmp_path, kind, transport, stream, extra, probes):
+    """Our client's route probe (a 404 on a missing tokens-in route, the same turn sent to another) is neither a
+    turn nor an anomaly: it is counted as a route probe."""
+    path = tmp_path / "c.yaml"
+    with RunningServer(FakeConfig(kind=kind, **extra)) as srv:
+        rec = Recorder(path, "all", writer="thread")
+        with AppThread(create_proxy_app(srv.root_url, rec)) as p:
+            cfg = ClientConfig(base_url=f"http://127.0.0.1:{p.port}/v1", model=MODEL, renderer_transport=transport,
+                               stream=stream)
+
+            async def many():
+                return await asyncio.gather(*[run_rollout(cfg, 3, 32, seed) for seed in range(3)])
+
+            reports = asyncio.run(many())
+        rec.close()
+    report = audit(path)
+    assert report.conversation_count == 3 and report.anomalies == []
+    assert sorted([t.mode for t in c.turns] for c in report.conversations) == \
+        sorted([t.mode for t in r.turns] for r in reports)
+    assert report.stitched == sum(t.mode == "tito" for r in reports for t in r.turns) >= 3
+    assert all(t.link in ("tokens", "route") for c in report.conversations for t in c.turns if t.mode == "tito")
+    assert report.route_probes == probes == sum(t.link == "route" for c in report.conversations for t in c.turns)
