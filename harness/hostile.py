@@ -90,3 +90,75 @@ def dynamo_suite(model: str, native_generate: bool = False) -> list[tuple[str, s
     if native_generate:
         out += [(n, "/inference/v1/generate", b) for n, b in id_list_bodies(_generate(model))]
     return out
+
+
+# -- random hostile bodies: one or two fields of a valid request set to a wrong type or a boundary ---------
+
+VALUES = ["1", "true", "yes", "", "x", True, False, 0, 1, -1, -3.5, 0.5, 2, 3, 1e9, 2 ** 31, 2 ** 63, 2 ** 64, 1e30,
+          None, [], {}, [1, 2], ["a"], {"a": 1}]
+CHAT_FIELDS = ["model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "min_p", "n",
+               "seed", "stop", "stop_token_ids", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty",
+               "repetition_penalty", "logit_bias", "user", "stream", "stream_options", "tools", "tool_choice",
+               "parallel_tool_calls", "response_format", "skip_special_tokens", "return_token_ids", "priority", "echo",
+               "add_generation_prompt", "min_tokens", "ignore_eos", "allowed_token_ids", "prompt_logprobs",
+               "messages.0.content", "messages.0.role", "messages.0.content_part"]
+DYNAMO_FIELDS = ["nvext", "nvext.annotations", "nvext.agent_hints", "nvext.greed_sampling", "nvext.extra_fields",
+                 "nvext.token_data", "return_tokens_as_token_ids"]
+GENERATE_FIELDS = ["model", "token_ids", "sampling_params", "sampling_params.max_tokens", "sampling_params.temperature",
+                   "sampling_params.top_p", "sampling_params.top_k", "sampling_params.seed", "sampling_params.n",
+                   "sampling_params.stop", "sampling_params.stop_token_ids", "sampling_params.logprobs",
+                   "sampling_params.min_tokens", "sampling_params.detokenize", "sampling_params.skip_special_tokens",
+                   "sampling_params.ignore_eos", "sampling_params.presence_penalty", "stream", "priority",
+                   "cache_salt", "request_id"]
+HARMLESS = {("n", 2), ("n", 3), ("max_tokens", 2), ("max_completion_tokens", 2)}  # (values that are fine stay in)
+HEAVY = {"n": {1e9, 2 ** 31, 2 ** 63, 2 ** 64, 1e30, 2, 3}, "sampling_params.n": {1e9, 2 ** 31, 2, 3}}
+
+
+def _set(body: dict, dotted: str, value) -> None:
+    *path, last = dotted.split(".")
+    node = body
+    for p in path:
+        if isinstance(node, list) and not p.isdigit():
+            return  # (an earlier pick made the parent a list)
+        node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+        if not isinstance(node, (dict, list)):
+            return
+    if last == "content_part":
+        node["content"] = [{"type": value if isinstance(value, str) and value else "mystery", "text": "Hello"}]
+    elif isinstance(node, list):
+        if last.isdigit() and int(last) < len(node):
+            node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def random_bodies(route: str, model: str, n: int, seed: int, dynamo: bool = False) -> list[tuple[str, str, bytes]]:
+    """`n` seeded hostile bodies for `route` ("chat" or "generate"): a valid request (a few tokens asked for)
+    with one or two fields set to a wrong type or a boundary number. (name, path, body); names say what
+    was set. Values that would make a real server do heavy work (n in the thousands) are not drawn."""
+    import copy
+    import random
+
+    rng = random.Random(seed)
+    if route == "chat":
+        base: dict = {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4}
+        if dynamo:
+            base["nvext"] = {"extra_fields": ["completion_token_ids"]}
+        fields, path = CHAT_FIELDS + (DYNAMO_FIELDS if dynamo else []), "/v1/chat/completions"
+    else:
+        base = {"model": model, "token_ids": [151644, 872, 198, 9707, 151645, 198, 151644, 77091, 198],
+                "sampling_params": {"max_tokens": 4}}
+        fields, path = GENERATE_FIELDS, "/inference/v1/generate"
+    out = []
+    while len(out) < n:
+        body = copy.deepcopy(base)
+        picks = rng.sample(fields, rng.choice((1, 1, 2)))
+        names = []
+        for f in picks:
+            value = rng.choice(VALUES)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value in HEAVY.get(f, ()):
+                value = -1
+            _set(body, f, value)
+            names.append(f"{f}={json.dumps(value)}")
+        out.append((f"random_{len(out):03d}: {', '.join(names)}", path, _j(body)))
+    return out

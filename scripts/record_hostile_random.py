@@ -1,0 +1,69 @@
+"""Record seeded random hostile bodies from a real server, for the fakes to answer alike.
+
+    python scripts/record_hostile_random.py --upstream http://127.0.0.1:8011 --profile vllm-0.32 \
+        --route chat --n 120 --seed 1 --out cassettes/hostile/random/vllm-0.32-cpu/chat.yaml
+
+Each body (`harness.hostile.random_bodies`: one or two fields of a valid request set to a wrong type or a
+boundary number) goes through `harness record --profile LABEL`, so `harness conformance --cassettes
+cassettes/hostile/random` sends each to a fake of that profile and compares status and error shape.
+"""
+
+import argparse
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from harness.hostile import random_bodies
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--upstream", required=True)
+    ap.add_argument("--profile", required=True)
+    ap.add_argument("--route", choices=("chat", "generate"), required=True)
+    ap.add_argument("--n", type=int, default=120)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--model", default="tiny-qwen")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rec = subprocess.Popen([sys.executable, "-m", "harness.cli", "record", "--upstream", a.upstream, "--cassette",
+                            str(out), "--port", str(port), "--mode", "all", "--quiet", "--profile", a.profile,
+                            "--scenario", f"random hostile bodies: {a.route}, n={a.n}, seed={a.seed} "
+                                          f"(harness.hostile.random_bodies)"])
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        statuses: dict[int, int] = {}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+            for name, path, body in random_bodies(a.route, a.model, a.n, a.seed, dynamo="dynamo" in a.profile):
+                t0 = time.time()
+                try:
+                    r = http.post(path, content=body, headers={"content-type": "application/json"})
+                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                    if r.status_code >= 500 or time.time() - t0 > 10:
+                        print(f"{name}: {r.status_code} in {time.time() - t0:.1f} s {r.text[:200]}")
+                except httpx.HTTPError as exc:
+                    print(f"{name}: no answer ({type(exc).__name__})")
+        print(f"{a.profile} {a.route}: statuses {dict(sorted(statuses.items()))}")
+    finally:
+        rec.send_signal(signal.SIGINT)
+        rec.wait(120)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
