@@ -18,6 +18,11 @@ def vllm_error(status: int, message: str, type_: str = "BadRequestError", param:
                  headers)
 
 
+def vllm_body(body: dict) -> web.Response:
+    """An error body built by the wire layer's request rules (its `error.code` is the status)."""
+    return _json(body["error"]["code"], body)
+
+
 def _pydantic_line(loc: str, kind: str, msg: str, input_repr: str, ctx: dict | None) -> str:
     detail = f"{{'type': '{kind}', 'loc': '{loc}', 'msg': '{msg}', 'input': {input_repr}"
     if ctx:

@@ -278,14 +278,8 @@ def vllm_sampling_limits(n, sample_logprobs, prompt_logprobs) -> tuple[str, str 
 def vllm_request_logprobs(route: str, body: dict) -> tuple[tuple[str, str] | None, object]:
     """The request model's own logprobs checks (chat: `top_logprobs`; completions: `logprobs`), as vLLM
     words them, and the sample-logprobs count SamplingParams then checks: (error or None, count)."""
-    if route == "chat":
+    if route == "chat":  # (its request model's rules are the wire layer's: harness.wire.vllm_requests)
         top = _count(body.get("top_logprobs"))
-        if top is not None and top < 0 and top != -1:
-            return (f"`top_logprobs` must be a positive value or -1. (parameter=top_logprobs, value={top})",
-                    "top_logprobs"), None
-        if body.get("top_logprobs") is not None and not body.get("logprobs"):
-            return ("when using `top_logprobs`, `logprobs` must be set to true. (parameter=top_logprobs)",
-                    "top_logprobs"), None
         return None, top if body.get("logprobs") else None
     n = _count(body.get("logprobs"))
     if route == "completions" and n is not None and n < 0 and n != -1:

@@ -18,6 +18,8 @@ from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, mak
 from .engine import ContextLengthExceeded, Generation, SamplingParams
 from .openai import logprobs_content, render_messages, sampling_from, text_pieces, usage
 from .profiles import ROUTES, Profile
+from harness.wire import vllm_requests
+
 from .validate import (INT_LOGPROBS, FieldError, check_fields, check_range, vllm_request_logprobs,
                        vllm_sampling_limits)
 
@@ -73,11 +75,17 @@ class VLLMHandlers:
         self.model = state.engine.config.model
 
     # -- shared checks --------------------------------------------------------------------------
-    async def _body(self, request: web.Request, required=(), overrides=None) -> dict | web.Response:
+    async def _body(self, request: web.Request, required=(), overrides=None, route: str | None = None
+                    ) -> dict | web.Response:
         try:
             body = await read_json(request)
         except BadBody as exc:
             return _bad_body(exc)
+        if route is not None:  # vLLM's own request model: its lax coercion, its checks, its words
+            try:
+                body = vllm_requests.validate(route, body)
+            except vllm_requests.RequestError as exc:
+                return errors.vllm_body(exc.body)
         for name in required:
             if body.get(name) is None:
                 return errors.vllm_validation(f"body.{name}", "missing", "Field required",
@@ -183,7 +191,7 @@ class VLLMHandlers:
         return await self._chat(request, tokens_route=True)
 
     async def _chat(self, request, tokens_route: bool):
-        body = await self._body(request, required=("tokens",) if tokens_route else ("messages",))
+        body = await self._body(request, route="chat_tokens" if tokens_route else "chat")
         if isinstance(body, web.Response):
             return body
         bad = self._check_sampling(body, route="chat")
@@ -273,18 +281,10 @@ class VLLMHandlers:
         return sse.resp
 
     async def generate(self, request):
-        body = await self._body(request, required=("token_ids", "sampling_params"))
+        body = await self._body(request, route="generate")
         if isinstance(body, web.Response):
             return body
         sp = body["sampling_params"]
-        try:
-            check_fields(sp, prefix="sampling_params.", overrides=INT_LOGPROBS)
-        except FieldError as e:
-            return _field_error(e.sampling_params(sp))
-        if not body["token_ids"]:
-            return errors.vllm_validation("body.token_ids", "too_short",
-                                          "List should have at least 1 item after validation, not 0",
-                                          "'<list of 0 items>'", {"field_type": "List", "min_length": 1, "actual_length": 0})
         mode = body.get("output_mode") or "tokens"
         if mode not in self.profile.output_modes:
             return errors.vllm_validation("body.output_mode", "literal_error",

@@ -1,0 +1,398 @@
+"""vLLM's request rules, as vLLM applies them: its pydantic request models (lax coercion: `"1"` is an int,
+`true` is 1, `"yes"` a bool), then SamplingParams' range checks in their order and words.
+
+The field types are vLLM 0.32's (`ChatCompletionRequest` in entrypoints/openai/chat_completion/protocol.py,
+`GenerateRequest` in entrypoints/scale_out/token_in_token_out/protocol.py, `SamplingParams` in
+sampling_params.py). A failure is worded as vLLM's FastAPI exception handler words a RequestValidationError
+(entrypoints/serve/exception_handling/handlers/validation.py): "N validation error(s):" and one line per
+error, `param` the first error's cleaned location; a range check as a VLLMValidationError.
+Pure data and functions: no web framework here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+INT64 = Annotated[int, Field(ge=-(2 ** 63), le=2 ** 63 - 1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Function(_Model):
+    name: str
+
+
+class _NamedToolChoice(_Model):
+    function: _Function
+    type: Literal["function"] = "function"
+
+
+class _ToolFunction(_Model):
+    name: str
+    description: Optional[str] = None
+    parameters: Optional[dict[str, Any]] = None
+
+
+class _Tool(_Model):
+    type: Literal["function"] = "function"
+    function: _ToolFunction
+
+
+class _ResponseFormat(_Model):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: Optional[dict[str, Any]] = None
+
+
+class _StreamOptions(_Model):
+    include_usage: Optional[bool] = True
+    continuous_usage_stats: Optional[bool] = False
+
+
+class _Message(_Model):
+    role: str
+    content: Optional[Union[str, list[dict[str, Any]]]] = None
+
+
+class ChatCompletionRequest(_Model):
+    messages: list[_Message]
+    model: Optional[str] = None
+    frequency_penalty: Optional[float] = None
+    logit_bias: Optional[dict[str, float]] = None
+    logprobs: Optional[bool] = False
+    top_logprobs: Optional[int] = 0
+    max_tokens: Optional[int] = None
+    max_completion_tokens: Optional[int] = None
+    n: Optional[int] = 1
+    presence_penalty: Optional[float] = None
+    response_format: Optional[_ResponseFormat] = None
+    seed: Optional[INT64] = None
+    stop: Optional[Union[str, Annotated[list[str], Field(max_length=4)]]] = None
+    stream: Optional[bool] = False
+    stream_options: Optional[_StreamOptions] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    tools: Optional[list[_Tool]] = None
+    tool_choice: Optional[Union[Literal["none"], Literal["auto"], Literal["required"], _NamedToolChoice]] = "none"
+    reasoning_effort: Optional[Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]] = None
+    include_reasoning: bool = True
+    parallel_tool_calls: Optional[bool] = True
+    user: Optional[str] = None
+    use_beam_search: bool = False
+    top_k: Optional[int] = None
+    min_p: Optional[float] = None
+    repetition_penalty: Optional[float] = None
+    length_penalty: float = 1.0
+    stop_token_ids: Optional[list[int]] = None
+    include_stop_str_in_output: bool = False
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    truncate_prompt_tokens: Optional[Annotated[int, Field(ge=-1, le=2 ** 63 - 1)]] = None
+    prompt_logprobs: Optional[int] = None
+    allowed_token_ids: Optional[list[int]] = None
+    bad_words: Optional[list[str]] = None
+    echo: bool = False
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    add_special_tokens: bool = False
+    chat_template: Optional[str] = None
+    chat_template_kwargs: Optional[dict[str, Any]] = None
+    priority: INT64 = 0
+    request_id: Optional[str] = None
+    return_tokens_as_token_ids: Optional[bool] = None
+    return_token_ids: Optional[bool] = None
+    routed_experts_prompt_start: Annotated[int, Field(ge=0)] = 0
+    cache_salt: Optional[Annotated[str, Field(min_length=1, max_length=1024)]] = None
+    kv_transfer_params: Optional[dict[str, Any]] = None
+
+
+class ChatTokensRequest(ChatCompletionRequest):  # prime-rl's /v1/chat/completions/tokens: the same, with ids
+    messages: Optional[list[_Message]] = None  # type: ignore[assignment]
+    tokens: list[int]
+
+
+class SamplingParamsModel(_Model):
+    """SamplingParams as pydantic sees it on /inference/v1/generate (vLLM's msgspec struct)."""
+    n: int = 1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: Optional[int] = None
+    stop: Optional[Union[str, list[str]]] = None
+    stop_token_ids: Optional[list[int]] = None
+    ignore_eos: bool = False
+    max_tokens: Optional[int] = 16
+    min_tokens: int = 0
+    logprobs: Optional[int] = None
+    prompt_logprobs: Optional[int] = None
+    detokenize: bool = True
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    include_stop_str_in_output: bool = False
+    stream_interval: Optional[int] = None
+    logit_bias: Optional[dict[int, float]] = None
+    allowed_token_ids: Optional[list[int]] = None
+    bad_words: Optional[list[str]] = None
+    routed_experts_prompt_start: int = 0
+
+
+class GenerateRequest(_Model):
+    request_id: Optional[str] = None
+    token_ids: Annotated[list[int], Field(min_length=1)]
+    sampling_params: dict  # checked as SamplingParams below, with vLLM's own first line
+    model: Optional[str] = None
+    return_token_ids: Optional[bool] = None
+    output_mode: str = "tokens"
+    stream: Optional[bool] = False
+    stream_options: Optional[_StreamOptions] = None
+    cache_salt: Optional[Annotated[str, Field(min_length=1, max_length=1024)]] = None
+    priority: INT64 = 0
+    kv_transfer_params: Optional[dict[str, Any]] = None
+
+
+MODELS = {"chat": ChatCompletionRequest, "chat_tokens": ChatTokensRequest, "generate": GenerateRequest}
+
+# -- the error, as vLLM's handler words it ------------------------------------------------------------------
+
+INTERNAL = {"function-wrap", "function-after", "function-before", "function-plain", "json-or-python",
+            "lax-or-strict", "chain", "default", "nullable", "tagged-union", "union", "call", "arguments",
+            "is-instance", "is-subclass", "callable", "str", "int", "float", "bool", "bytes", "bytearray", "list",
+            "tuple", "dict", "set", "frozenset", "complex", "none", "nonetype", "constrained-str", "constrained-int"}
+
+
+class RequestError(Exception):
+    """A request vLLM refuses: `body` is the JSON it answers, with status 400."""
+
+    def __init__(self, message: str, type_: str, param: str | None):
+        super().__init__(message)
+        self.body = {"error": {"message": message, "type": type_, "param": param, "code": 400}}
+
+
+def _clean_loc(loc) -> str:
+    parts = [str(p) for p in loc if not any(c in str(p) for c in "[]{}()") and str(p).lower() not in INTERNAL]
+    return ".".join(parts) if parts else ".".join(str(p) for p in loc)
+
+
+def _input(value) -> str:
+    if isinstance(value, str):
+        return value[:200] + "...[truncated]" if len(value) > 200 else value
+    if isinstance(value, (list, tuple, set, frozenset, dict)):
+        return f"<{type(value).__name__} of {len(value)} items>"
+    text = str(value)
+    return text[:200] + "...[truncated]" if len(text) > 200 else text
+
+
+def _line(err: dict) -> str:
+    out = {"type": err["type"], "loc": err["loc"], "msg": err["msg"], "input": _input(err.get("input"))}
+    if err.get("ctx"):
+        out["ctx"] = {k: (v if isinstance(v, (str, int, float)) else str(v)) for k, v in err["ctx"].items()}
+    text = str(out)
+    return text[:1000] + "...[truncated]" if len(text) > 1000 else text
+
+
+def validation_error(errors: list[dict]) -> RequestError:
+    """FastAPI's RequestValidationError as vLLM answers it (errors: pydantic's, loc already dotted)."""
+    label = "error" if len(errors) == 1 else "errors"
+    lines = "".join(f"  {_line(e)}\n" for e in errors[:10])
+    if len(errors) > 10:
+        lines += f"  ...and {len(errors) - 10} more {label}\n"
+    return RequestError(f"{len(errors)} validation {label}:\n{lines}".rstrip(), "Bad Request", errors[0]["loc"])
+
+
+def _errors(exc: ValidationError, prefix: tuple = ("body",)) -> list[dict]:
+    return [{**e, "loc": _clean_loc(prefix + tuple(e["loc"]))} for e in exc.errors(include_url=False)]
+
+
+# SamplingParams._verify_args, in its order: (field, refuses(value, params), message, parameter)
+def _f(v) -> str:
+    return str(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+RANGES = [
+    ("presence_penalty", lambda v, p: not -2.0 <= v <= 2.0, "presence_penalty must be in [-2, 2], got {v}.", None),
+    ("frequency_penalty", lambda v, p: not -2.0 <= v <= 2.0, "frequency_penalty must be in [-2, 2], got {v}.", None),
+    ("repetition_penalty", lambda v, p: not math.isfinite(v), "repetition_penalty must be a finite number, got {v}.",
+     None),
+    ("repetition_penalty", lambda v, p: v <= 0.0, "repetition_penalty must be greater than zero, got {v}.", None),
+    ("temperature", lambda v, p: not math.isfinite(v), "temperature must be a finite number, got {v}.", "temperature"),
+    ("temperature", lambda v, p: v < 0.0, "temperature must be non-negative, got {v}.", "temperature"),
+    ("temperature", lambda v, p: v > 2.0, "temperature must be in [0, 2], got {v}.", "temperature"),
+    ("top_p", lambda v, p: not 0.0 < v <= 1.0, "top_p must be in (0, 1], got {v}.", "top_p"),
+    ("top_k", lambda v, p: v < -1, "top_k must be 0 (disable), or at least 1, got {v}.", None),
+    ("min_p", lambda v, p: not 0.0 <= v <= 1.0, "min_p must be in [0, 1], got {v}.", None),
+    ("max_tokens", lambda v, p: v is not None and v < 1, "max_tokens must be at least 1, got {v}.", "max_tokens"),
+    ("min_tokens", lambda v, p: v < 0, "min_tokens must be greater than or equal to 0, got {v}.", None),
+    ("min_tokens", lambda v, p: p.get("max_tokens") is not None and v > p["max_tokens"],
+     "min_tokens must be less than or equal to max_tokens={max_tokens}, got {v}.", None),
+    ("stream_interval", lambda v, p: v is not None and v < 1, "stream_interval must be at least 1, got {v}.",
+     "stream_interval"),
+    ("stop", lambda v, p: any(not s for s in ([v] if isinstance(v, str) else v or [])),
+     "stop cannot contain an empty string.", None),
+    ("bad_words", lambda v, p: any(not w for w in v or []),
+     "bad_words cannot contain an empty string. Got bad_words={v}", None),
+]
+FLOATS = {"presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p", "min_p"}
+DEFAULTS = {"presence_penalty": 0.0, "frequency_penalty": 0.0, "repetition_penalty": 1.0, "temperature": 1.0,
+            "top_p": 1.0, "top_k": 0, "min_p": 0.0, "min_tokens": 0}
+
+
+def check_ranges(params: dict) -> None:
+    """SamplingParams' own checks on coerced values (missing ones take SamplingParams' defaults)."""
+    values = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None or k in ("max_tokens",)}}
+    for name, refuses, message, parameter in RANGES:
+        v = values.get(name)
+        if name not in values or (v is None and name not in ("max_tokens", "stream_interval")):
+            continue
+        try:
+            bad = refuses(v, values)
+        except TypeError:
+            continue
+        if bad:
+            shown = _f(v) if name in FLOATS else v
+            text = message.format(v=shown, max_tokens=values.get("max_tokens"))
+            if parameter is not None:
+                text += f" (parameter={parameter}, value={shown})"
+            raise RequestError(text, "BadRequestError", parameter)
+
+
+def _refuse(message: str, parameter: str | None = None, value=None) -> RequestError:
+    """A VLLMValidationError as vLLM answers it: its text with `(parameter=…, value=…)`."""
+    extras = [f"parameter={parameter}"] * (parameter is not None) + [f"value={value}"] * (value is not None)
+    return RequestError(f"{message} ({', '.join(extras)})" if extras else message, "BadRequestError", parameter)
+
+
+def _cache_salt(d: dict) -> None:
+    salt = d.get("cache_salt")
+    if salt is None:
+        return
+    if not isinstance(salt, str) or not salt:
+        raise _refuse("Parameter 'cache_salt' must be a non-empty string if provided.", "cache_salt")
+    if len(salt) > 128 or any(c in salt for c in "@/\\\0"):
+        raise _refuse("Parameter 'cache_salt' must be at most 128 characters and must not contain '@', '/', "
+                      "'\\\\', or NUL.", "cache_salt")
+
+
+def _response_format(d: dict) -> None:
+    rf = d.get("response_format")
+    if isinstance(rf, dict) and rf.get("type") == "json_schema" and rf.get("json_schema") is None:
+        raise _refuse("When response_format type is 'json_schema', the 'json_schema' field must be provided.",
+                      "response_format")
+
+
+def _stream_options(d: dict) -> None:
+    if d.get("stream_options") and not d.get("stream"):
+        raise _refuse("Stream options can only be defined when `stream=True`.", "stream_options")
+
+
+def _logprobs(d: dict) -> None:
+    if d.get("logprob_token_ids") and not d.get("logprobs"):
+        raise _refuse("when using `logprob_token_ids`, `logprobs` must be set to true.", "logprob_token_ids")
+    for name in ("prompt_logprobs", "top_logprobs"):
+        v = d.get(name)
+        if v is not None and not isinstance(v, (int, float)):
+            raise _refuse(f"`{name}` must be an integer.", name, v)
+    pl = d.get("prompt_logprobs")
+    if pl is not None:
+        if d.get("stream") and (pl > 0 or pl == -1):
+            raise _refuse("`prompt_logprobs` are not available when `stream=True`.", "prompt_logprobs")
+        if pl < 0 and pl != -1:
+            raise _refuse("`prompt_logprobs` must be a positive value or -1.", "prompt_logprobs", pl)
+    tl = d.get("top_logprobs")
+    if tl is not None:
+        if tl < 0 and tl != -1:
+            raise _refuse("`top_logprobs` must be a positive value or -1.", "top_logprobs", tl)
+        if (tl == -1 or tl > 0) and not d.get("logprobs"):
+            raise _refuse("when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs")
+
+
+def _tool_usage(d: dict) -> None:
+    if d.get("tools") == []:
+        raise _refuse("`tools` must not be an empty array. Either provide at least one tool or omit the field "
+                      "entirely.", "tools")
+    choice = d.get("tool_choice", "auto" if d.get("tools") else None)
+    if choice is None or choice == "none":
+        return
+    if d.get("tools") is None:
+        raise _refuse("When using `tool_choice`, `tools` must be set.", "tool_choice")
+    if choice not in ("auto", "required") and not isinstance(choice, dict):
+        raise _refuse(f"Invalid value for `tool_choice`: {choice}! Only named tools, \"none\", \"auto\" or "
+                      f"\"required\" are supported.", "tool_choice")
+
+
+def _generation_prompt(d: dict) -> None:
+    if d.get("continue_final_message") and d.get("add_generation_prompt"):
+        raise _refuse("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
+
+
+# the request models' before-validators, in the order pydantic runs them (the last defined first)
+BEFORE = {"chat": [_generation_prompt, _tool_usage, _logprobs, _stream_options, _response_format, _cache_salt],
+          "generate": [_cache_salt]}
+BEFORE["chat_tokens"] = BEFORE["chat"]
+PART_TYPES = {"text", "image_url", "input_audio", "file", "video_url", "audio_url", "image_embeds", "image_pil",
+              "input_image", "input_text", "refusal", "thinking", "video", "audio", "image"}
+
+
+def _messages(messages: list) -> None:
+    """What vLLM's message union refuses after the fields parse: content null outside an assistant turn,
+    a content part of a type no message part has."""
+    for i, m in enumerate(messages or []):
+        content = m.get("content")
+        if content is None and m.get("role") not in ("assistant", "function"):
+            raise validation_error([{"type": "string_type", "loc": f"body.messages.{i}.content",
+                                     "msg": "Input should be a valid string", "input": None}])
+        for part in content if isinstance(content, list) else []:
+            if part.get("type") not in PART_TYPES:
+                raise RequestError(f"validation errors for ValidatorIterator\n{i}.ChatCompletionContentPartTextParam"
+                                   f".type\n  Input should be 'text' [type=literal_error, input_value="
+                                   f"{part.get('type')!r}, input_type={type(part.get('type')).__name__}]",
+                                   "BadRequestError", None)
+
+
+def validate(route: str, body: Any) -> dict:
+    """The request as vLLM reads it (values coerced as pydantic's lax mode does; only the fields sent), or
+    RequestError with vLLM's answer. Routes: chat, chat_tokens, generate."""
+    model = MODELS[route]
+    for rule in BEFORE[route]:
+        rule(body)
+    try:
+        parsed = model.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(_errors(exc)) from None
+    out = parsed.model_dump(exclude_unset=True)
+    for k in body:  # unknown fields are kept as sent (extra="allow")
+        out.setdefault(k, body[k])
+    if route != "generate":
+        _messages(out.get("messages"))
+        check_ranges(chat_sampling(out))
+    if route == "generate":
+        sp = body["sampling_params"]
+        try:
+            coerced = SamplingParamsModel.model_validate(sp).model_dump(exclude_unset=True)
+        except ValidationError as exc:
+            head = {"type": "is_instance_of", "loc": "body.sampling_params",
+                    "msg": "Input should be an instance of SamplingParams", "input": sp,
+                    "ctx": {"class": "SamplingParams"}}
+            raise validation_error([head, *_errors(exc, ("body", "sampling_params"))]) from None
+        out["sampling_params"] = {**sp, **coerced}
+        check_ranges({"max_tokens": 16, **coerced})
+    return out
+
+
+def chat_sampling(body: dict) -> dict:
+    """The SamplingParams a chat request builds (its values, coerced), for `check_ranges`."""
+    keys = ("presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p", "top_k", "min_p",
+            "min_tokens", "stop", "bad_words")
+    out = {k: body[k] for k in keys if body.get(k) is not None}
+    mt = body.get("max_completion_tokens", body.get("max_tokens"))
+    out["max_tokens"] = mt
+    return out
