@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import time
 from collections import OrderedDict
 
@@ -23,7 +22,9 @@ from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, mak
 from .engine import ContextLengthExceeded, Generation, SamplingParams
 from .openai import logprobs_content, render_messages, sampling_from, text_pieces
 from .profiles import ROUTES, Profile
-from .validate import U32_IDS, FieldError, check_fields, json_depth
+from harness.wire import dynamo_requests
+
+from .validate import json_depth
 
 SERDE_DEPTH = 128  # serde_json's recursion limit
 
@@ -134,52 +135,15 @@ class DynamoHandlers:
             "transport": {"tcp": "127.0.0.1:0/dynamo/backend/generate"}, "device_type": "cpu",
             "request_plane_codec": "msgpack"}]})
 
-    def _validate(self, body: dict) -> web.Response | None:
+    def _validate(self, body: dict, raw: str) -> web.Response | None:
         if json_depth(body, SERDE_DEPTH):
             return errors.dynamo_deserialize("recursion limit exceeded at line 1 column 1")
-        if body.get("messages") is None:
-            return errors.dynamo_deserialize("missing field `messages` at line 1 column 1")
-        if body.get("model") is None:
-            return errors.dynamo_deserialize("missing field `model` at line 1 column 1")
-        try:
-            check_fields(body)
-        except FieldError as e:
-            return errors.dynamo_deserialize(e.serde_reason() + " at line 1 column 1")
-        bad = _check_messages(body["messages"])
+        bad = dynamo_requests.check_chat(body, raw, self.model)
         if bad:
-            return errors.dynamo_deserialize(bad + " at line 1 column 1")
+            return errors.dynamo_json(*bad)
         nvext = body.get("nvext") or {}
-        for key in nvext:
-            if key not in NVEXT_FIELDS:
-                fields = ", ".join(f"`{f}`" for f in NVEXT_FIELDS)
-                return errors.dynamo_deserialize(f"unknown field `{key}`, expected one of {fields} at line 1 column 1")
-        try:
-            check_fields(nvext, ("token_data",), prefix="nvext.", overrides=U32_IDS)
-        except FieldError as e:
-            return errors.dynamo_deserialize(e.serde_reason() + " at line 1 column 1")
         if nvext.get("token_data") == [] and self.backend != "mocker":  # the worker refuses an empty prompt
             return errors.dynamo_error(400, "Bad Request")
-        extra = nvext.get("extra_fields")
-        if extra is not None and not (isinstance(extra, list) and all(isinstance(x, str) for x in extra)):
-            return errors.dynamo_deserialize("invalid type: expected a sequence of strings at line 1 column 1")
-        unsupported = sorted(k for k in body if k not in ACCEPTED)
-        if unsupported:
-            return errors.dynamo_error(400, "Validation: Unsupported parameter(s): "
-                                       + ", ".join(f"`{k}`" for k in unsupported))
-        if body.get("model") != self.model:
-            return errors.dynamo_error(404, "Model not found")
-        if not body["messages"]:
-            return errors.dynamo_error(400, "Validation: The 'messages' field cannot be empty. "
-                                            "At least one message is required.")
-        mt = body.get("max_completion_tokens", body.get("max_tokens"))
-        if mt is not None and mt <= 0:
-            return errors.dynamo_error(400, f"Validation: Max tokens must be greater than 0, got {mt}")
-        top = body.get("top_logprobs")
-        if top is not None and not 0 <= top <= 20:
-            return errors.dynamo_error(400, f"Validation: Top_logprobs must be between 0 and 20, got {top}")
-        temp = body.get("temperature")
-        if temp is not None and not 0 <= temp <= 2:
-            return errors.dynamo_error(400, f"Validation: Temperature must be between 0 and 2, got {temp}")
         return None
 
     async def chat(self, request):
@@ -187,7 +151,7 @@ class DynamoHandlers:
             body = await read_json(request, lossy=True)
         except BadBody as exc:
             return _bad_body(exc)
-        bad = self._validate(body)
+        bad = self._validate(body, (await request.read()).decode("utf-8", "replace"))
         if bad:
             return bad
         active = faults_of(request)
@@ -223,6 +187,9 @@ class DynamoHandlers:
                             "logprobs": {"content": lps, "refusal": None} if lps is not None else None}],
                "created": int(time.time()), "model": self.model, "object": "chat.completion",
                "usage": self._usage(prompt_ids, gen, reused)}
+        k = body.get("prompt_logprobs")
+        if isinstance(k, int) and not isinstance(k, bool) and k > 0 and self.backend != "mocker":
+            out["prompt_logprobs"] = self.engine.prompt_logprobs(prompt_ids, k)
         ext = self._nvext(extra, prompt_ids, gen, params, reused, gen.token_ids)
         if ext:
             out["nvext"] = ext
@@ -315,16 +282,9 @@ class DynamoHandlers:
             body = await read_json(request)
         except BadBody as exc:
             return _bad_body(exc)
-        try:
-            check_fields(body, ("token_ids", "sampling_params", "model", "stream"), overrides=U32_IDS)
-            check_fields(body.get("sampling_params") or {}, ("max_tokens", "temperature", "top_p", "seed"),
-                         prefix="sampling_params.")
-        except FieldError as e:  # this route names the field, serde_path_to_error style: token_ids[1]: ...
-            path = re.sub(r"\.(\d+)", r"[\1]", e.field)
-            return errors.dynamo_deserialize(f"{path}: {e.serde_reason()} at line 1 column 1")
-        if body.get("token_ids") is None or body.get("sampling_params") is None:
-            missing = "token_ids" if body.get("token_ids") is None else "sampling_params"
-            return errors.dynamo_deserialize(f"missing field `{missing}` at line 1 column 1")
+        bad = dynamo_requests.check_generate(body, (await request.read()).decode("utf-8", "replace"))
+        if bad:
+            return errors.dynamo_json(*bad)
         if body.get("stream"):
             return errors.dynamo_generate_error(501, "streaming (stream=true) is not implemented for "
                                                      "/inference/v1/generate yet", "not_implemented")

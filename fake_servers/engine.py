@@ -213,6 +213,23 @@ class FakeEngine:
         routed = self._routed_experts(len(prompt_ids) + len(ids), seed) if self.config.moe else None
         return Generation(ids, text, finish, stop_reason, logprobs, top, routed)
 
+    def prompt_logprobs(self, prompt_ids: list[int], k: int) -> list:
+        """A vLLM worker's `prompt_logprobs`: null for the first position, then per position the prompt's
+        own id and the k likeliest, each `{"logprob", "rank"}` keyed by the id as a string."""
+        k = max(0, min(int(k), MAX_ALTERNATIVES))
+        digest = hashlib.blake2b(np.asarray(prompt_ids, dtype=np.int64).tobytes(), digest_size=8).digest()
+        rng = random.Random(int.from_bytes(digest, "little") ^ k)
+        out: list = [None]
+        for t in prompt_ids[1:]:
+            rank = 1 if rng.random() < 0.3 else rng.randrange(2, self.vocab_size)
+            entry = {str(t): {"logprob": -round(rng.uniform(0.01, 3.0) if rank == 1 else rng.uniform(3, 15), 6),
+                              "rank": rank}}
+            for r in range(1, k + 1):
+                alt = str(self.eos_id if r == 1 else rng.randrange(self.vocab_size - 3))
+                entry.setdefault(alt, {"logprob": -round(rng.uniform(0.5, 12) * r / k, 6), "rank": r})
+            out.append(entry)
+        return out
+
     def _routed_experts(self, seq_len: int, seed: int) -> np.ndarray:
         moe = self.config.moe
         assert moe is not None

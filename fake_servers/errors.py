@@ -85,6 +85,11 @@ def dynamo_error(status: int, message: str, details: dict | None = None,
     return _json(status, body, headers)
 
 
+def dynamo_json(status: int, body: dict) -> web.Response:
+    """An error body built by the wire layer's request rules."""
+    return _json(status, body)
+
+
 def dynamo_deserialize(reason: str) -> web.Response:
     return dynamo_error(400, f"Failed to deserialize the JSON body into the target type: {reason}")
 

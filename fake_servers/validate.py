@@ -1,8 +1,9 @@
-"""Request-field type checks shared by both fakes; each server words the failure its own way."""
+"""Request-field type checks of the routes whose request models are not yet the wire layer's (vLLM's
+/v1/completions, /tokenize, /detokenize), in pydantic's words; and the limits that size work."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field as dc_field, replace
+from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable
 
 INT64_MAX = 2 ** 63 - 1
@@ -20,37 +21,6 @@ class FieldError(Exception):
     value: Any
     ctx: dict | None = None
     more: list = dc_field(default_factory=list)
-
-    def sampling_params(self, sp: dict) -> "FieldError":
-        """As vLLM's /inference/v1/generate words it: SamplingParams is a dataclass, so pydantic
-        first reports that the object is not an instance of it."""
-        head = replace(self, field="sampling_params", kind="is_instance_of",
-                       msg="Input should be an instance of SamplingParams",
-                       value=sp, ctx={"class": "SamplingParams"}, more=[])
-        head.more = [(f"body.{self.field}", self.kind, self.msg, self.pydantic_input(), self.ctx), *self.more]
-        return head
-
-    def serde_reason(self) -> str:
-        if self.kind == "missing":
-            return f"missing field `{self.field.rsplit('.', 1)[-1]}`"
-        v = self.value
-        if isinstance(v, bool):
-            got = f"boolean `{str(v).lower()}`"
-        elif isinstance(v, int):
-            if self.kind == "out_of_range":
-                return f"invalid value: integer `{v}`, expected {self.expected}"
-            got = f"integer `{v}`"
-        elif isinstance(v, float):
-            got = f"floating point `{v}`"
-        elif isinstance(v, str):
-            got = f"string {v!r}".replace("'", '"')
-        elif isinstance(v, list):
-            got = "sequence"
-        elif isinstance(v, dict):
-            got = "map"
-        else:
-            got = "null"
-        return f"invalid type: {got}, expected {self.expected}"
 
     def pydantic_input(self) -> str:
         v = self.value
@@ -143,22 +113,6 @@ def _tools(name, v):
             raise FieldError(f"{name}.{i}.function.name", "missing" if fn.get("name") is None else "string_type",
                              "Field required" if fn.get("name") is None else "Input should be a valid string",
                              "a string", fn if fn.get("name") is None else fn.get("name"))
-
-
-U32_MAX = 2 ** 32 - 1
-
-
-def _u32_list(name, v):
-    """Token ids as Dynamo's serde reads them: a sequence of u32."""
-    _list(name, v)
-    for i, x in enumerate(v):
-        if not _is_int(x):
-            raise FieldError(f"{name}.{i}", "int_type", "Input should be a valid integer", "u32", x)
-        if not 0 <= x <= U32_MAX:
-            raise FieldError(f"{name}.{i}", "out_of_range", "Input should be a valid u32", "u32", x)
-
-
-U32_IDS = {"token_data": _u32_list, "token_ids": _u32_list}
 
 
 def json_depth(value, limit: int) -> bool:

@@ -21,8 +21,9 @@ def json_type(value) -> str:
     return "object"
 
 
-# Objects whose keys are data, not schema (vLLM /v1/completions: {token text: logprob}).
-MAP_PATHS = ("$.choices[].logprobs.top_logprobs[]",)
+# Objects whose keys are data, not schema (vLLM /v1/completions: {token text: logprob}; a vLLM worker's
+# prompt_logprobs: {token id: {logprob, rank}}).
+MAP_PATHS = ("$.choices[].logprobs.top_logprobs[]", "$.prompt_logprobs[]")
 
 
 def structure(value, path: str = "$", maps=MAP_PATHS) -> dict[str, set[str]]:
