@@ -8,6 +8,7 @@ token unless `max_tokens` (or a `stop` string) cuts them first.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from faker import Faker
 
 
 MAX_ALTERNATIVES = 64  # top logprobs per position, whatever a caller asks
+RANK_RATE = 0.2  # at temperature 1, the share of positions whose sampled token is not the likeliest
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,10 @@ class Generation:
     finish_reason: str  # "stop" | "length"
     stop_reason: str | int | None
     logprobs: list[float]
-    top_logprobs: list[list[tuple[int, float]]]  # per position: (id, logprob), best first
+    top_logprobs: list[list[tuple[int, float]]]  # per position: the sampled (id, logprob), then the likeliest others
     routed_experts: np.ndarray | None = None  # (prompt + completion tokens, layers, top_k)
     derived: dict = field(default_factory=dict)  # per-answer pieces built once (logprob entries, text deltas)
+    ranks: list[int] = field(default_factory=list)  # per position: the sampled token's rank (1: the likeliest)
 
 
 class ContextLengthExceeded(Exception):
@@ -202,16 +205,49 @@ class FakeEngine:
         logprobs = [-round(abs(rng.gauss(0.0, 0.8)) + 1e-4, 6) for _ in ids]
         if ids and ids[-1] == self.eos_id:
             logprobs[-1] = -round(rng.uniform(0.0001, 0.05), 6)
+        ranks = self._ranks(ids, logprobs, params.temperature, seed)
         top: list[list[tuple[int, float]]] = []
         if params.top_logprobs:
             # (the servers refuse more than 20 before asking; never let any caller size this past that)
-            for t, lp in zip(ids, logprobs):
+            k = min(params.top_logprobs, MAX_ALTERNATIVES)
+            alt_rng = random.Random(seed ^ 0xA17)
+            for t, lp, r in zip(ids, logprobs, ranks):
                 alts = [(t, lp)]
-                for j in range(min(params.top_logprobs, MAX_ALTERNATIVES) - 1):
+                for j in range(k - 1):
                     alts.append((rng.randrange(self.vocab_size - 3), round(lp - 0.5 - j - rng.random(), 4)))
+                if r > 1:  # the tokens the engine found likelier come first, as vLLM lists them
+                    alts = [(t, lp)] + (self._likelier(t, lp, r, alt_rng) + alts[1:])[:k - 1]
                 top.append(alts)
         routed = self._routed_experts(len(prompt_ids) + len(ids), seed) if self.config.moe else None
-        return Generation(ids, text, finish, stop_reason, logprobs, top, routed)
+        return Generation(ids, text, finish, stop_reason, logprobs, top, routed, ranks=ranks)
+
+    def _ranks(self, ids: list[int], logprobs: list[float], temperature: float, seed: int) -> list[int]:
+        """With temperature > 0 a real engine often samples a token that is not the likeliest (rank 2 to 5
+        here); its logprob is then below the top token's. Deterministic per seed; its own draws, so the
+        rest of an answer does not move. Rewrites `logprobs` where the rank is above 1."""
+        ranks = [1] * len(ids)
+        if not temperature or temperature <= 0:
+            return ranks
+        rr = random.Random(seed ^ 0x5EED)
+        rate = RANK_RATE * min(float(temperature), 2.0)
+        for k, t in enumerate(ids):
+            if t != self.eos_id and rr.random() < rate:
+                r = 2 + min(int(rr.expovariate(1.0)), 3)
+                ranks[k] = r
+                logprobs[k] = round(math.log(rr.uniform(0.2, 0.8) / (r + 1)), 6)
+        return ranks
+
+    def _likelier(self, t: int, lp: float, rank: int, rng: random.Random) -> list[tuple[int, float]]:
+        """The rank - 1 tokens above a sampled one, likeliest first, their probabilities summing below 1."""
+        p = math.exp(lp)
+        spare = 1.0 - rank * p
+        weights = [rank - j for j in range(1, rank)]
+        out = []
+        for w in weights:
+            q = p + 0.9 * spare * w / sum(weights)
+            alt = rng.randrange(self.vocab_size - 3)
+            out.append((alt if alt != t else alt + 1, round(math.log(q), 4)))
+        return out
 
     def prompt_logprobs(self, prompt_ids: list[int], k: int) -> list:
         """A vLLM worker's `prompt_logprobs`: null for the first position, then per position the prompt's

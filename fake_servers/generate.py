@@ -21,10 +21,13 @@ def _entry(shape: str, t: int, lp: float, rank: int | None):
 def logprobs(engine: FakeEngine, gen: Generation, shape: str, text: bool = False) -> dict:
     """`choices[0].logprobs` in the profile's entry shape (`text`: decoded token strings, vLLM 0.33)."""
     tops = gen.top_logprobs or [[(t, lp)] for t, lp in zip(gen.token_ids, gen.logprobs)]
+    ranks = gen.ranks or [1] * len(gen.token_ids)
     content = []
-    for t, lp, alts in zip(gen.token_ids, gen.logprobs, tops):
-        e = _entry(shape, t, lp, 1)
-        e["top_logprobs"] = [_entry(shape, a, v, r + 1) for r, (a, v) in enumerate(alts)]
+    for t, lp, alts, rank in zip(gen.token_ids, gen.logprobs, tops, ranks):
+        e = _entry(shape, t, lp, rank)
+        # the sampled token, then the others by rank (its own rank skipped)
+        e["top_logprobs"] = [_entry(shape, t, lp, rank)] + [
+            _entry(shape, a, v, j if j < rank else j + 1) for j, (a, v) in enumerate(alts[1:], 1)]
         if text:
             e["token"] = engine.token_text(t)
             for (a, _), alt in zip(alts, e["top_logprobs"]):
