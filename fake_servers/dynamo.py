@@ -161,7 +161,7 @@ class DynamoHandlers:
         prompt_ids = list(token_data) if token_data is not None else render_messages(self.state, body, active)
         if any(t >= self.engine.vocab_size for t in prompt_ids):
             return errors.dynamo_error(400, "Invalid request")
-        params = sampling_from(body)
+        params = sampling_from(body, active)
         mocker = self.backend == "mocker"
         if mocker:  # the mocker emits no logprobs, never samples EOS, checks no context window
             if params.max_tokens is None:
@@ -295,7 +295,8 @@ class DynamoHandlers:
             return errors.dynamo_generate_error(400, "Invalid request", "invalid_request_error")
         sp = body["sampling_params"]
         n_logprobs = sp.get("logprobs")
-        params = sampling_from({**sp, "logprobs": n_logprobs is not None, "top_logprobs": n_logprobs or 0})
+        params = sampling_from({**sp, "logprobs": n_logprobs is not None, "top_logprobs": n_logprobs or 0},
+                               faults_of(request))
         params.top_logprobs = max(params.top_logprobs, 1) if params.logprobs else 0
         try:
             gen = self.engine.generate(list(ids), params)

@@ -72,11 +72,12 @@ class SamplingParams:
     logprobs: bool = False
     top_logprobs: int = 0
     ignore_eos: bool = False
+    empty: bool = False  # answer only the stop token (the `empty_completion` fault)
 
     def key(self) -> bytes:
         return orjson.dumps(
             [self.max_tokens, self.temperature, self.top_p, self.seed, self.stop,
-             self.stop_token_ids, self.top_logprobs, self.ignore_eos]
+             self.stop_token_ids, self.top_logprobs, self.ignore_eos, self.empty]
         )
 
 
@@ -173,7 +174,8 @@ class FakeEngine:
         self._faker.seed_instance(seed)
         text = self._faker.paragraph(nb_sentences=rng.randint(1, 4))
         # (its own draw, so answers that are not empty stay what they were)
-        empty = self.config.empty_rate > 0 and random.Random(seed ^ 0xE3F7).random() < self.config.empty_rate
+        empty = params.empty or (self.config.empty_rate > 0
+                                 and random.Random(seed ^ 0xE3F7).random() < self.config.empty_rate)
         if empty:
             text = ""
         elif self.config.think:
@@ -187,7 +189,7 @@ class FakeEngine:
         budget = max(1, self.config.max_model_len - len(prompt_ids))
         if params.max_tokens is not None:
             budget = min(budget, params.max_tokens)
-        if params.ignore_eos and stop_reason is None:
+        if params.ignore_eos and stop_reason is None and not empty:
             # keep talking until the budget runs out, as an engine that never samples EOS does
             while len(ids) < budget:
                 ids.extend(self.encode(" " + self._faker.paragraph(nb_sentences=4)))
@@ -197,7 +199,7 @@ class FakeEngine:
             if t in params.stop_token_ids:
                 ids, stop_reason = ids[: i + 1], t
                 break
-        if len(ids) > budget or (params.ignore_eos and stop_reason is None):
+        if len(ids) > budget or (params.ignore_eos and stop_reason is None and not empty):
             ids, finish, stop_reason = ids[:budget], "length", None
         body_ids = ids[:-1] if ids and ids[-1] == self.eos_id else ids
         text = self.decode(body_ids, skip_special_tokens=True)

@@ -61,6 +61,9 @@ CATALOGUE: dict[str, Fault] = {f.name: f for f in [
        "connection errors are retried, then a typed error"),
     _F("invalid_json", "answers 200 with a body that is not valid JSON", "MalformedResponseError, never a crash"),
     _F("empty_choices", "answers `choices: []`", "MalformedResponseError naming the empty choices"),
+    _F("empty_completion", "the model answers only the stop token (`content` empty or null, one completion id), "
+       "as real models often do", "the client keeps the turn (its one id) and stitches the next; clients that "
+       "refuse it (verifiers' EmptyModelResponseError) show it"),
     _F("template_system_default", "the server's chat template adds a default system prompt when none is given",
        "tokenizer parity guard: local rendering differs from the engine's"),
     _F("template_no_newline", "the server's chat template drops the newline after the role name",

@@ -7,7 +7,8 @@ from .engine import FakeEngine, Generation, SamplingParams
 from .faults import TEMPLATE_FAULTS, Active
 
 
-def sampling_from(body: dict) -> SamplingParams:
+def sampling_from(body: dict, active=()) -> SamplingParams:
+    """The engine's sampling parameters for a request (and its faults: `empty_completion`)."""
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
@@ -25,6 +26,7 @@ def sampling_from(body: dict) -> SamplingParams:
         logprobs=bool(body.get("logprobs")),
         top_logprobs=int(top or 0),
         ignore_eos=bool(body.get("ignore_eos")),
+        empty="empty_completion" in active,
     )
 
 

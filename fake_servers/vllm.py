@@ -211,7 +211,7 @@ class VLLMHandlers:
         if body.get("tools") and body.get("tool_choice") in (None, "auto") and not self.tool_parser:
             return errors.vllm_error(400, '"auto" tool choice requires --enable-auto-tool-choice and '
                                           '--tool-call-parser to be set')
-        params = sampling_from(body)
+        params = sampling_from(body, active)
         limit = self.engine.config.max_model_len
         if len(prompt_ids) > limit and not tokens_route:
             return errors.vllm_chat_too_long(limit)
@@ -295,7 +295,7 @@ class VLLMHandlers:
             return bad
         n_logprobs = sp.get("logprobs")
         params = dataclasses.replace(sampling_from({**sp, "logprobs": n_logprobs is not None,
-                                                    "top_logprobs": n_logprobs or 0}),
+                                                    "top_logprobs": n_logprobs or 0}, faults_of(request)),
                                      logprobs=n_logprobs is not None)
         prompt_ids = list(body["token_ids"])
         try:
@@ -332,7 +332,7 @@ class VLLMHandlers:
         if isinstance(n_logprobs, bool) or (n_logprobs is not None and not isinstance(n_logprobs, int)):
             return errors.vllm_validation("body.logprobs", "int_type", "Input should be a valid integer", repr(n_logprobs))
         params = dataclasses.replace(sampling_from({**body, "logprobs": n_logprobs is not None,
-                                                    "top_logprobs": n_logprobs or 0}))
+                                                    "top_logprobs": n_logprobs or 0}, faults_of(request)))
         try:
             gen = self.engine.generate(prompt_ids, params)
         except ContextLengthExceeded as exc:

@@ -40,3 +40,27 @@ def test_the_rate_is_a_share_of_answers_and_leaves_the_others_as_they_were():
         else:
             assert b.token_ids == a.token_ids  # the answers that are not empty are unchanged
     assert 40 <= empty <= 80  # about 30% of 200
+
+
+@pytest.mark.parametrize("kind, transport, extra", [("vllm", "vllm_generate", {}), ("dynamo", "dynamo_chat", {}),
+                                                    ("dynamo", "dynamo_generate", {"native_generate": True})])
+async def test_the_empty_completion_fault_once_then_a_stitched_turn(kind, transport, extra):
+    """The catalogue fault `empty_completion*1`: the first answer is only the stop token, on every route."""
+    with RunningServer(FakeConfig(kind=kind, **extra)) as srv:
+        srv.set_faults(["empty_completion*1"])
+        cfg = ClientConfig(base_url=srv.base_url, model=MODEL, renderer_transport=transport, tito_route="generate")
+        async with TitoClient(cfg) as client:
+            convo = client.conversation()
+            msgs = [{"role": "user", "content": "hi"}]
+            r1 = await convo.turn(msgs, max_tokens=16)
+            msgs += [r1.message, {"role": "user", "content": "say something"}]
+            r2 = await convo.turn(msgs, max_tokens=16)
+    assert r1.completion_ids == [IM_END] and r1.finish_reason == "stop"
+    assert r2.mode == "tito" and len(r2.completion_ids) > 1  # only once
+    assert [r.faults for r in srv.received if r.faults] == [["empty_completion"]]
+
+
+def test_the_fault_is_in_the_catalogue():
+    out = __import__("subprocess").run([__import__("sys").executable, "-m", "harness.cli", "faults"],
+                                       capture_output=True, text=True)
+    assert "empty_completion" in out.stdout

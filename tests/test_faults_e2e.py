@@ -213,4 +213,4 @@ def test_the_readme_carries_the_catalogue_table():
     from fake_servers.faults import catalogue_markdown
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert catalogue_markdown() in readme, "README's fault table is out of date: paste catalogue_markdown()"
-    assert len(CATALOGUE) == 24
+    assert len(CATALOGUE) == 25
