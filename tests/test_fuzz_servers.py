@@ -2,6 +2,8 @@
 
 import json
 import os
+import time
+import tracemalloc
 
 import httpx
 import pytest
@@ -97,17 +99,30 @@ def requests_for(kind: str):
     return st.sampled_from(ROUTES[kind]).flatmap(lambda r: st.tuples(st.just(r), payload_for(r)))
 
 
+LIMIT_S, LIMIT_BYTES = 1.0, 200 * 1024 * 1024  # any input: an answer within a second and 200 MB
+
+
 @pytest.mark.parametrize("fake_profile", PROFILES, indirect=True)
 def test_no_input_gives_500_or_hangs(request, fake_profile):
+    """No input gets a 5xx, a hang, or more than a second or 200 MB of the fake's work."""
     kind = "dynamo" if fake_profile.startswith("dynamo") else "vllm"
     srv = request.getfixturevalue(f"fake_{kind}_server")
     client = httpx.Client(base_url=srv.root_url, timeout=10)
+    client.post(ROUTES[kind][0], json=VALID.get(ROUTES[kind][0], VALID["/v1/chat/completions"]))  # (warm: templates)
+    slowest = [0.0, 0]
 
     @settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 200)), deadline=None, suppress_health_check=list(HealthCheck))
     @given(req=requests_for(kind), method=st.sampled_from(["POST", "POST", "POST", "GET"]))
     def check(req, method):
         route, payload = req
+        tracemalloc.start()
+        t0 = time.perf_counter()
         resp = client.request(method, route, content=payload if method == "POST" else None)
+        took = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()  # (the server runs in this process: its allocations count)
+        tracemalloc.stop()
+        slowest[0], slowest[1] = max(slowest[0], took), max(slowest[1], peak)
+        assert took < LIMIT_S and peak < LIMIT_BYTES, (route, payload[:200], f"{took:.2f} s, {peak / 1e6:.0f} MB")
         assert resp.status_code < 500 or (resp.status_code == 501 and route == "/inference/v1/generate"), \
             (route, payload[:200], resp.text[:300])
         if resp.status_code >= 400:
@@ -123,3 +138,4 @@ def test_no_input_gives_500_or_hangs(request, fake_profile):
         check()
     finally:
         client.close()
+    print(f"{fake_profile}: slowest answer {slowest[0]:.3f} s, most memory {slowest[1] / 1e6:.1f} MB")
