@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from .engine import FakeEngine
-from .faults import CATALOGUE, Active, FaultPlan, FaultSpecError, injected_response
+from harness.wire.faults import CATALOGUE, Active, FaultPlan, FaultSpecError, injected_response
 
 log = logging.getLogger("fake_servers")
 FAULT_HEADER = "x-fake-fault"

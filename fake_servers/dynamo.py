@@ -17,7 +17,9 @@ from collections import OrderedDict
 
 from aiohttp import web
 
-from . import errors, experts, generate, mutate
+from harness.wire import mutate
+
+from . import errors, experts, generate
 from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json
 from .engine import ContextLengthExceeded, Generation, SamplingParams
 from .openai import logprobs_content, render_messages, sampling_from, text_pieces
@@ -60,7 +62,7 @@ def _bad_body(exc: BadBody) -> web.Response:
 STYLE = ErrorStyle(
     route_not_found=lambda request: errors.dynamo_route_not_found(request.method, request.path),
     method_not_allowed=lambda request: errors.dynamo_route_not_found(request.method, request.path),
-    http_fault=lambda status, msg, headers: errors.dynamo_error(status, msg, headers=headers),
+    http_fault=lambda status, msg, headers: errors.http_fault("dynamo", status, msg, headers),
     bad_fault_header=lambda msg: errors.dynamo_error(400, msg),
     internal=lambda msg: errors.dynamo_error(500, msg),
 )

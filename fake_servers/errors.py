@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from aiohttp import web
 import orjson
+from aiohttp import web
+
+from harness.wire import errors as wire_errors
 
 
 def _json(status: int, body: dict, headers: dict | None = None) -> web.Response:
@@ -11,11 +13,15 @@ def _json(status: int, body: dict, headers: dict | None = None) -> web.Response:
                         headers=headers)
 
 
+def http_fault(kind: str, status: int, message: str, headers: dict | None = None) -> web.Response:
+    """An injected HTTP fault in the server kind's own shape."""
+    return _json(status, wire_errors.HTTP_FAULT_BODY[kind](status, message), headers)
+
+
 # -- vLLM (0.32): {"error": {message, type, param, code}}; FastAPI's {"detail"} for routes ------
 def vllm_error(status: int, message: str, type_: str = "BadRequestError", param: str | None = None,
                headers: dict | None = None) -> web.Response:
-    return _json(status, {"error": {"message": message, "type": type_, "param": param, "code": status}},
-                 headers)
+    return _json(status, wire_errors.vllm_body(status, message, type_, param), headers)
 
 
 def vllm_body(body: dict) -> web.Response:
@@ -73,16 +79,9 @@ def fastapi_detail(status: int, detail: str) -> web.Response:
 
 
 # -- Dynamo (1.6): {message, type, code}, with optional details -------------------------------
-_DYNAMO_TYPES = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 429: "Too Many Requests",
-                 500: "Internal Server Error", 503: "Service Unavailable"}
-
-
 def dynamo_error(status: int, message: str, details: dict | None = None,
                  headers: dict | None = None) -> web.Response:
-    body = {"message": message, "type": _DYNAMO_TYPES.get(status, "Error"), "code": status}
-    if details is not None:
-        body["details"] = details
-    return _json(status, body, headers)
+    return _json(status, wire_errors.dynamo_body(status, message, details), headers)
 
 
 def dynamo_json(status: int, body: dict) -> web.Response:

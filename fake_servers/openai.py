@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .base import ServerState
 from .engine import FakeEngine, Generation, SamplingParams
-from .faults import TEMPLATE_FAULTS, Active
+from harness.wire.faults import TEMPLATE_FAULTS, Active
 
 
 def sampling_from(body: dict, active=()) -> SamplingParams:

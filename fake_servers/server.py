@@ -10,7 +10,7 @@ from aiohttp import web
 from . import dynamo, vllm
 from .base import STATE, ServerState
 from .engine import EngineConfig, FakeEngine, MoEShape
-from .faults import TEMPLATE_FAULTS, FaultPlan, parse_specs
+from harness.wire.faults import TEMPLATE_FAULTS, FaultPlan, parse_specs
 from .profiles import Profile, get_profile
 from .templates import variants
 

@@ -13,7 +13,9 @@ import time
 
 from aiohttp import web
 
-from . import errors, experts, generate, mutate
+from harness.wire import mutate
+
+from . import errors, experts, generate
 from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json
 from .engine import ContextLengthExceeded, Generation, SamplingParams
 from .openai import logprobs_content, render_messages, sampling_from, text_pieces, usage
@@ -57,9 +59,7 @@ def _field_error(e: FieldError) -> web.Response:
 STYLE = ErrorStyle(
     route_not_found=lambda request: errors.fastapi_detail(404, "Not Found"),
     method_not_allowed=lambda request: errors.fastapi_detail(405, "Method Not Allowed"),
-    http_fault=lambda status, msg, headers: errors.vllm_error(
-        status, msg, {429: "RateLimitError", 503: "ServiceUnavailableError"}.get(status, "InternalServerError"),
-        None, headers),
+    http_fault=lambda status, msg, headers: errors.http_fault("vllm", status, msg, headers),
     bad_fault_header=lambda msg: errors.vllm_error(400, msg, "BadRequestError", "x-fake-fault"),
     internal=lambda msg: errors.vllm_error(500, msg, "InternalServerError"),
 )

@@ -163,7 +163,7 @@ def cmd_tokenizer_build(args) -> int:
 
 
 def cmd_faults(args) -> int:
-    from fake_servers.faults import CATALOGUE
+    from .wire.faults import CATALOGUE
 
     t = Table(title="fault catalogue (x-fake-fault: NAME[=VALUE][@PROBABILITY][*TIMES])", title_justify="left")
     for col in ("fault", "what the server does", "client behaviour exercised", "servers"):

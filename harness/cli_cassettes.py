@@ -13,7 +13,7 @@ from .cli_output import err, out
 
 
 def cmd_record(args) -> int:
-    from fake_servers.faults import FaultSpecError
+    from .wire.faults import FaultSpecError
 
     from .reach import Unreachable
     from .recording.format import CassetteError
@@ -140,7 +140,7 @@ def _remove_shards(shards) -> None:
 
 
 def cmd_chaos(args) -> int:
-    from fake_servers.faults import FaultSpecError
+    from .wire.faults import FaultSpecError
 
     from .reach import Unreachable
     from .recording.proxy import run_proxy

@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 import pytest
 
-from fake_servers.faults import CATALOGUE, FaultPlan, FaultRule, FaultSpecError
+from harness.wire.faults import CATALOGUE, FaultPlan, FaultRule, FaultSpecError
 from fake_servers.server import FakeConfig, RunningServer
 from harness.client import (ClientConfig, IncompleteStreamError, MalformedResponseError, ServerError, TitoClient,
                             TransportError)
@@ -210,7 +210,7 @@ async def test_routed_experts_wrong_dtype_is_reported_in_every_format(moe_server
 def test_the_readme_carries_the_catalogue_table():
     from pathlib import Path
 
-    from fake_servers.faults import catalogue_markdown
+    from harness.wire.faults import catalogue_markdown
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert catalogue_markdown() in readme, "README's fault table is out of date: paste catalogue_markdown()"
     assert len(CATALOGUE) == 25

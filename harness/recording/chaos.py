@@ -14,8 +14,9 @@ import asyncio
 import orjson
 from aiohttp import web
 
-from fake_servers import mutate
-from fake_servers.faults import (CATALOGUE, HTTP_FAULTS, TEMPLATE_FAULTS, Active, FaultPlan, FaultSpecError,
+from ..wire import mutate
+from ..wire.errors import HTTP_FAULT_BODY
+from ..wire.faults import (CATALOGUE, HTTP_FAULTS, TEMPLATE_FAULTS, Active, FaultPlan, FaultSpecError,
                                  injected_response, parse_specs)
 
 # Faults that need the fake engine's own state (its chat template, its tokenizer): not for live traffic.
@@ -46,9 +47,11 @@ class LiveFaults:
         """Wait (`slow`), or answer an HTTP fault in the upstream's own error shape."""
         if "slow" in active:
             await asyncio.sleep(active.value("slow", 1.0))
-        from fake_servers import dynamo, vllm
+        return injected_response(active, self)
 
-        return injected_response(active, dynamo.STYLE if self.server == "dynamo" else vllm.STYLE)
+    def http_fault(self, status: int, message: str, headers: dict) -> web.Response:
+        body = HTTP_FAULT_BODY[self.server](status, message)
+        return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
 
     @staticmethod
     def body(active: Active, body: bytes) -> bytes:

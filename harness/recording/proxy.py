@@ -17,7 +17,7 @@ from aiohttp import web
 
 from multidict import CIMultiDict
 
-from fake_servers.faults import Active, FaultSpecError
+from ..wire.faults import Active, FaultSpecError
 
 from .chaos import FAULT_HEADER, LiveFaults
 from .format import Interaction, provenance

@@ -100,7 +100,7 @@ def _for_one_test(request, kind: str):
     srv = _server(request, kind)
     marker = request.node.get_closest_marker("fake_fault")
     if marker:
-        from fake_servers.faults import FaultSpecError
+        from .wire.faults import FaultSpecError
 
         try:
             srv.set_faults(list(marker.args), marker.kwargs.get("seed"))
@@ -150,9 +150,9 @@ def cassette_path(request) -> Path:
 @pytest.fixture
 def cassette_server(request):
     """Base URL of a replay server (or a recording proxy) for the test's cassette."""
-    from .format import Cassette, CassetteError
-    from .proxy import Recorder, create_proxy_app, recording_meta
-    from .replay import ReplayIndex, create_replay_app
+    from .recording.format import Cassette, CassetteError
+    from .recording.proxy import Recorder, create_proxy_app, recording_meta
+    from .recording.replay import ReplayIndex, create_replay_app
 
     path = cassette_path(request)
     mode = request.config.getoption("--record-mode") or "none"
@@ -171,7 +171,7 @@ def cassette_server(request):
         except CassetteError as exc:
             pytest.fail(str(exc), pytrace=False)
         app = create_proxy_app(upstream, recorder)
-    from ..serve import AppThread
+    from .serve import AppThread
 
     with AppThread(app) as srv:
         yield f"http://127.0.0.1:{srv.port}/v1"
