@@ -121,11 +121,11 @@ class DynamoHandlers:
         self.profile = profile
         self.engine = state.engine
         self.model = state.engine.config.model
-        self.backend = profile.backend
+        self.worker = profile.worker
         self.cache = PrefixCache()
 
     async def models(self, request):
-        window = 0 if self.backend == "mocker" else self.engine.config.max_model_len
+        window = self.engine.config.max_model_len if self.worker.context_window else 0
         return json_ok({"object": "list", "data": [{
             "id": self.model, "object": "model", "created": int(self.state.started), "owned_by": "nvidia",
             "context_window": window}]})
@@ -144,7 +144,7 @@ class DynamoHandlers:
         if bad:
             return errors.dynamo_json(*bad)
         nvext = body.get("nvext") or {}
-        if nvext.get("token_data") == [] and self.backend != "mocker":  # the worker refuses an empty prompt
+        if nvext.get("token_data") == [] and self.worker.refuses_empty_prompt:
             return errors.dynamo_error(400, "Bad Request")
         return None
 
@@ -164,15 +164,17 @@ class DynamoHandlers:
         if any(t >= self.engine.vocab_size for t in prompt_ids):
             return errors.dynamo_error(400, "Invalid request")
         params = sampling_from(body, active)
-        mocker = self.backend == "mocker"
-        if mocker:  # the mocker emits no logprobs, never samples EOS, checks no context window
-            if params.max_tokens is None:
-                return errors.dynamo_error(400, "`max_output_tokens` (or `max_tokens`) is required by the mocker worker")
-            params.logprobs, params.top_logprobs, params.ignore_eos = False, 0, True
-        elif params.logprobs:  # a vLLM worker ranks at least the top token even without top_logprobs
+        w = self.worker
+        if w.needs_max_tokens and params.max_tokens is None:
+            return errors.dynamo_error(400, f"`max_output_tokens` (or `max_tokens`) is required by the {w.name} worker")
+        if not w.logprobs:
+            params.logprobs, params.top_logprobs = False, 0
+        if not w.samples_eos:
+            params.ignore_eos = True
+        if params.logprobs:  # a vLLM worker ranks at least the top token even without top_logprobs
             params.top_logprobs = max(params.top_logprobs, 1)
         try:
-            gen = self.engine.generate(prompt_ids, params, check_context=not mocker)
+            gen = self.engine.generate(prompt_ids, params, check_context=w.checks_context)
         except ContextLengthExceeded as exc:
             return errors.dynamo_context_length(exc.max_model_len, exc.prompt_len)
         reused = self.cache.hit(prompt_ids)
@@ -190,7 +192,7 @@ class DynamoHandlers:
                "created": int(time.time()), "model": self.model, "object": "chat.completion",
                "usage": self._usage(prompt_ids, gen, reused)}
         k = body.get("prompt_logprobs")
-        if isinstance(k, int) and not isinstance(k, bool) and k > 0 and self.backend != "mocker":
+        if isinstance(k, int) and not isinstance(k, bool) and k > 0 and self.worker.prompt_logprobs:
             out["prompt_logprobs"] = self.engine.prompt_logprobs(prompt_ids, k)
         ext = self._nvext(extra, prompt_ids, gen, params, reused, gen.token_ids)
         if ext:
@@ -230,9 +232,9 @@ class DynamoHandlers:
             ext["timing"] = {"request_received_ms": int(now), "prefill_wait_time_ms": 0.0, "prefill_time_ms": 0.0,
                              "ttft_ms": self.engine.config.ttft * 1000,
                              "total_time_ms": (self.engine.config.ttft + self.engine.config.per_token * len(gen.token_ids)) * 1000}
-        if "routed_experts" in extra and gen.routed_experts is not None and self.backend != "mocker":
+        if "routed_experts" in extra and gen.routed_experts is not None and self.profile.routed_experts != "none":
             ext["routed_experts"] = experts.cached(gen, self.profile.routed_experts)
-        if "engine_data" in extra and self.backend != "mocker":
+        if "engine_data" in extra and self.worker.engine_data:
             ext["engine_data"] = self._engine_data(prompt_ids, gen, params, reused)
         return ext
 
@@ -247,7 +249,7 @@ class DynamoHandlers:
         tail = {"created": created, "model": self.model, "object": "chat.completion.chunk"}
         per_chunk = extra - {"engine_data", "timing", "routed_experts"}
         n = len(gen.token_ids)
-        last_in_final = self.backend != "mocker" and n > 0
+        last_in_final = self.worker.last_id_in_final_chunk and n > 0
         body_tokens = n - 1 if last_in_final else n
 
         def lp_of(i):

@@ -27,6 +27,7 @@ EXPERTS_FORMATS = {
     "object": "`choices[0].routed_experts`: `{data, shape, start, dtype}` with `data` first",
     "nvext_object": "`nvext.routed_experts`: `{data, shape, start, dtype}` (from engine_data)",
     "b64_string": "`nvext.routed_experts`: base64 string of raw int32 bytes (SGLang pass-through)",
+    "none": "none: the worker sends no routed experts",
 }
 
 # /inference/v1/generate logprob entry shapes.
@@ -57,6 +58,11 @@ class Profile:
 
     def serves(self, route: str) -> bool:
         return route in self.routes
+
+    @property
+    def worker(self) -> "Backend | None":
+        """Dynamo: what the worker behind the frontend can do."""
+        return BACKENDS.get(self.backend) if self.backend else None
 
     def describe(self) -> dict:
         out = {}
@@ -94,7 +100,32 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
 ]}
 
 DEFAULTS = {"vllm": "vllm-0.32", "dynamo": "dynamo-1.6.1"}
-BACKENDS = ("vllm", "mocker", "sglang")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The worker behind a Dynamo frontend, as what it can do (the handlers read these, never a name)."""
+    name: str
+    routed_experts: str  # the format its routed experts reach the frontend's answer in (EXPERTS_FORMATS)
+    engine_data: bool = True  # answers carry nvext.engine_data (prompt ids, logprobs)
+    logprobs: bool = True  # it computes logprobs at all
+    prompt_logprobs: bool = True  # it answers `prompt_logprobs`
+    samples_eos: bool = True  # an answer ends with the stop token (the mocker never samples it)
+    checks_context: bool = True  # it refuses a prompt + max_tokens past its window
+    context_window: bool = True  # /v1/models reports its window (the mocker says 0)
+    needs_max_tokens: bool = False  # a request without max_tokens is refused
+    refuses_empty_prompt: bool = True  # `nvext.token_data: []` is refused
+    last_id_in_final_chunk: bool = True  # a stream's last token rides in the finish chunk
+    native_generate: bool = False  # the frontend can serve /inference/v1/generate for it
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in [
+    Backend("vllm", "nvext_object", native_generate=True),
+    Backend("mocker", "none", engine_data=False, logprobs=False, prompt_logprobs=False, samples_eos=False,
+            checks_context=False, context_window=False, needs_max_tokens=True, refuses_empty_prompt=False,
+            last_id_in_final_chunk=False),
+    Backend("sglang", "b64_string"),
+]}
 
 
 class ProfileError(ValueError):
@@ -116,12 +147,11 @@ def get_profile(name: str | None, kind: str | None = None, backend: str | None =
     if prof.kind == "dynamo":
         backend = backend or prof.backend
         if backend not in BACKENDS:
-            raise ProfileError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        fmt = {"vllm": "nvext_object", "sglang": "b64_string", "mocker": prof.routed_experts}[backend]
-        prof = replace(prof, backend=backend, routed_experts=fmt,
+            raise ProfileError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
+        prof = replace(prof, backend=backend, routed_experts=BACKENDS[backend].routed_experts,
                        summary=f"NVIDIA Dynamo {prof.version} frontend with a {backend} worker")
         if native_generate:
-            if backend != "vllm":
+            if not BACKENDS[backend].native_generate:
                 raise ProfileError("--native-generate needs the vLLM backend "
                                    "(Dynamo serves /inference/v1/generate for vLLM workers only)")
             prof = replace(prof, routes=prof.routes | {"generate"},
@@ -137,6 +167,22 @@ def profile_label(prof: Profile) -> str:
         return prof.name
     label = f"{prof.name}+{prof.backend}"
     return label + "+native-generate" if prof.serves("generate") else label
+
+
+def labels() -> list[str]:
+    """Every label a fake answers as: each profile, and each Dynamo profile with each worker (and its native
+    generate route where the worker has one). Tests, compat and fuzzing take their lists from here, so a
+    new row is picked up everywhere."""
+    out = []
+    for p in PROFILES.values():
+        if p.kind != "dynamo":
+            out.append(p.name)
+            continue
+        for b in BACKENDS.values():
+            out.append(f"{p.name}+{b.name}")
+            if b.native_generate:
+                out.append(f"{p.name}+{b.name}+native-generate")
+    return out
 
 
 def parse_label(label: str) -> Profile:
@@ -176,9 +222,16 @@ def differences_markdown() -> str:
         if len(set(values)) > 1:
             rows.append(f"| {f.name} | " + " | ".join(values) + " |")
     rows.append("")
-    rows.append("Dynamo options: `--backend vllm` (routed experts `nvext_object`), `--backend sglang` "
-                "(`b64_string`), `--backend mocker` (no engine_data, no logprobs, no routed experts); "
-                "`--native-generate` adds `/inference/v1/generate` (vLLM backend only).")
+    rows.append("Dynamo workers (`--backend`; `--native-generate` adds `/inference/v1/generate` where the worker "
+                "allows it), one row each:")
+    rows.append("")
+    keys = [f.name for f in fields(Backend) if f.name != "name"]
+    rows.append("| backend | " + " | ".join(k.replace("_", " ") for k in keys) + " |")
+    rows.append("|---" * (len(keys) + 1) + "|")
+    for b in BACKENDS.values():
+        rows.append(f"| `{b.name}` | " + " | ".join(
+            f"`{getattr(b, k)}`" if isinstance(getattr(b, k), str) else ("yes" if getattr(b, k) else "no")
+            for k in keys) + " |")
     rows.append("")
     rows.append("Routed-experts formats: " + "; ".join(f"`{k}` = {v}" for k, v in EXPERTS_FORMATS.items()) + ".")
     rows.append("Generate logprob entries: " + "; ".join(f"`{k}` = {v}" for k, v in GENERATE_LOGPROBS.items()) + ".")

@@ -10,14 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fake_servers.profiles import labels
+
 ROUTES = {
     "vllm": ["/v1/chat/completions", "/v1/chat/completions/tokens", "/tokenize", "/detokenize",
              "/inference/v1/generate", "/v1/completions", "/v1/models", "/version", "/nope"],
     "dynamo": ["/v1/chat/completions", "/tokenize", "/v1/models", "/inference/v1/generate"],
 }
-# every profile, with the Dynamo back-ends and its native generate route
-PROFILES = ["vllm-0.30", "vllm-0.31", "vllm-0.32", "vllm-0.33", "prime-rl", "dynamo-1.6.1+vllm+native-generate",
-            "dynamo-1.6.1+mocker", "dynamo-1.6.1+sglang"]
+# every profile, with each Dynamo worker and its native generate route (from the profile table)
+PROFILES = [label for label in labels() if not label.endswith("+vllm")]  # (+vllm+native-generate covers +vllm)
 FIELDS = ["model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "logprobs",
           "top_logprobs", "stream", "stop", "seed", "n", "tools", "tokens", "token_ids", "sampling_params",
           "prompt", "return_token_ids", "nvext", "add_generation_prompt", "stream_options", "priority",

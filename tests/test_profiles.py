@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from fake_servers.profiles import DEFAULTS, PROFILES, ProfileError, differences_markdown, get_profile, parse_label
+from fake_servers.profiles import DEFAULTS, PROFILES, ProfileError, differences_markdown, get_profile, labels, parse_label
 from fake_servers.server import FakeConfig, RunningServer
 from harness.client import ClientConfig, TitoClient
 from harness.client.routed_experts import decode_payload, split_body
@@ -50,6 +50,11 @@ def test_profile_lookup_and_labels():
     dyn = parse_label("dynamo-1.6.1+sglang")
     assert dyn.backend == "sglang" and dyn.routed_experts == "b64_string" and not dyn.serves("generate")
     assert parse_label("dynamo-1.6.1+vllm+native-generate").serves("generate")
+    mocker = parse_label("dynamo-1.6.1+mocker")  # a worker's capabilities are its row's, whatever the profile says
+    assert mocker.routed_experts == "none" and not mocker.worker.engine_data and mocker.worker.needs_max_tokens
+    assert set(labels()) >= {"vllm-0.32", "prime-rl", "dynamo-1.6.1+vllm", "dynamo-1.6.1+vllm+native-generate",
+                             "dynamo-1.6.1+mocker", "dynamo-1.6.1+sglang"}
+    assert "dynamo-1.6.1+mocker+native-generate" not in labels()
     with pytest.raises(ProfileError, match="unknown profile 'vllm-9'"):
         get_profile("vllm-9")
     with pytest.raises(ProfileError, match="is a dynamo profile"):

@@ -8,12 +8,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fake_servers.profiles import labels
+
 from .base import FAIL, MISSING, NA, PASS, Cell, Target, first_line
 
 EXPECTED = Path(__file__).with_name("expected.json")
 # every server profile the fakes speak, Dynamo with each worker and with its native generate route
-PROFILE_LABELS = ["vllm-0.30", "vllm-0.31", "vllm-0.32", "vllm-0.33", "prime-rl", "dynamo-1.6.1+vllm",
-                  "dynamo-1.6.1+vllm+native-generate", "dynamo-1.6.1+mocker", "dynamo-1.6.1+sglang"]
+PROFILE_LABELS = labels()  # from the profile table: a new row is a new column
 MOE = "2,2,8"
 
 
