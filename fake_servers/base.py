@@ -13,8 +13,11 @@ from typing import Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from harness.wire import sse
+from harness.wire.faults import (CATALOGUE, Active, FaultPlan, FaultSpecError, injected_response, invalid_json,
+                                 reset_part)
+
 from .engine import FakeEngine
-from harness.wire.faults import CATALOGUE, Active, FaultPlan, FaultSpecError, injected_response
 
 log = logging.getLogger("fake_servers")
 FAULT_HEADER = "x-fake-fault"
@@ -116,12 +119,12 @@ async def send_json(request: web.Request, body: dict, status: int = 200) -> web.
     active = faults_of(request)
     data = orjson.dumps(body)
     if "invalid_json" in active:
-        data = data[: max(1, len(data) // 2)] + b"\x00<<not json"
+        data = invalid_json(data)
     if "reset" in active:
         resp = web.StreamResponse(status=status, headers={"Content-Type": "application/json",
                                                           "Content-Length": str(len(data))})
         await resp.prepare(request)
-        await resp.write(data[: len(data) // 2])
+        await resp.write(reset_part(data))
         if request.transport is not None:
             request.transport.abort()
         return resp
@@ -154,12 +157,12 @@ class SSE:
             return
         if self.delay and self.sent:
             await asyncio.sleep(self.delay)
-        await self.resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        await self.resp.write(sse.frame(chunk))
         self.sent += 1
 
     async def __aexit__(self, exc_type, exc, tb):
         if not self.cut and exc_type is None:
-            await self.resp.write(b"data: [DONE]\n\n")
+            await self.resp.write(sse.DONE)
             await self.resp.write_eof()
         return False
 

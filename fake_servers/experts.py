@@ -7,10 +7,10 @@ sampled token was never forwarded, so every format carries `tokens - 1` rows; a 
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pybase64
+
+from harness.wire import npy
 
 from .profiles import EXPERTS_FORMATS
 
@@ -20,18 +20,12 @@ def rows(array: np.ndarray, prompt_start: int = 0) -> np.ndarray:
     return array[min(max(prompt_start, 0), max(len(array) - 1, 0)):max(len(array) - 1, 0)]
 
 
-def npy_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-    return buf.getvalue()
-
-
 def encode(fmt: str, array: np.ndarray, prompt_start: int = 0):
     """The JSON value of `routed_experts` in format `fmt` (a string or an object)."""
     part = rows(array, prompt_start)
     start = min(max(prompt_start, 0), len(array))
     if fmt == "npy":
-        return pybase64.b64encode(npy_bytes(part)).decode("ascii")
+        return pybase64.b64encode(npy.to_bytes(part)).decode("ascii")
     if fmt in ("object", "nvext_object"):
         return {"data": pybase64.b64encode(np.ascontiguousarray(part).tobytes()).decode("ascii"),
                 "shape": list(part.shape), "start": start, "dtype": part.dtype.name}

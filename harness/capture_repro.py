@@ -20,6 +20,7 @@ from pathlib import Path
 from .captures import Linker, capture_index, read_exchanges
 from .recording.format import Cassette, Interaction, read_meta
 from .recording.inspect import turn_kind, turn_tokens
+from .wire.urls import root_of
 
 HOP = {"host", "content-length", "transfer-encoding", "connection", "accept-encoding"}
 
@@ -91,7 +92,7 @@ def _target(cassette: Cassette, against: str | None, profile: str | None):
     @contextmanager
     def serve():
         if against:
-            yield against.rstrip("/").removesuffix("/v1"), against
+            yield root_of(against), against
             return
         if profile:
             from fake_servers.profiles import parse_label
@@ -269,7 +270,7 @@ def rollout(base_url: str) -> None:
     """The recorded client: its requests, as sent. Put your client's rollout here."""
     with httpx.Client(timeout=60) as http:
         for method, path, headers, body in recorded_requests(CAPTURE):
-            http.request(method, base_url.removesuffix("/v1") + path, content=body, headers=headers)
+            http.request(method, root_of(base_url) + path, content=body, headers=headers)
 
 
 def test_{func}(capture_server):

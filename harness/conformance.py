@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from .wire.urls import root_of
 from .recording.format import Cassette, Interaction, cassette_files
 from .recording.inspect import turn_kind, turn_tokens
 from .shape import diff
@@ -192,7 +193,7 @@ def run_drift(path: str | Path, live_url: str, label: str = "live") -> Report:
     files, p = cassette_files(path), Path(path)
     reach(live_url, "--live")
     root = live_url.rstrip("/")
-    root = root[:-3] if root.endswith("/v1") else root
+    root = root_of(root)
     report = Report([])
     with httpx.Client(base_url=root, timeout=120) as client:
         for f in files:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..wire.urls import root_of
+
 Transport = Literal["vllm_generate", "dynamo_chat", "dynamo_generate"]
 TitoRoute = Literal["auto", "chat_tokens", "generate"]
 MismatchPolicy = Literal["drop", "raise"]
@@ -63,4 +65,4 @@ class ClientConfig:
     @property
     def root_url(self) -> str:
         """The server root: base URL without a trailing /v1 (where /tokenize lives)."""
-        return self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        return root_of(self.base_url)

@@ -10,6 +10,7 @@ import random
 import httpx
 import orjson
 
+from ..wire import sse
 from .config import ClientConfig
 from .errors import (HTTPStatusError, IncompleteStreamError, MalformedResponseError, TransportError,
                      error_from_response)
@@ -97,10 +98,10 @@ class HTTP:
             done = False
             try:
                 async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
+                    data = sse.data_of(line)
+                    if data is None:
                         continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                    if sse.is_done(data):
                         done = True
                         break
                     try:

@@ -19,6 +19,8 @@ import numpy as np
 import orjson
 import pybase64
 
+from ..wire import npy
+
 KEY = b'"routed_experts"'
 PLACEHOLDER_PREFIX = "<routed_experts_blob:"  # never valid base64
 DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "int16": np.int16, "int32": np.int32}
@@ -215,27 +217,12 @@ def _b64(raw) -> bytes:
         raise RoutedExpertsError(f"routed_experts data is not valid base64: {exc}") from None
 
 
-NPY_MAGIC = b"\x93NUMPY"
-
-
 def _npy_header(decoded: bytes) -> tuple[dict, int]:
     """(header dict, offset of the array bytes) of an `.npy` file, read without touching the array."""
-    major = decoded[6] if len(decoded) > 7 else 0
-    if major == 1:
-        size, at = int.from_bytes(decoded[8:10], "little"), 10
-    elif major in (2, 3):
-        size, at = int.from_bytes(decoded[8:12], "little"), 12
-    else:
-        raise RoutedExpertsError(f"routed_experts .npy header has unknown version {major}")
-    import ast
-
     try:
-        header = ast.literal_eval(decoded[at:at + size].decode("latin-1").strip())
-    except (ValueError, SyntaxError) as exc:
-        raise RoutedExpertsError(f"routed_experts .npy header is not readable: {exc}") from None
-    if not isinstance(header, dict) or not isinstance(header.get("shape"), tuple):
-        raise RoutedExpertsError(f"routed_experts .npy header has no shape: {header!r:.200}")
-    return header, at + size
+        return npy.read_header(decoded)
+    except npy.NpyError as exc:
+        raise RoutedExpertsError(f"routed_experts {exc}") from None
 
 
 def decode_npy(decoded: bytes) -> np.ndarray:
@@ -264,7 +251,7 @@ def decode_payload(payload, blobs: list[memoryview] | None = None, start: int = 
     base64 string of raw int32 bytes (SGLang: a flat array)."""
     if isinstance(payload, str):
         decoded = _b64(_blob(payload, blobs))
-        if decoded[:6] == NPY_MAGIC:
+        if decoded[:6] == npy.MAGIC:
             return RoutedExperts(decode_npy(decoded), start)
         if len(decoded) % 4:
             raise RoutedExpertsError(f"routed_experts string holds {len(decoded)} bytes: not a whole number of "

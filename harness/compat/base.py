@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from ..wire.urls import root_of
 from ..rollout import FINAL, QUESTION, SYSTEM, TOOL_RESULTS, TOOLS
 
 PASS, FAIL, NA, MISSING = "pass", "fail", "n/a", "not installed"
@@ -34,7 +35,7 @@ class Target:
 
     @property
     def root_url(self) -> str:
-        return self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        return root_of(self.base_url)
 
     _probed: dict = field(default_factory=dict, repr=False)
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from ..wire import mutate
 from ..wire.errors import HTTP_FAULT_BODY
 from ..wire.faults import (CATALOGUE, HTTP_FAULTS, TEMPLATE_FAULTS, Active, FaultPlan, FaultSpecError,
-                                 injected_response, parse_specs)
+                           injected_response, invalid_json, parse_specs)
 
 # Faults that need the fake engine's own state (its chat template, its tokenizer): not for live traffic.
 NOT_LIVE = {*TEMPLATE_FAULTS, "echo_ids"}
@@ -66,7 +66,7 @@ class LiveFaults:
             if isinstance(parsed, dict):
                 body = orjson.dumps(mutate.apply(active, parsed))
         if "invalid_json" in active:
-            body = body[: max(1, len(body) // 2)] + b"\x00<<not json"
+            body = invalid_json(body)
         return body
 
 

@@ -139,14 +139,9 @@ class Interaction:
         return "text/event-stream" in ctype.lower() or self.chunks is not None
 
     def sse_chunks(self) -> list[dict]:
-        out = []
-        for line in self.response_body.decode("utf-8", "replace").splitlines():
-            if line.startswith("data:") and line[5:].strip() != "[DONE]":
-                try:
-                    out.append(json.loads(line[5:].strip()))
-                except ValueError:
-                    pass
-        return out
+        from ..wire.sse import chunks
+
+        return chunks(self.response_body.decode("utf-8", "replace"))
 
     # -- vcrpy dicts ---------------------------------------------------------------------------
     def to_vcr(self) -> dict:

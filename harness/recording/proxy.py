@@ -17,7 +17,8 @@ from aiohttp import web
 
 from multidict import CIMultiDict
 
-from ..wire.faults import Active, FaultSpecError
+from ..wire.faults import Active, FaultSpecError, reset_part
+from ..wire.urls import root_of
 
 from .chaos import FAULT_HEADER, LiveFaults
 from .format import Interaction, provenance
@@ -39,9 +40,7 @@ def create_proxy_app(upstream: str, recorder: Recorder | None, faults: LiveFault
     """An aiohttp app forwarding to `upstream` (a server root, e.g. http://gpu-node:8000), recording
     into `recorder` (None: forward only), applying `faults` to live answers (None: none), counting
     what it forwards into `tally` (replay.Tally, None: nothing counted)."""
-    upstream = upstream.rstrip("/")
-    if upstream.endswith("/v1"):
-        upstream = upstream[:-3]
+    upstream = root_of(upstream)
 
     async def on_startup(app):
         app[SESSION] = aiohttp.ClientSession(
@@ -114,7 +113,7 @@ def create_proxy_app(upstream: str, recorder: Recorder | None, faults: LiveFault
                 resp = web.StreamResponse(status=up.status, reason=up.reason, headers=CIMultiDict(out_headers))
                 resp.content_length = len(data)
                 await resp.prepare(request)
-                await resp.write(data[: len(data) // 2])
+                await resp.write(reset_part(data))
                 if request.transport is not None:
                     request.transport.abort()
                 return resp
@@ -184,7 +183,7 @@ def recording_meta(upstream: str, **kw) -> dict:
 async def probe_upstream(upstream: str) -> dict:
     """Server kind and version as the upstream says them (best effort, for `meta`)."""
     root = upstream.rstrip("/")
-    root = root[:-3] if root.endswith("/v1") else root
+    root = root_of(root)
     info: dict = {}
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:

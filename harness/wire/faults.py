@@ -182,6 +182,16 @@ class FaultPlan:
         return active
 
 
+def invalid_json(data: bytes) -> bytes:
+    """The `invalid_json` fault's body: cut in half and ended with bytes no JSON parser takes."""
+    return data[: max(1, len(data) // 2)] + b"\x00<<not json"
+
+
+def reset_part(data: bytes) -> bytes:
+    """What the `reset` fault sends of a body before it drops the connection: the first half."""
+    return data[: len(data) // 2]
+
+
 def injected_response(active: Active, style) -> object | None:
     """The answer an HTTP fault gives in a server's `ErrorStyle` (None when no HTTP fault fires)."""
     for name in HTTP_FAULTS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pybase64
 
+from . import npy
 from .faults import Active
 
 SIBLING = {"data": "c2libGluZyBkYXRh", "note": "not the routed experts"}
@@ -37,10 +38,9 @@ def _experts_holders(body: dict):
 def _npy_header(text: str, edit) -> str:
     """Rewrite the header of a base64 `.npy` payload (`edit(header) -> header` of the same length)."""
     raw = bytearray(pybase64.b64decode(text))
-    if raw[:6] != b"\x93NUMPY":
+    if raw[:6] != npy.MAGIC:
         return text
-    size = int.from_bytes(raw[8:10], "little") if raw[6] == 1 else int.from_bytes(raw[8:12], "little")
-    at = 10 if raw[6] == 1 else 12
+    at, size = npy.header_span(bytes(raw[:12]))
     header = raw[at:at + size].decode("latin-1")
     new = edit(header.rstrip("\n")).rstrip(" ")
     new = new + " " * (len(header) - len(new) - 1) + "\n"  # the header keeps its length, ending in a newline
