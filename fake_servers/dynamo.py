@@ -123,6 +123,8 @@ class DynamoHandlers:
         self.model = state.engine.config.model
         self.worker = profile.worker
         self.cache = PrefixCache()
+        self.down_until = 0.0  # a `down` worker failure keeps the worker away until then
+        self.down_seconds = profile.worker_down_seconds
 
     async def models(self, request):
         window = self.engine.config.max_model_len if self.worker.context_window else 0
@@ -140,7 +142,12 @@ class DynamoHandlers:
     def _validate(self, body: dict, raw: str) -> web.Response | None:
         if json_depth(body, SERDE_DEPTH):
             return errors.dynamo_deserialize("recursion limit exceeded at line 1 column 1")
-        bad = dynamo_requests.check_chat(body, raw, self.model)
+        bad = dynamo_requests.deserialize_chat(body, raw)
+        if bad:
+            return errors.dynamo_json(*bad)
+        if time.time() < self.down_until:  # the worker is away: nothing past serde gets further
+            return errors.dynamo_json(*dynamo_requests.not_ready(self.model))
+        bad = dynamo_requests.validate_chat(body, self.model)
         if bad:
             return errors.dynamo_json(*bad)
         nvext = body.get("nvext") or {}
@@ -166,6 +173,9 @@ class DynamoHandlers:
         params = sampling_from(body, active)
         w = self.worker
         if w.needs_max_tokens and params.max_tokens is None:
+            if self.profile.worker_failure == "down":  # the worker fails, and the frontend drops it for a while
+                self.down_until = time.time() + self.down_seconds
+                return errors.dynamo_json(*dynamo_requests.worker_failed())
             return errors.dynamo_error(400, f"`max_output_tokens` (or `max_tokens`) is required by the {w.name} worker")
         if not w.logprobs:
             params.logprobs, params.top_logprobs = False, 0

@@ -55,6 +55,12 @@ class Profile:
     routed_experts: str = "npy"
     experts_routes: frozenset[str] = frozenset({"generate"})  # routes whose answers carry routed experts
     backend: str | None = None  # Dynamo: the worker behind the frontend (vllm | mocker | sglang)
+    backends: tuple[str, ...] = ()  # Dynamo: the workers this version was seen with
+    worker_failure: str = "refuse"
+    """Dynamo: a request the worker cannot take (the mocker without max_tokens): `refuse` answers 400;
+    `down` answers 500, marks the worker down and answers 503 until it registers again (Dynamo 1.5.1)."""
+    worker_down_seconds: float = 5.3  # how long a `down` worker stays away (measured on Dynamo 1.5.1)
+    recorded_5xx: frozenset[int] = frozenset()  # the 5xx statuses a real server of this version was recorded giving
 
     def serves(self, route: str) -> bool:
         return route in self.routes
@@ -94,9 +100,14 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             _VLLM_ROUTES | {"chat_tokens"}, generate_logprobs="openai",
             generate_keys=frozenset({"sampling_mask", "metrics", "prompt_token_id_logprobs"}),
             routed_experts="object", experts_routes=frozenset({"chat_tokens", "generate"})),
+    Profile("dynamo-1.5.1", "dynamo", "NVIDIA Dynamo 1.5.1 frontend", "recorded", "1.5.1",
+            _DYNAMO_ROUTES, generate_logprobs="openai_bytes", generate_keys=frozenset({"sampling_mask"}),
+            routed_experts="nvext_object", experts_routes=frozenset({"chat", "generate"}), backend="mocker",
+            backends=("mocker",), worker_failure="down", recorded_5xx=frozenset({500, 503})),
     Profile("dynamo-1.6.1", "dynamo", "NVIDIA Dynamo 1.6.1 frontend with a vLLM 0.31 worker", "recorded", "1.6.1",
             _DYNAMO_ROUTES, generate_logprobs="openai_bytes", generate_keys=frozenset({"sampling_mask"}),
-            routed_experts="nvext_object", experts_routes=frozenset({"chat", "generate"}), backend="vllm"),
+            routed_experts="nvext_object", experts_routes=frozenset({"chat", "generate"}), backend="vllm",
+            backends=("vllm", "mocker", "sglang")),
 ]}
 
 DEFAULTS = {"vllm": "vllm-0.32", "dynamo": "dynamo-1.6.1"}
@@ -146,8 +157,8 @@ def get_profile(name: str | None, kind: str | None = None, backend: str | None =
         raise ProfileError(f"profile {name!r} is a {prof.kind} profile, not {kind}")
     if prof.kind == "dynamo":
         backend = backend or prof.backend
-        if backend not in BACKENDS:
-            raise ProfileError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
+        if backend not in prof.backends:
+            raise ProfileError(f"{prof.name}'s backend must be one of {prof.backends}, got {backend!r}")
         prof = replace(prof, backend=backend, routed_experts=BACKENDS[backend].routed_experts,
                        summary=f"NVIDIA Dynamo {prof.version} frontend with a {backend} worker")
         if native_generate:
@@ -178,7 +189,7 @@ def labels() -> list[str]:
         if p.kind != "dynamo":
             out.append(p.name)
             continue
-        for b in BACKENDS.values():
+        for b in (BACKENDS[name] for name in p.backends):
             out.append(f"{p.name}+{b.name}")
             if b.native_generate:
                 out.append(f"{p.name}+{b.name}+native-generate")
@@ -206,7 +217,7 @@ def differences_markdown() -> str:
         if attr == "routes":
             return ", ".join(f"`{ROUTES[r][1]}`" for r in sorted(v, key=list(ROUTES).index) if r not in ("models", "health"))
         if isinstance(v, frozenset):
-            return ", ".join(sorted(v)) or "none"
+            return ", ".join(sorted(map(str, v))) or "none"
         if isinstance(v, tuple):
             return ", ".join(v)
         if attr == "routed_experts":

@@ -38,6 +38,7 @@ class FakeConfig:
     chat_tokens_route: bool | None = None  # vLLM: force /v1/chat/completions/tokens on or off (None: profile)
     generate_route: bool | None = None  # vLLM: force /inference/v1/generate on or off (None: profile)
     tool_parser: str | None = "hermes"  # vLLM: None = started without --enable-auto-tool-choice
+    worker_down_seconds: float | None = None  # Dynamo `down` worker failures: how long (None: the profile's)
 
     def resolve_profile(self) -> Profile:
         """The profile this configuration serves, with any route overrides applied."""
@@ -77,6 +78,8 @@ def build_app(cfg: FakeConfig | None = None, **overrides) -> web.Application:
     for r in rules:
         if r.name in TEMPLATE_FAULTS and r.name not in templates:
             raise ValueError(f"fault {r.name} needs the project's ChatML template; this tokenizer's differs")
+    if cfg.worker_down_seconds is not None:
+        profile = dataclasses.replace(profile, worker_down_seconds=cfg.worker_down_seconds)
     state = ServerState(kind=cfg.kind, engine=engine, plan=FaultPlan(cfg.faults, cfg.fault_seed),
                         template_faults=templates, profile=profile)
     if cfg.kind == "vllm":

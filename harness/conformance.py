@@ -164,8 +164,11 @@ def run_conformance(path: str | Path, kind: str | None = None) -> Report:
     files, p = cassette_files(path), Path(path)
     report = Report([])
     groups: dict[tuple, list] = {}
-    for f in files:
-        c = Cassette.load(f)
+    loaded = [(f, Cassette.load(f)) for f in files]
+    # in the order they were recorded: a server's state (a worker that went down) carries over as it did
+    loaded.sort(key=lambda fc: (min((i.recorded_at for i in fc[1].interactions if i.recorded_at), default=0.0),
+                                str(fc[1].meta.get("recorded_at") or ""), str(fc[0])))
+    for f, c in loaded:
         name = f"{f.parent.name}/{f.stem}" if p.is_dir() else f.name
         if kind is not None:
             cfg, label = _fake_config(kind, [c]), kind

@@ -266,3 +266,33 @@ def test_plugin_refuses_a_profile_of_the_wrong_kind_and_serves_faults_and_a_requ
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, errors=1)
     assert "'dynamo-1.6.1+mocker' is a profile of another server kind than the test's fixtures serve" in result.stdout.str()
+
+
+def test_dynamo_151_drops_a_failed_mocker_worker_then_takes_it_back():
+    """Recorded from Dynamo 1.5.1 + mocker: a request the mocker cannot take (no max_tokens) is a 500, the
+    frontend drops the worker, and everything past serde is a 503 until the worker registers again (about
+    5 s). The fake answers so for this profile only; Dynamo 1.6.1 refuses the same request with a 400."""
+    import time
+
+    import httpx
+
+    from fake_servers.server import FakeConfig, RunningServer
+
+    ok = {"model": "tiny-qwen", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 2}
+    no_max = {"model": "tiny-qwen", "messages": [{"role": "user", "content": "Hello"}]}
+    with RunningServer(FakeConfig(kind="dynamo", profile="dynamo-1.5.1", dynamo_backend="mocker",
+                                  worker_down_seconds=0.5)) as srv:
+        url = srv.base_url + "/chat/completions"
+        assert httpx.post(url, json=ok).status_code == 200
+        failed = httpx.post(url, json=no_max)
+        assert (failed.status_code, failed.json()["message"]) == (500, "Failed to generate completions")
+        away = httpx.post(url, json=ok)
+        assert away.status_code == 503 and "is not ready to serve requests yet" in away.json()["message"]
+        assert httpx.post(url, json={**ok, "max_tokens": "x"}).status_code == 400  # serde still answers
+        time.sleep(0.6)
+        assert httpx.post(url, json=ok).status_code == 200
+    with RunningServer(FakeConfig(kind="dynamo", dynamo_backend="mocker")) as srv:
+        assert httpx.post(srv.base_url + "/chat/completions", json=no_max).status_code == 400
+    assert "dynamo-1.5.1+mocker" in labels() and "dynamo-1.5.1+vllm" not in labels()  # only what was seen
+    with pytest.raises(ProfileError, match="backend must be one of"):
+        get_profile("dynamo-1.5.1", backend="vllm")

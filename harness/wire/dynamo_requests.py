@@ -150,6 +150,11 @@ def _messages(messages: list) -> SerdeError | None:
 def check_chat(body: dict, raw: str, served_model: str | None = None) -> tuple[int, dict] | None:
     """None when Dynamo's frontend takes the chat request; else (status, its error JSON). A role given as
     a variant index (serde takes `1` for `system`) is written back as its name."""
+    return deserialize_chat(body, raw) or validate_chat(body, served_model)
+
+
+def deserialize_chat(body: dict, raw: str) -> tuple[int, dict] | None:
+    """serde's part: the request read into NvCreateChatCompletionRequest."""
     if body.get("messages") is None:
         return _deserialize(f"missing field `messages` at line 1 column {len(raw)}")
     if body.get("model") is None:
@@ -165,6 +170,11 @@ def check_chat(body: dict, raw: str, served_model: str | None = None) -> tuple[i
     bad = _messages(body["messages"])
     if bad is not None:
         return _deserialize(located(bad, raw))
+    return None
+
+
+def validate_chat(body: dict, served_model: str | None = None) -> tuple[int, dict] | None:
+    """Dynamo's part, on a request serde took: unsupported fields, the model, the validation pass."""
     unknown = sorted(k for k in body if k not in CHAT and k not in PASSTHROUGH)  # (the frontend's order is a hash's)
     if unknown:
         return _validation("Unsupported parameter(s): " + ", ".join(f"`{k}`" for k in unknown))
@@ -234,6 +244,20 @@ def _worker_refuses(sp: dict) -> bool:
     if "min_tokens" in sp and sp["min_tokens"] is None:
         return True
     return "detokenize" in sp and not isinstance(sp["detokenize"], bool)
+
+
+NOT_READY = ("Model `{model}` is not ready to serve requests yet. The deployment may still be starting up or is not "
+             "fully provisioned. Please retry shortly.")
+
+
+def not_ready(model: str) -> tuple[int, dict]:
+    """What a frontend answers while its worker is away (recorded from Dynamo 1.5.1)."""
+    return 503, {"message": NOT_READY.format(model=model), "type": "Service Unavailable", "code": 503}
+
+
+def worker_failed() -> tuple[int, dict]:
+    """What Dynamo 1.5.1 answers when its worker fails before the response stream (recorded)."""
+    return 500, {"message": "Failed to generate completions", "type": "Internal Server Error", "code": 500}
 
 
 def _worker_error(message: str) -> tuple[int, dict]:
