@@ -61,6 +61,9 @@ class Profile:
     `down` answers 500, marks the worker down and answers 503 until it registers again (Dynamo 1.5.1)."""
     worker_down_seconds: float = 5.3  # how long a `down` worker stays away (measured on Dynamo 1.5.1)
     recorded_5xx: frozenset[int] = frozenset()  # the 5xx statuses a real server of this version was recorded giving
+    chat_choice_keys: frozenset[str] = frozenset()  # further keys of a chat answer's choices (prime-rl: sampling_mask)
+    chat_keys: frozenset[str] = frozenset()  # further top-level keys of a chat answer (prime-rl: training_metadata)
+    read_from: str = ""  # where a `source` profile's facts were read: repository@commit, file
 
     def serves(self, route: str) -> bool:
         return route in self.routes
@@ -99,7 +102,17 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             "read from its source)", "source", "0.21.0",
             _VLLM_ROUTES | {"chat_tokens"}, generate_logprobs="openai",
             generate_keys=frozenset({"sampling_mask", "metrics", "prompt_token_id_logprobs"}),
-            routed_experts="object", experts_routes=frozenset({"chat_tokens", "generate"})),
+            routed_experts="object", experts_routes=frozenset({"chat_tokens", "generate"}),
+            read_from="PrimeIntellect-ai/prime-rl, serving_chat_with_tokens.py, before PrimeRlServingChat (the "
+                      "commit it was read at was not kept)"),
+    Profile("prime-rl-5fe1a77", "vllm", "prime-rl's vLLM server as of PrimeRlServingChat: routed experts, "
+            "sampling_mask and training_metadata on plain /v1/chat/completions too (read from its source)",
+            "source", "0.21.0", _VLLM_ROUTES | {"chat_tokens"}, generate_logprobs="openai",
+            generate_keys=frozenset({"sampling_mask", "metrics", "prompt_token_id_logprobs"}),
+            routed_experts="object", experts_routes=frozenset({"chat", "chat_tokens", "generate"}),
+            chat_choice_keys=frozenset({"sampling_mask"}), chat_keys=frozenset({"training_metadata"}),
+            read_from="PrimeIntellect-ai/prime-rl@5fe1a777898f2da72518f1f87e85b2d1b7ff767b, "
+                      "src/prime_rl/inference/vllm/serving_chat.py"),
     Profile("dynamo-1.5.1", "dynamo", "NVIDIA Dynamo 1.5.1 frontend", "recorded", "1.5.1",
             _DYNAMO_ROUTES, generate_logprobs="openai_bytes", generate_keys=frozenset({"sampling_mask"}),
             routed_experts="nvext_object", experts_routes=frozenset({"chat", "generate"}), backend="mocker",

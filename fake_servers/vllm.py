@@ -240,13 +240,15 @@ class VLLMHandlers:
                 "stop_reason": gen.stop_reason,
                 "token_ids": list(gen.token_ids) if want_ids else None,
                 "routed_experts": self._experts(gen, route, body),
+                **{k: None for k in sorted(self.profile.chat_choice_keys)},
             })
         completion = sum(len(g.token_ids) for g in gens)
         return {"id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
                 "model": self.model, "choices": choices, "service_tier": None,
                 "system_fingerprint": self.fingerprint, "usage": usage(len(prompt_ids), completion),
                 "prompt_logprobs": None, "prompt_token_ids": list(prompt_ids) if want_ids else None,
-                "prompt_text": None, "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
+                "prompt_text": None, "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None,
+                **{k: None for k in sorted(self.profile.chat_keys)}}
 
     async def _stream(self, request, body, prompt_ids, gen: Generation, params: SamplingParams):
         want_ids = bool(body.get("return_token_ids"))

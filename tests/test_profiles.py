@@ -296,3 +296,28 @@ def test_dynamo_151_drops_a_failed_mocker_worker_then_takes_it_back():
     assert "dynamo-1.5.1+mocker" in labels() and "dynamo-1.5.1+vllm" not in labels()  # only what was seen
     with pytest.raises(ProfileError, match="backend must be one of"):
         get_profile("dynamo-1.5.1", backend="vllm")
+
+
+async def test_current_prime_rl_sends_routed_experts_on_plain_chat_with_its_training_keys():
+    """prime-rl's PrimeRlServingChat (read at 5fe1a77): the routed-experts object, sampling_mask and
+    training_metadata on /v1/chat/completions too; the older profile keeps them off plain chat."""
+    import httpx
+
+    from fake_servers.server import FakeConfig, RunningServer
+    from harness.client import ClientConfig, TitoClient
+
+    body = {"model": "tiny-qwen", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+    for name, on_chat in (("prime-rl-5fe1a77", True), ("prime-rl", False)):
+        with RunningServer(FakeConfig(kind="vllm", profile=name, moe="4,2,16")) as srv:
+            answer = httpx.post(srv.base_url + "/chat/completions", json=body).json()
+            choice = answer["choices"][0]
+            assert (isinstance(choice["routed_experts"], dict), "sampling_mask" in choice,
+                    "training_metadata" in answer) == (on_chat, on_chat, on_chat), name
+            if on_chat:
+                assert list(choice["routed_experts"])[0] == "data"  # {data, shape, start, dtype}, data first
+                cfg = ClientConfig(base_url=srv.base_url, model="tiny-qwen", tito_route="chat_tokens")
+                async with TitoClient(cfg) as client:
+                    r = await client.conversation().turn(body["messages"], max_tokens=8)
+                assert r.mode == "mito" and r.routed_experts is not None
+                assert r.routed_experts.shape[1:] == (4, 2)
+    assert PROFILES["prime-rl-5fe1a77"].read_from.startswith("PrimeIntellect-ai/prime-rl@5fe1a77")
