@@ -205,23 +205,24 @@ def cmd_demo(args) -> int:
     return 0 if ok else 1
 
 
-def _file_report(sub, name: str, help: str, func) -> None:
-    """A subcommand that reads one cassette and prints a report (`--json`: one object)."""
-    p = sub.add_parser(name, help=help)
-    p.add_argument("path")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=func)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from .client.config import TRANSPORTS
-    from .cli_cassettes import (cmd_audit, cmd_cassette_merge, cmd_cassette_recover, cmd_conversations, cmd_export,
-                                cmd_extract, cmd_chaos, cmd_conformance, cmd_inspect, cmd_record,
-                                cmd_record_suite, cmd_replay, cmd_repro, cmd_view)
+    from .cli_cassettes import add_parsers as add_cassette_parsers
+    from .cli_compat import add_parser as add_compat
 
     p = argparse.ArgumentParser(prog="harness", description="TITO client test harness for vLLM and NVIDIA Dynamo")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logs (each turn's tito/mito decision)")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_run_parsers(sub)
+    add_cassette_parsers(sub)  # record, chaos, cassette, replay, audit, inspect, repro, view, record-suite, conformance
+    _add_info_parsers(sub)
+    add_compat(sub)
+    return p
+
+
+def _add_run_parsers(sub) -> None:
+    """demo, rollout, parity, fake: running the client and the fakes."""
+    from .client.config import TRANSPORTS
+
 
     d = sub.add_parser("demo", help="fake vLLM + fake Dynamo in process, a rollout on each transport, a cassette replay")
     d.add_argument("--turns", type=int, default=4)
@@ -281,134 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-tool-parser", action="store_true", help="vllm: refuse tools as a server without --enable-auto-tool-choice")
     f.set_defaults(func=cmd_fake)
 
-    rc = sub.add_parser("record", help="a recording reverse proxy in front of any vLLM or Dynamo")
-    rc.add_argument("--upstream", required=True, help="the real server, e.g. http://gpu-node:8000")
-    rc.add_argument("--cassette", required=True)
-    rc.add_argument("--host", default="127.0.0.1")
-    rc.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
-    rc.add_argument("--mode", choices=("once", "new_episodes", "all"), default="once")
-    rc.add_argument("--scrub-pattern", action="append", default=[], help="another regex to blank out; repeatable")
-    rc.add_argument("--hardware", default=None, help="provenance: e.g. '8x H100'")
-    rc.add_argument("--scenario", default=None, help="provenance: what the traffic is")
-    rc.add_argument("--quiet", action="store_true", help="no line per recorded exchange")
-    rc.add_argument("--fault", action="append", default=[],
-                    help="inject a catalogue fault into live answers: NAME[=VALUE][@PROB][*TIMES]; repeatable")
-    rc.add_argument("--fault-seed", type=int, default=0)
-    rc.add_argument("--workers", type=int, default=1,
-                    help="recorder processes sharing the port, one shard each, merged into --cassette on exit")
-    rc.add_argument("--writer", choices=("process", "thread"), default="process",
-                    help="where scrubbing, blob storage and disk writes run (default: a process of their own)")
-    rc.add_argument("--blob-threshold", type=int, default=32 * 1024,
-                    help="base64 strings at least this long (routed experts) go to the blob folder (default 32 KiB)")
-    rc.add_argument("--wait-upstream", action="store_true",
-                    help="start even when the upstream cannot be reached yet, and keep trying (default: refuse)")
-    rc.add_argument("--profile", default=None, help="the server's profile, stored in meta (harness profiles; e.g. "
-                    "dynamo-1.6.1+vllm): conformance then knows which fake to compare with")
-    rc.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
-    rc.add_argument("--shard", default=None, help=argparse.SUPPRESS)
-    rc.set_defaults(func=cmd_record)
 
-    ch = sub.add_parser("chaos", help="forward to a live server, injecting catalogue faults (nothing recorded)")
-    ch.add_argument("--upstream", required=True, help="the real server, e.g. http://gpu-node:8000")
-    ch.add_argument("--host", default="127.0.0.1")
-    ch.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
-    ch.add_argument("--fault", action="append", required=True, help="NAME[=VALUE][@PROB][*TIMES]; repeatable")
-    ch.add_argument("--fault-seed", type=int, default=0)
-    ch.add_argument("--wait-upstream", action="store_true", help="keep trying until the upstream answers")
-    ch.add_argument("--quiet", action="store_true", help="no line per forwarded request")
-    ch.set_defaults(func=cmd_chaos)
 
-    cs = sub.add_parser("cassette", help="cassette files")
-    csub = cs.add_subparsers(dest="cassette_command", required=True)
-    cm = csub.add_parser("merge", help="merge shards into one cassette, ordered by arrival time")
-    cm.add_argument("out")
-    cm.add_argument("shards", nargs="+")
-    cm.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    cm.set_defaults(func=cmd_cassette_merge)
-    _file_report(csub, "conversations", "the rollouts in a capture: each conversation's exchanges, turns, verdict",
-                 cmd_conversations)
-    ce = csub.add_parser("extract", help="cut a small cassette out of a capture: conversations, exchanges or an anomaly")
-    ce.add_argument("path")
-    ce.add_argument("-o", "--out", required=True)
-    ce.add_argument("--conversation", type=int, action="append", help="a conversation id (its first exchange); repeatable")
-    ce.add_argument("--exchanges", default=None, help="exchange indices and ranges, e.g. 3,7-9")
-    ce.add_argument("--anomaly", default=None, help="every conversation with an anomaly of this kind (harness audit)")
-    ce.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    ce.set_defaults(func=cmd_extract)
-    cx = csub.add_parser("export", help="one row per exchange (conversation, turn, mode, status, ids, logprobs, "
-                         "latency) as Parquet, for DuckDB, Spark or Trino")
-    cx.add_argument("path")
-    cx.add_argument("--parquet", required=True, metavar="OUT")
-    cx.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    cx.set_defaults(func=cmd_export)
-    cr = csub.add_parser("recover", help="finish an interrupted (killed) recording: put its journal into the cassette")
-    cr.add_argument("path")
-    cr.add_argument("--wait", type=float, default=10.0, help="seconds to wait for a dying recorder's writer")
-    cr.set_defaults(func=cmd_cassette_recover)
-
-    rp = sub.add_parser("replay", help="a server that answers from cassettes")
-    rp.add_argument("paths", nargs="+", help="cassette files or directories")
-    rp.add_argument("--host", default="127.0.0.1")
-    rp.add_argument("--port", type=int, default=8080)
-    rp.add_argument("--ignore-field", action="append", default=[], help="dotted body field left out of matching")
-    rp.add_argument("--repeat", choices=("last", "cycle", "error"), default="last",
-                    help="after the recorded answers to a repeated request run out")
-    rp.add_argument("--quiet", action="store_true", help="no line per request")
-    rp.set_defaults(func=cmd_replay)
-
-    _file_report(sub, "audit", "TITO health of a capture of any client's traffic: conversations, stitched share, "
-                 "fallbacks, anomalies (exit 1 when there are any)", cmd_audit)
-    _file_report(sub, "inspect", "summarize a cassette and list its anomalies", cmd_inspect)
-
-    rr = sub.add_parser("repro", help="send a capture's requests again as its client sent them, turn by turn, "
-                                      "recorded against now (or drive our client with --client ours)")
-    rr.add_argument("path")
-    rr.add_argument("--conversation", type=int, action="append", default=[], metavar="ID",
-                    help="only this conversation (ids: harness cassette conversations); repeatable")
-    rr.add_argument("--against", default=None, metavar="URL",
-                    help="send to this server (default: the capture's own replay)")
-    rr.add_argument("--profile", default=None, help="send to a fake of this profile (harness profiles)")
-    rr.add_argument("--client", choices=("as-sent", "ours"), default="as-sent",
-                    help="as-sent: the recorded requests (any client's traffic); ours: rebuild the conversation "
-                         "and drive our client through it")
-    rr.add_argument("--json", action="store_true")
-    rr.add_argument("--emit-test", default=None, metavar="FILE",
-                    help="write a pytest file (and the conversation's cassette beside it) that serves the "
-                         "conversation to a client and fails while its anomalies show")
-    rr.add_argument("--force", action="store_true", help="overwrite --emit-test's files")
-    rr.set_defaults(func=cmd_repro)
-
-    vw = sub.add_parser("view", help="one conversation of a capture, turn by turn: prompt ids coloured by origin "
-                                     "(reused, bridge, rendered, drift), decoded text, logprobs")
-    vw.add_argument("path")
-    vw.add_argument("--conversation", type=int, default=None, metavar="ID",
-                    help="which (ids: harness cassette conversations); default: the only one")
-    vw.add_argument("--html", default=None, metavar="OUT", help="write one static page instead")
-    vw.add_argument("--force", action="store_true", help="overwrite --html's file")
-    vw.set_defaults(func=cmd_view)
-
-    rs = sub.add_parser("record-suite", help="record the scenario suite from a server, one cassette per scenario")
-    rs.add_argument("--base-url", required=True, help="the server to record, e.g. http://gpu-node:8000/v1")
-    rs.add_argument("--transport", choices=TRANSPORTS, required=True)
-    rs.add_argument("--model", required=True)
-    rs.add_argument("--out", required=True, help="directory, e.g. cassettes/real/my-cluster/")
-    rs.add_argument("--hardware", default=None, help="provenance, e.g. '8x H100 80GB'")
-    rs.add_argument("--scenario", action="append", default=[], help="only these scenarios (repeatable)")
-    rs.add_argument("--tokenizer", default=None, help="HF tokenizer dir or name for dynamo_chat bridges")
-    rs.add_argument("--profile", default=None, help="the server's profile, stored in each cassette's meta (e.g. "
-                    "dynamo-1.6.1+vllm+native-generate; default: told from the server's /version)")
-    rs.set_defaults(func=cmd_record_suite)
-
-    cf = sub.add_parser("conformance", help="send recorded requests to a fake and compare answers by structure")
-    cf.add_argument("--cassettes", required=True, help="a directory of cassettes (searched recursively) or a file")
-    cf.add_argument("--fake", choices=("vllm", "dynamo"), default=None,
-                    help="compare every cassette against this fake (default: each cassette's meta.profile)")
-    cf.add_argument("--json-out", default=None, metavar="FILE", help="also write the report as JSON")
-    cf.add_argument("--all", action="store_true", help="list every exchange, not only those that differ")
-    cf.add_argument("--live", default=None, metavar="URL",
-                    help="drift: send every recorded request to this live deployment instead of a fake")
-    cf.set_defaults(func=cmd_conformance)
-
+def _add_info_parsers(sub) -> None:
+    """tokenizer, profiles, faults: what ships with the harness."""
     t = sub.add_parser("tokenizer", help="the offline Qwen2.5 tokenizer")
     tsub = t.add_subparsers(dest="tokenizer_command", required=True)
     tb = tsub.add_parser("build", help="build the tokenizer (into DIR, or the cache) and check it")
@@ -421,13 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--differences", action="store_true", help="also print the table of differences (Markdown)")
     pr.set_defaults(func=cmd_profiles)
 
-    from .cli_compat import add_parser as add_compat
-
-    add_compat(sub)
-
     fl = sub.add_parser("faults", help="list the fake servers' fault catalogue")
     fl.set_defaults(func=cmd_faults)
-    return p
 
 
 def main(argv=None) -> int:

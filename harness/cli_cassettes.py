@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -65,13 +66,10 @@ def _waiting(why: str) -> None:
 
 def _record_workers(args) -> int:
     """N recorder processes sharing one port (SO_REUSEPORT), one shard file each, merged on exit."""
-    import signal
-    import subprocess
     import sys
 
-    from .recording.merge import merge
-
     from .reach import Unreachable, reach
+    from .recording import workers
     from .serve import BindError, bind
 
     try:  # the port free and the upstream up before any worker writes a shard
@@ -84,7 +82,7 @@ def _record_workers(args) -> int:
         err.print(f"[red]error:[/] {exc}{suffix}", highlight=False)
         return 2
     cassette = Path(args.cassette)
-    shards = [cassette.with_name(f"{cassette.stem}.shard{k}{cassette.suffix or '.yaml'}") for k in range(args.workers)]
+    shards = workers.shard_paths(cassette, args.workers)
     base = [sys.executable, "-m", "harness.cli", "record", "--upstream", args.upstream, "--host", args.host,
             "--port", str(port), "--mode", args.mode, "--reuse-port", "--writer", args.writer, "--fault-seed",
             str(args.fault_seed), "--blob-threshold", str(args.blob_threshold)]
@@ -97,46 +95,15 @@ def _record_workers(args) -> int:
     for flag, on in (("--quiet", args.quiet), ("--wait-upstream", args.wait_upstream)):
         if on:
             base.append(flag)
-    procs = [subprocess.Popen([*base, "--cassette", str(sh), "--shard", f"{k + 1}/{args.workers}"],
-                              stdout=subprocess.PIPE, text=True) for k, sh in enumerate(shards)]
-    for p in procs:
-        line = p.stdout.readline()
-        if not line:
-            err.print("[red]error:[/] a worker did not start (its error is above)")
-            for q in procs:
-                q.terminate()
-                q.wait(30)
-            _remove_shards(shards)
-            return 2
+    procs = workers.spawn(base, shards)
+    if procs is None:
+        err.print("[red]error:[/] a worker did not start (its error is above)")
+        return 2
     print(f"recording {args.upstream} with {args.workers} workers into {cassette} (shards {shards[0].name} ...); "
           f"send traffic to http://{args.host}:{port}/v1 ; Ctrl-C to stop", flush=True)
-    stop = {"sig": None}
-
-    def forward(sig, _frame):
-        stop["sig"] = sig
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    for p in procs:
-        p.wait()
-    merged = merge(cassette, [sh for sh in shards if sh.exists()])
-    _remove_shards(shards)  # merged: the shards and their blob folders are no longer needed
+    merged = workers.wait_and_merge(procs, cassette, shards)
     print(f"stopped: {len(merged.interactions)} exchanges from {args.workers} workers merged into {cassette}")
     return 0
-
-
-def _remove_shards(shards) -> None:
-    import shutil
-
-    from .recording.blobs import blob_dir
-    from .recording.journal import journal_dir
-
-    for sh in shards:
-        sh.unlink(missing_ok=True)
-        shutil.rmtree(blob_dir(sh), ignore_errors=True)
-        shutil.rmtree(journal_dir(sh), ignore_errors=True)
 
 
 def cmd_chaos(args) -> int:
@@ -567,3 +534,145 @@ def cmd_view(args) -> int:
         return 0
     print_view(out, args.path, meta, turns, decode)
     return 0
+
+
+def _file_report(sub, name: str, help: str, func) -> None:
+    """A command that reads one cassette and reports on it (`--json` for one object)."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=func)
+
+
+def add_parsers(sub) -> None:
+    """The recording and cassette commands: record, chaos, cassette (merge, extract, export, recover,
+    conversations), replay, audit, inspect, repro, view, record-suite, conformance."""
+    from .client.config import TRANSPORTS
+
+    rc = sub.add_parser("record", help="a recording reverse proxy in front of any vLLM or Dynamo")
+    rc.add_argument("--upstream", required=True, help="the real server, e.g. http://gpu-node:8000")
+    rc.add_argument("--cassette", required=True)
+    rc.add_argument("--host", default="127.0.0.1")
+    rc.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
+    rc.add_argument("--mode", choices=("once", "new_episodes", "all"), default="once")
+    rc.add_argument("--scrub-pattern", action="append", default=[], help="another regex to blank out; repeatable")
+    rc.add_argument("--hardware", default=None, help="provenance: e.g. '8x H100'")
+    rc.add_argument("--scenario", default=None, help="provenance: what the traffic is")
+    rc.add_argument("--quiet", action="store_true", help="no line per recorded exchange")
+    rc.add_argument("--fault", action="append", default=[],
+                    help="inject a catalogue fault into live answers: NAME[=VALUE][@PROB][*TIMES]; repeatable")
+    rc.add_argument("--fault-seed", type=int, default=0)
+    rc.add_argument("--workers", type=int, default=1,
+                    help="recorder processes sharing the port, one shard each, merged into --cassette on exit")
+    rc.add_argument("--writer", choices=("process", "thread"), default="process",
+                    help="where scrubbing, blob storage and disk writes run (default: a process of their own)")
+    rc.add_argument("--blob-threshold", type=int, default=32 * 1024,
+                    help="base64 strings at least this long (routed experts) go to the blob folder (default 32 KiB)")
+    rc.add_argument("--wait-upstream", action="store_true",
+                    help="start even when the upstream cannot be reached yet, and keep trying (default: refuse)")
+    rc.add_argument("--profile", default=None, help="the server's profile, stored in meta (harness profiles; e.g. "
+                    "dynamo-1.6.1+vllm): conformance then knows which fake to compare with")
+    rc.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    rc.add_argument("--shard", default=None, help=argparse.SUPPRESS)
+    rc.set_defaults(func=cmd_record)
+
+    ch = sub.add_parser("chaos", help="forward to a live server, injecting catalogue faults (nothing recorded)")
+    ch.add_argument("--upstream", required=True, help="the real server, e.g. http://gpu-node:8000")
+    ch.add_argument("--host", default="127.0.0.1")
+    ch.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
+    ch.add_argument("--fault", action="append", required=True, help="NAME[=VALUE][@PROB][*TIMES]; repeatable")
+    ch.add_argument("--fault-seed", type=int, default=0)
+    ch.add_argument("--wait-upstream", action="store_true", help="keep trying until the upstream answers")
+    ch.add_argument("--quiet", action="store_true", help="no line per forwarded request")
+    ch.set_defaults(func=cmd_chaos)
+
+    cs = sub.add_parser("cassette", help="cassette files")
+    csub = cs.add_subparsers(dest="cassette_command", required=True)
+    cm = csub.add_parser("merge", help="merge shards into one cassette, ordered by arrival time")
+    cm.add_argument("out")
+    cm.add_argument("shards", nargs="+")
+    cm.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    cm.set_defaults(func=cmd_cassette_merge)
+    _file_report(csub, "conversations", "the rollouts in a capture: each conversation's exchanges, turns, verdict",
+                 cmd_conversations)
+    ce = csub.add_parser("extract", help="cut a small cassette out of a capture: conversations, exchanges or an anomaly")
+    ce.add_argument("path")
+    ce.add_argument("-o", "--out", required=True)
+    ce.add_argument("--conversation", type=int, action="append", help="a conversation id (its first exchange); repeatable")
+    ce.add_argument("--exchanges", default=None, help="exchange indices and ranges, e.g. 3,7-9")
+    ce.add_argument("--anomaly", default=None, help="every conversation with an anomaly of this kind (harness audit)")
+    ce.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    ce.set_defaults(func=cmd_extract)
+    cx = csub.add_parser("export", help="one row per exchange (conversation, turn, mode, status, ids, logprobs, "
+                         "latency) as Parquet, for DuckDB, Spark or Trino")
+    cx.add_argument("path")
+    cx.add_argument("--parquet", required=True, metavar="OUT")
+    cx.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    cx.set_defaults(func=cmd_export)
+    cr = csub.add_parser("recover", help="finish an interrupted (killed) recording: put its journal into the cassette")
+    cr.add_argument("path")
+    cr.add_argument("--wait", type=float, default=10.0, help="seconds to wait for a dying recorder's writer")
+    cr.set_defaults(func=cmd_cassette_recover)
+
+    rp = sub.add_parser("replay", help="a server that answers from cassettes")
+    rp.add_argument("paths", nargs="+", help="cassette files or directories")
+    rp.add_argument("--host", default="127.0.0.1")
+    rp.add_argument("--port", type=int, default=8080)
+    rp.add_argument("--ignore-field", action="append", default=[], help="dotted body field left out of matching")
+    rp.add_argument("--repeat", choices=("last", "cycle", "error"), default="last",
+                    help="after the recorded answers to a repeated request run out")
+    rp.add_argument("--quiet", action="store_true", help="no line per request")
+    rp.set_defaults(func=cmd_replay)
+
+    _file_report(sub, "audit", "TITO health of a capture of any client's traffic: conversations, stitched share, "
+                 "fallbacks, anomalies (exit 1 when there are any)", cmd_audit)
+    _file_report(sub, "inspect", "summarize a cassette and list its anomalies", cmd_inspect)
+
+    rr = sub.add_parser("repro", help="send a capture's requests again as its client sent them, turn by turn, "
+                                      "recorded against now (or drive our client with --client ours)")
+    rr.add_argument("path")
+    rr.add_argument("--conversation", type=int, action="append", default=[], metavar="ID",
+                    help="only this conversation (ids: harness cassette conversations); repeatable")
+    rr.add_argument("--against", default=None, metavar="URL",
+                    help="send to this server (default: the capture's own replay)")
+    rr.add_argument("--profile", default=None, help="send to a fake of this profile (harness profiles)")
+    rr.add_argument("--client", choices=("as-sent", "ours"), default="as-sent",
+                    help="as-sent: the recorded requests (any client's traffic); ours: rebuild the conversation "
+                         "and drive our client through it")
+    rr.add_argument("--json", action="store_true")
+    rr.add_argument("--emit-test", default=None, metavar="FILE",
+                    help="write a pytest file (and the conversation's cassette beside it) that serves the "
+                         "conversation to a client and fails while its anomalies show")
+    rr.add_argument("--force", action="store_true", help="overwrite --emit-test's files")
+    rr.set_defaults(func=cmd_repro)
+
+    vw = sub.add_parser("view", help="one conversation of a capture, turn by turn: prompt ids coloured by origin "
+                                     "(reused, bridge, rendered, drift), decoded text, logprobs")
+    vw.add_argument("path")
+    vw.add_argument("--conversation", type=int, default=None, metavar="ID",
+                    help="which (ids: harness cassette conversations); default: the only one")
+    vw.add_argument("--html", default=None, metavar="OUT", help="write one static page instead")
+    vw.add_argument("--force", action="store_true", help="overwrite --html's file")
+    vw.set_defaults(func=cmd_view)
+
+    rs = sub.add_parser("record-suite", help="record the scenario suite from a server, one cassette per scenario")
+    rs.add_argument("--base-url", required=True, help="the server to record, e.g. http://gpu-node:8000/v1")
+    rs.add_argument("--transport", choices=TRANSPORTS, required=True)
+    rs.add_argument("--model", required=True)
+    rs.add_argument("--out", required=True, help="directory, e.g. cassettes/real/my-cluster/")
+    rs.add_argument("--hardware", default=None, help="provenance, e.g. '8x H100 80GB'")
+    rs.add_argument("--scenario", action="append", default=[], help="only these scenarios (repeatable)")
+    rs.add_argument("--tokenizer", default=None, help="HF tokenizer dir or name for dynamo_chat bridges")
+    rs.add_argument("--profile", default=None, help="the server's profile, stored in each cassette's meta (e.g. "
+                    "dynamo-1.6.1+vllm+native-generate; default: told from the server's /version)")
+    rs.set_defaults(func=cmd_record_suite)
+
+    cf = sub.add_parser("conformance", help="send recorded requests to a fake and compare answers by structure")
+    cf.add_argument("--cassettes", required=True, help="a directory of cassettes (searched recursively) or a file")
+    cf.add_argument("--fake", choices=("vllm", "dynamo"), default=None,
+                    help="compare every cassette against this fake (default: each cassette's meta.profile)")
+    cf.add_argument("--json-out", default=None, metavar="FILE", help="also write the report as JSON")
+    cf.add_argument("--all", action="store_true", help="list every exchange, not only those that differ")
+    cf.add_argument("--live", default=None, metavar="URL",
+                    help="drift: send every recorded request to this live deployment instead of a fake")
+    cf.set_defaults(func=cmd_conformance)

@@ -39,7 +39,7 @@ def cmd_compat(args) -> int:
             reach(args.base_url, "--base-url")
             matrix = m.run_live(args.base_url, args.server, args.model, clients, args.label or "live", progress)
         elif args.cassettes:
-            matrix = _on_replay(args, clients, progress)
+            matrix = m.run_on_replay(args.cassettes, clients, args.server, args.model, args.label, progress)
         else:
             matrix = m.run_on_fakes(clients, profiles, args.model, progress)
     except (ValueError, CassetteError, Unreachable) as exc:
@@ -53,11 +53,7 @@ def cmd_compat(args) -> int:
         Path(args.junit).write_text(matrix.junit())
     fakes = not (args.base_url or args.cassettes)
     if fakes and args.update:
-        data = json.loads(m.EXPECTED.read_text()) if m.EXPECTED.exists() else {"matrix": {}}
-        for c in matrix.cells:
-            data["matrix"].setdefault(c.client, {})[c.target] = c.status
-        m.EXPECTED.write_text(json.dumps(data, indent=2) + "\n")
-        out.print(f"expected matrix updated: {m.EXPECTED}")
+        out.print(f"expected matrix updated: {m.update_expected(matrix)}")
     changed = m.changes(matrix) if fakes and not args.update else []
     if args.json:
         print(json.dumps({**matrix.to_dict(), "changed": [{**c.to_dict(), "expected": e} for c, e in changed]}))
@@ -83,23 +79,6 @@ def cmd_compat(args) -> int:
         if fakes and not args.update:
             out.print(f"{len(changed)} cell(s) differ from {m.EXPECTED.name}")
     return 1 if changed else 0
-
-
-def _on_replay(args, clients, progress):
-    """The clients against a replay server answering from recorded cassettes."""
-    from .compat import matrix as m
-    from .recording.format import Cassette, cassette_files
-    from .recording.replay import ReplayIndex, create_replay_app
-    from .serve import AppThread
-
-    cassettes = [Cassette.load(p) for p in cassette_files(args.cassettes)]
-    server = args.server or next((c.meta.get("server") for c in cassettes if c.meta.get("server")), None)
-    if server not in ("vllm", "dynamo"):
-        raise ValueError("cannot tell the recorded server's kind from the cassettes: pass --server vllm|dynamo")
-    model = next((c.meta.get("model") for c in cassettes if c.meta.get("model")), args.model)
-    with AppThread(create_replay_app(ReplayIndex(cassettes))) as srv:
-        return m.run_live(f"http://127.0.0.1:{srv.port}/v1", server, model, clients,
-                          args.label or f"replay:{Path(args.cassettes).name}", progress)
 
 
 def add_parser(sub) -> None:

@@ -149,3 +149,28 @@ def changes(matrix: Matrix, want: dict[str, dict[str, str]] | None = None) -> li
         if exp != c.status:
             out.append((c, exp))
     return out
+
+
+def update_expected(matrix: Matrix) -> Path:
+    """Write a run on the fakes into the reviewed expected.json (cells not run keep their value)."""
+    data = json.loads(EXPECTED.read_text()) if EXPECTED.exists() else {"matrix": {}}
+    for c in matrix.cells:
+        data["matrix"].setdefault(c.client, {})[c.target] = c.status
+    EXPECTED.write_text(json.dumps(data, indent=2) + "\n")
+    return EXPECTED
+
+
+def run_on_replay(path, clients, server: str | None, model: str, label: str | None, progress=None) -> Matrix:
+    """The clients against a replay server answering from recorded cassettes (a file or a directory)."""
+    from ..recording.format import Cassette, cassette_files
+    from ..recording.replay import ReplayIndex, create_replay_app
+    from ..serve import AppThread
+
+    cassettes = [Cassette.load(p) for p in cassette_files(path)]
+    server = server or next((c.meta.get("server") for c in cassettes if c.meta.get("server")), None)
+    if server not in ("vllm", "dynamo"):
+        raise ValueError("cannot tell the recorded server's kind from the cassettes: pass --server vllm|dynamo")
+    model = next((c.meta.get("model") for c in cassettes if c.meta.get("model")), model)
+    with AppThread(create_replay_app(ReplayIndex(cassettes))) as srv:
+        return run_live(f"http://127.0.0.1:{srv.port}/v1", server, model, clients,
+                        label or f"replay:{Path(path).name}", progress)
