@@ -11,6 +11,21 @@ import threading
 from aiohttp import web
 
 
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 60.0) -> None:
+    """Wait until something listens on host:port (TimeoutError after `timeout` seconds)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), 0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s") from None
+            time.sleep(0.2)
+
+
 class BindError(OSError):
     """The address cannot be listened on; the message says why and what to do, in one line."""
 

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from harness.serve import wait_port
+
 HARNESS = [sys.executable, "-m", "harness.cli"]
 
 
@@ -100,12 +102,7 @@ def main() -> int:
                             f"a group of {a.group} tokens-in rollouts (one drifting), concurrent",
                             *(["--hardware", a.server] if a.server else [])])
     try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+        wait_port(port)
         base = f"http://127.0.0.1:{port}/v1"
         t0 = time.time()
         ours = [subprocess.Popen([*HARNESS, "rollout", "--base-url", base, "--model", a.model, "--transport",

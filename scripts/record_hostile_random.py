@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from harness.hostile import random_bodies
+from harness.serve import wait_port
 
 
 def main() -> int:
@@ -41,12 +42,7 @@ def main() -> int:
                             "--scenario", f"random hostile bodies: {a.route}, n={a.n}, seed={a.seed} "
                                           f"(harness.hostile.random_bodies)"])
     try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+        wait_port(port)
         statuses: dict[int, int] = {}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
             for name, path, body in random_bodies(a.route, a.model, a.n, a.seed, dynamo="dynamo" in a.profile):

@@ -61,3 +61,30 @@ def kill_mid_traffic(proc, send, seconds: float, threads: int = 4, kill=None) ->
     for t in workers:
         t.join(10)
     return answered
+
+
+def record_drift(path, tok) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Two turns on /inference/v1/generate through the recorder into `path`; the second re-tokenizes the first
+    completion's text instead of keeping the engine's ids (retokenization drift). Returns (prompt,
+    completion, re-tokenized completion, bridge)."""
+    import httpx
+
+    from fake_servers.server import FakeConfig, RunningServer
+    from harness.recording.proxy import Recorder, create_proxy_app
+    from harness.serve import AppThread
+
+    enc = lambda text: tok.encode(text, add_special_tokens=False)  # noqa: E731
+    with RunningServer(FakeConfig(kind="vllm")) as srv:
+        rec = Recorder(path, "all", writer="thread")
+        with AppThread(create_proxy_app(srv.root_url, rec)) as p:
+            url = f"http://127.0.0.1:{p.port}/inference/v1/generate"
+            prompt = enc("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+            first = httpx.post(url, json={"model": MODEL, "token_ids": prompt,
+                                          "sampling_params": {"max_tokens": 40, "logprobs": 1}}).json()
+            completion = first["choices"][0]["token_ids"]
+            retok = enc(tok.decode(completion, skip_special_tokens=True))
+            bridge = enc("\n<|im_start|>user\nmore<|im_end|>\n<|im_start|>assistant\n")
+            httpx.post(url, json={"model": MODEL, "token_ids": prompt + retok + bridge,
+                                  "sampling_params": {"max_tokens": 8, "logprobs": 1}})
+        rec.close()
+    return prompt, completion, retok, bridge

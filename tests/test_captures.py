@@ -18,7 +18,7 @@ from harness.recording.proxy import Recorder, create_proxy_app
 from harness.rollout import run_rollout
 from harness.serve import AppThread
 
-from .conftest import MODEL
+from .conftest import MODEL, record_drift
 
 BUGS = Path(__file__).parents[1] / "cassettes" / "bugs"
 
@@ -83,20 +83,7 @@ def test_interleaved_rollouts_become_their_conversations(interleaved):
 def test_a_drifting_client_is_a_continuity_break_with_its_position(tmp_path, tokenizer):
     """Another client re-tokenizes the previous completion's text instead of keeping the engine's ids."""
     path = tmp_path / "drift.yaml"
-    with RunningServer(FakeConfig(kind="vllm")) as srv:
-        rec = Recorder(path, "all", writer="thread")
-        with AppThread(create_proxy_app(srv.root_url, rec)) as p:
-            url = f"http://127.0.0.1:{p.port}/inference/v1/generate"
-            prompt = tokenizer.encode("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)
-            first = httpx.post(url, json={"model": MODEL, "token_ids": prompt,
-                                          "sampling_params": {"max_tokens": 40, "logprobs": 1}}).json()
-            completion = first["choices"][0]["token_ids"]
-            retok = tokenizer.encode(tokenizer.decode(completion, skip_special_tokens=True), add_special_tokens=False)
-            bridge = tokenizer.encode("\n<|im_start|>user\nmore<|im_end|>\n<|im_start|>assistant\n",
-                                      add_special_tokens=False)
-            httpx.post(url, json={"model": MODEL, "token_ids": prompt + retok + bridge,
-                                  "sampling_params": {"max_tokens": 8, "logprobs": 1}})
-        rec.close()
+    prompt, _, retok, _ = record_drift(path, tokenizer)
     result = harness("audit", str(path), "--json")
     assert result.returncode == 1
     breaks = [a for a in json.loads(result.stdout)["anomalies"] if a["kind"] == "continuity_break"]

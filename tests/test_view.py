@@ -6,14 +6,9 @@ import shutil
 import subprocess
 import sys
 
-import httpx
 import pytest
 
-from fake_servers.server import FakeConfig, RunningServer
-from harness.recording.proxy import Recorder, create_proxy_app
-from harness.serve import AppThread
-
-from .conftest import MODEL
+from .conftest import record_drift
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -27,21 +22,8 @@ def drifted(tmp_path_factory):
     """Two turns on /inference/v1/generate; the second re-tokenizes the first completion's text (drift)."""
     from harness.tokenizer import load_tokenizer
 
-    tok = load_tokenizer()
     path = tmp_path_factory.mktemp("view") / "drift.yaml"
-    with RunningServer(FakeConfig(kind="vllm")) as srv:
-        rec = Recorder(path, "all", writer="thread")
-        with AppThread(create_proxy_app(srv.root_url, rec)) as p:
-            url = f"http://127.0.0.1:{p.port}/inference/v1/generate"
-            prompt = tok.encode("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)
-            first = httpx.post(url, json={"model": MODEL, "token_ids": prompt,
-                                          "sampling_params": {"max_tokens": 40, "logprobs": 1}}).json()
-            completion = first["choices"][0]["token_ids"]
-            retok = tok.encode(tok.decode(completion, skip_special_tokens=True), add_special_tokens=False)
-            bridge = tok.encode("\n<|im_start|>user\nmore<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)
-            httpx.post(url, json={"model": MODEL, "token_ids": prompt + retok + bridge,
-                                  "sampling_params": {"max_tokens": 8, "logprobs": 1}})
-        rec.close()
+    prompt, completion, retok, bridge = record_drift(path, load_tokenizer())
     second = prompt + retok + bridge
     return path, len(prompt), len(completion), len(prompt) + len(retok), len(second), second[len(prompt) + len(retok)]
 
