@@ -255,6 +255,7 @@ import pytest
 from harness.capture_repro import CaptureServer, recorded_requests
 from harness.captures import audit
 from harness.recording.format import Cassette
+from harness.wire.urls import root_of
 
 CAPTURE = Path(__file__).parent / {rel!r}
 BUG = {kinds_list!r}  # what the capture showed
