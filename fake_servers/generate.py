@@ -72,3 +72,19 @@ def answer(engine: FakeEngine, profile: Profile, model: str, prompt_ids: list[in
     if "output_mode" in keys:
         out["output_mode"] = output_mode
     return out
+
+
+def stream_chunks(engine: FakeEngine, profile: Profile, gen: Generation, want_logprobs: bool) -> list[dict]:
+    """A streamed vLLM generate answer (recorded from vLLM 0.31): a chunk per token, the last one with its
+    finish_reason; no usage."""
+    rid = new_id("generate-tokens-")
+    lps = logprobs(engine, gen, profile.generate_logprobs)["content"] if want_logprobs else None
+    out = []
+    for k, t in enumerate(gen.token_ids):
+        choice: dict = {"index": 0, "logprobs": {"content": [lps[k]]} if lps else None,
+                        "finish_reason": gen.finish_reason if k == len(gen.token_ids) - 1 else None,
+                        "token_ids": [t], "routed_experts": None}
+        if "sampling_mask" in profile.generate_keys:
+            choice["sampling_mask"] = None
+        out.append({"request_id": rid, "choices": [choice], "usage": None})
+    return out

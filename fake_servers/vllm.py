@@ -307,6 +307,11 @@ class VLLMHandlers:
         delay = self.engine.config.ttft + self.engine.config.per_token * len(gen.token_ids)
         if delay:
             await asyncio.sleep(delay)
+        if body.get("stream"):
+            async with SSE(request) as sse:
+                for chunk in generate.stream_chunks(self.engine, self.profile, gen, params.logprobs):
+                    await sse.send(chunk)
+            return sse.resp
         start = sp.get("routed_experts_prompt_start")
         out = generate.answer(self.engine, self.profile, self.model, prompt_ids, gen, params.logprobs, mode,
                               start if isinstance(start, int) else 0)
