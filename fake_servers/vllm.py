@@ -22,7 +22,7 @@ from .openai import logprobs_content, render_messages, sampling_from, text_piece
 from .profiles import ROUTES, Profile
 from harness.wire import vllm_requests
 
-from .validate import (INT_LOGPROBS, FieldError, check_fields, check_range, vllm_request_logprobs,
+from .validate import (FieldError, check_fields, check_range, vllm_request_logprobs,
                        vllm_sampling_limits)
 
 
@@ -75,8 +75,9 @@ class VLLMHandlers:
         self.model = state.engine.config.model
 
     # -- shared checks --------------------------------------------------------------------------
-    async def _body(self, request: web.Request, required=(), overrides=None, route: str | None = None
-                    ) -> dict | web.Response:
+    async def _body(self, request: web.Request, route: str | None = None) -> dict | web.Response:
+        """The request body as vLLM reads it: its own request model for `route` (the wire layer's), or the
+        field checks of a route that has none there yet (/tokenize)."""
         try:
             body = await read_json(request)
         except BadBody as exc:
@@ -86,14 +87,11 @@ class VLLMHandlers:
                 body = vllm_requests.validate(route, body)
             except vllm_requests.RequestError as exc:
                 return errors.vllm_body(exc.body)
-        for name in required:
-            if body.get(name) is None:
-                return errors.vllm_validation(f"body.{name}", "missing", "Field required",
-                                              f"'<dict of {len(body)} items>'")
-        try:
-            check_fields(body, overrides=overrides)
-        except FieldError as e:
-            return _field_error(e)
+        else:
+            try:
+                check_fields(body)
+            except FieldError as e:
+                return _field_error(e)
         model = body.get("model")
         if model is not None and model != self.model:
             return errors.vllm_model_not_found(model, self.model)
@@ -177,7 +175,7 @@ class VLLMHandlers:
                                          "tokens": ids, "token_strs": strs})
 
     async def detokenize(self, request):
-        body = await self._body(request, required=("tokens",))
+        body = await self._body(request, route="detokenize")
         if isinstance(body, web.Response):
             return body
         ids = [t for t in body["tokens"] if t < self.engine.vocab_size]
@@ -318,9 +316,12 @@ class VLLMHandlers:
         return await send_json(request, mutate.apply(faults_of(request), out))
 
     async def completions(self, request):
-        body = await self._body(request, required=("prompt",), overrides=INT_LOGPROBS)
+        body = await self._body(request, route="completions")
         if isinstance(body, web.Response):
             return body
+        if body.get("suffix") is not None:  # the served model has no fill-in-the-middle rendering (recorded)
+            return errors.vllm_error(400, "suffix is only supported for models with FIM completion rendering",
+                                     "BadRequestError", "suffix")
         bad = self._check_sampling(body, route="completions")
         if bad:
             return bad

@@ -110,6 +110,10 @@ GENERATE_FIELDS = ["model", "token_ids", "sampling_params", "sampling_params.max
                    "sampling_params.min_tokens", "sampling_params.detokenize", "sampling_params.skip_special_tokens",
                    "sampling_params.ignore_eos", "sampling_params.presence_penalty", "stream", "priority",
                    "cache_salt", "request_id"]
+COMPLETION_FIELDS = ["model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "n", "seed", "stop", "stop_token_ids",
+                     "logprobs", "prompt_logprobs", "echo", "presence_penalty", "frequency_penalty",
+                     "repetition_penalty", "logit_bias", "user", "stream", "suffix", "min_tokens", "ignore_eos",
+                     "skip_special_tokens", "add_special_tokens", "return_token_ids", "priority", "cache_salt"]
 HARMLESS = {("n", 2), ("n", 3), ("max_tokens", 2), ("max_completion_tokens", 2)}  # (values that are fine stay in)
 HEAVY = {"n": {1e9, 2 ** 31, 2 ** 63, 2 ** 64, 1e30, 2, 3}, "sampling_params.n": {1e9, 2 ** 31, 2, 3}}
 
@@ -133,7 +137,7 @@ def _set(body: dict, dotted: str, value) -> None:
 
 
 def random_bodies(route: str, model: str, n: int, seed: int, dynamo: bool = False) -> list[tuple[str, str, bytes]]:
-    """`n` seeded hostile bodies for `route` ("chat" or "generate"): a valid request (a few tokens asked for)
+    """`n` seeded hostile bodies for `route` ("chat", "generate" or "completions"): a valid request (a few tokens asked for)
     with one or two fields set to a wrong type or a boundary number. (name, path, body); names say what
     was set. Values that would make a real server do heavy work (n in the thousands) are not drawn."""
     import copy
@@ -145,6 +149,9 @@ def random_bodies(route: str, model: str, n: int, seed: int, dynamo: bool = Fals
         if dynamo:
             base["nvext"] = {"extra_fields": ["completion_token_ids"]}
         fields, path = CHAT_FIELDS + (DYNAMO_FIELDS if dynamo else []), "/v1/chat/completions"
+    elif route == "completions":
+        base = {"model": model, "prompt": "Hello", "max_tokens": 4}
+        fields, path = COMPLETION_FIELDS, "/v1/completions"
     else:
         base = {"model": model, "token_ids": [151644, 872, 198, 9707, 151645, 198, 151644, 77091, 198],
                 "sampling_params": {"max_tokens": 4}}

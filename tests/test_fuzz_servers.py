@@ -123,6 +123,10 @@ def test_no_input_gives_500_or_hangs(request, fake_profile):
         took = time.perf_counter() - t0
         _, peak = tracemalloc.get_traced_memory()  # (the server runs in this process: its allocations count)
         tracemalloc.stop()
+        if took >= LIMIT_S:  # once more: work that grows with the input is slow again, a pause of the machine is not
+            t0 = time.perf_counter()
+            client.request(method, route, content=payload if method == "POST" else None)
+            took = time.perf_counter() - t0
         slowest[0], slowest[1] = max(slowest[0], took), max(slowest[1], peak)
         assert took < LIMIT_S and peak < LIMIT_BYTES, (route, payload[:200], f"{took:.2f} s, {peak / 1e6:.0f} MB")
         assert resp.status_code < 500 or resp.status_code in recorded_5xx or \

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 INT64 = Annotated[int, Field(ge=-(2 ** 63), le=2 ** 63 - 1)]
 
@@ -159,8 +159,68 @@ class GenerateRequest(_Model):
     priority: INT64 = 0
     kv_transfer_params: Optional[dict[str, Any]] = None
 
+    @field_validator("token_ids")
+    @classmethod
+    def _no_negative_ids(cls, v: list[int]) -> list[int]:
+        if any(t < 0 for t in v):
+            raise ValueError("token_ids must not contain negative values")
+        return v
 
-MODELS = {"chat": ChatCompletionRequest, "chat_tokens": ChatTokensRequest, "generate": GenerateRequest}
+
+NonNegInt = Annotated[int, Field(ge=0)]
+
+
+class CompletionRequest(_Model):
+    model: Optional[str] = None
+    prompt: Optional[Union[list[NonNegInt], list[list[NonNegInt]], str, list[str]]] = None
+    echo: Optional[bool] = False
+    frequency_penalty: Optional[float] = None
+    logit_bias: Optional[dict[str, float]] = None
+    logprobs: Optional[int] = None
+    max_tokens: Optional[int] = 16
+    n: int = 1
+    presence_penalty: Optional[float] = None
+    seed: Optional[INT64] = None
+    stop: Optional[Union[str, Annotated[list[str], Field(max_length=4)]]] = None
+    stream: Optional[bool] = False
+    stream_options: Optional[_StreamOptions] = None
+    suffix: Optional[str] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    user: Optional[str] = None
+    use_beam_search: bool = False
+    top_k: Optional[int] = None
+    min_p: Optional[float] = None
+    repetition_penalty: Optional[float] = None
+    length_penalty: float = 1.0
+    stop_token_ids: Optional[list[int]] = None
+    include_stop_str_in_output: bool = False
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    truncate_prompt_tokens: Optional[Annotated[int, Field(ge=-1, le=2 ** 63 - 1)]] = None
+    allowed_token_ids: Optional[list[int]] = None
+    prompt_logprobs: Optional[int] = None
+    bad_words: Optional[list[str]] = None
+    add_special_tokens: bool = True
+    response_format: Optional[_ResponseFormat] = None
+    priority: INT64 = 0
+    request_id: Optional[str] = None
+    return_tokens_as_token_ids: Optional[bool] = None
+    return_token_ids: Optional[bool] = None
+    routed_experts_prompt_start: Annotated[int, Field(ge=0)] = 0
+    cache_salt: Optional[Annotated[str, Field(min_length=1, max_length=1024)]] = None
+    kv_transfer_params: Optional[dict[str, Any]] = None
+
+
+class DetokenizeRequest(_Model):
+    model: Optional[str] = None
+    tokens: list[Annotated[int, Field(ge=0, le=2 ** 63 - 1)]]
+
+
+MODELS = {"chat": ChatCompletionRequest, "chat_tokens": ChatTokensRequest, "generate": GenerateRequest,
+          "completions": CompletionRequest, "detokenize": DetokenizeRequest}
 
 # -- the error, as vLLM's handler words it ------------------------------------------------------------------
 
@@ -329,6 +389,36 @@ def _tool_usage(d: dict) -> None:
                       f"\"required\" are supported.", "tool_choice")
 
 
+def _completion_logprobs(d: dict) -> None:
+    """CompletionRequest's check_logprobs: `logprobs` counts, as `prompt_logprobs` does."""
+    if d.get("logprob_token_ids") and d.get("logprobs") is None:
+        raise _refuse("when using `logprob_token_ids`, `logprobs` must be set.", "logprob_token_ids")
+    for name in ("prompt_logprobs", "logprobs"):
+        v = d.get(name)
+        if v is not None and not isinstance(v, (int, float)):
+            raise _refuse(f"`{name}` must be an integer.", name, v)
+    pl = d.get("prompt_logprobs")
+    if pl is not None:
+        if d.get("stream") and (pl > 0 or pl == -1):
+            raise _refuse("`prompt_logprobs` are not available when `stream=True`.", "prompt_logprobs")
+        if pl < 0 and pl != -1:
+            raise _refuse("`prompt_logprobs` must be a positive value or -1.", "prompt_logprobs", pl)
+    lp = d.get("logprobs")
+    if lp is not None and lp < 0 and lp != -1:
+        raise _refuse("`logprobs` must be a positive value or -1.", "logprobs", lp)
+
+
+def _prompt_given(d: dict) -> None:
+    prompt = d.get("prompt")
+    if (prompt is None or prompt == "") and not d.get("prompt_embeds"):
+        raise _refuse("Either prompt or prompt_embeds must be provided and non-empty.", "prompt")
+
+
+def _null_max_tokens(d: dict) -> None:
+    if d.get("max_tokens", 0) is None:  # CompletionRequest's normalize_null_max_tokens: null means the default
+        d["max_tokens"] = 16
+
+
 def _generation_prompt(d: dict) -> None:
     if d.get("continue_final_message") and d.get("add_generation_prompt"):
         raise _refuse("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
@@ -336,7 +426,9 @@ def _generation_prompt(d: dict) -> None:
 
 # the request models' before-validators, in the order pydantic runs them (the last defined first)
 BEFORE = {"chat": [_generation_prompt, _tool_usage, _logprobs, _stream_options, _response_format, _cache_salt],
-          "generate": [_cache_salt]}
+          "generate": [_cache_salt], "detokenize": [],
+          "completions": [_prompt_given, _stream_options, _completion_logprobs, _response_format, _null_max_tokens,
+                          _cache_salt]}
 BEFORE["chat_tokens"] = BEFORE["chat"]
 PART_TYPES = {"text", "image_url", "input_audio", "file", "video_url", "audio_url", "image_embeds", "image_pil",
               "input_image", "input_text", "refusal", "thinking", "video", "audio", "image"}
@@ -371,8 +463,9 @@ def validate(route: str, body: Any) -> dict:
     out = parsed.model_dump(exclude_unset=True)
     for k in body:  # unknown fields are kept as sent (extra="allow")
         out.setdefault(k, body[k])
-    if route != "generate":
+    if route in ("chat", "chat_tokens"):
         _messages(out.get("messages"))
+    if route in ("chat", "chat_tokens", "completions"):
         check_ranges(chat_sampling(out))
     if route == "generate":
         sp = body["sampling_params"]
