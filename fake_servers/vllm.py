@@ -22,8 +22,7 @@ from .openai import logprobs_content, render_messages, sampling_from, text_piece
 from .profiles import ROUTES, Profile
 from harness.wire import vllm_requests
 
-from .validate import (FieldError, check_fields, check_range, vllm_request_logprobs,
-                       vllm_sampling_limits)
+from .validate import check_range, vllm_request_logprobs, vllm_sampling_limits
 
 
 
@@ -52,10 +51,6 @@ def _bad_body(exc: BadBody) -> web.Response:
                                   "Input should be a valid dictionary or object to extract fields from", size)
 
 
-def _field_error(e: FieldError) -> web.Response:
-    return errors.vllm_validation(f"body.{e.field}", e.kind, e.msg, e.pydantic_input(), e.ctx, e.more)
-
-
 STYLE = ErrorStyle(
     route_not_found=lambda request: errors.fastapi_detail(404, "Not Found"),
     method_not_allowed=lambda request: errors.fastapi_detail(405, "Method Not Allowed"),
@@ -75,23 +70,17 @@ class VLLMHandlers:
         self.model = state.engine.config.model
 
     # -- shared checks --------------------------------------------------------------------------
-    async def _body(self, request: web.Request, route: str | None = None) -> dict | web.Response:
-        """The request body as vLLM reads it: its own request model for `route` (the wire layer's), or the
-        field checks of a route that has none there yet (/tokenize)."""
+    async def _body(self, request: web.Request, route: str) -> dict | web.Response:
+        """The request body as vLLM reads it: its own request model for `route` (harness.wire.vllm_requests:
+        its lax coercion, its checks, its words)."""
         try:
             body = await read_json(request)
         except BadBody as exc:
             return _bad_body(exc)
-        if route is not None:  # vLLM's own request model: its lax coercion, its checks, its words
-            try:
-                body = vllm_requests.validate(route, body)
-            except vllm_requests.RequestError as exc:
-                return errors.vllm_body(exc.body)
-        else:
-            try:
-                check_fields(body)
-            except FieldError as e:
-                return _field_error(e)
+        try:
+            body = vllm_requests.validate(route, body)
+        except vllm_requests.RequestError as exc:
+            return errors.vllm_body(exc.body)
         model = body.get("model")
         if model is not None and model != self.model:
             return errors.vllm_model_not_found(model, self.model)
@@ -156,7 +145,7 @@ class VLLMHandlers:
         return json_ok({"version": self.profile.version})
 
     async def tokenize(self, request):
-        body = await self._body(request)
+        body = await self._body(request, route="tokenize")
         if isinstance(body, web.Response):
             return body
         if body.get("messages") is not None:

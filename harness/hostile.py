@@ -114,6 +114,8 @@ COMPLETION_FIELDS = ["model", "prompt", "max_tokens", "temperature", "top_p", "t
                      "logprobs", "prompt_logprobs", "echo", "presence_penalty", "frequency_penalty",
                      "repetition_penalty", "logit_bias", "user", "stream", "suffix", "min_tokens", "ignore_eos",
                      "skip_special_tokens", "add_special_tokens", "return_token_ids", "priority", "cache_salt"]
+TOKENIZE_FIELDS = ["model", "prompt", "messages", "add_special_tokens", "add_generation_prompt", "return_token_strs",
+                   "continue_final_message", "chat_template_kwargs", "tools"]
 HARMLESS = {("n", 2), ("n", 3), ("max_tokens", 2), ("max_completion_tokens", 2)}  # (values that are fine stay in)
 HEAVY = {"n": {1e9, 2 ** 31, 2 ** 63, 2 ** 64, 1e30, 2, 3}, "sampling_params.n": {1e9, 2 ** 31, 2, 3}}
 
@@ -149,6 +151,10 @@ def random_bodies(route: str, model: str, n: int, seed: int, dynamo: bool = Fals
         if dynamo:
             base["nvext"] = {"extra_fields": ["completion_token_ids"]}
         fields, path = CHAT_FIELDS + (DYNAMO_FIELDS if dynamo else []), "/v1/chat/completions"
+    elif route == "tokenize":
+        base = {"model": model, "prompt": "Hello"} if rng.random() < 0.5 else \
+            {"model": model, "messages": [{"role": "user", "content": "Hello"}]}
+        fields, path = TOKENIZE_FIELDS, "/tokenize"
     elif route == "completions":
         base = {"model": model, "prompt": "Hello", "max_tokens": 4}
         fields, path = COMPLETION_FIELDS, "/v1/completions"

@@ -26,7 +26,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--upstream", required=True)
     ap.add_argument("--profile", required=True)
-    ap.add_argument("--route", choices=("chat", "generate", "completions"), required=True)
+    ap.add_argument("--route", choices=("chat", "generate", "completions", "tokenize"), required=True)
     ap.add_argument("--n", type=int, default=120)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--model", default="tiny-qwen")

@@ -219,6 +219,50 @@ class DetokenizeRequest(_Model):
     tokens: list[Annotated[int, Field(ge=0, le=2 ** 63 - 1)]]
 
 
+class TokenizeCompletionRequest(_Model):
+    model: Optional[str] = None
+    prompt: str
+    add_special_tokens: bool = True
+    return_token_strs: Optional[bool] = False
+
+
+class TokenizeChatRequest(_Model):
+    model: Optional[str] = None
+    messages: list[_Message]
+    add_generation_prompt: bool = True
+    return_token_strs: Optional[bool] = False
+    continue_final_message: bool = False
+    add_special_tokens: bool = False
+    chat_template: Optional[str] = None
+    chat_template_kwargs: Optional[dict[str, Any]] = None
+    tools: Optional[list[_Tool]] = None
+
+
+TOKENIZE_CONFLICT = ("continue_final_message and add_generation_prompt are not compatible. Use continue_final_message "
+                     "when you want the model to continue the final message, and add_generation_prompt when you want "
+                     "to add a header that will prompt it to start a new assistant message instead.")
+
+
+def _tokenize(body: dict) -> dict:
+    """/tokenize takes either request (a union: the completion form first); when neither fits, the errors
+    of both are reported, as pydantic reports a union."""
+    try:
+        parsed = TokenizeCompletionRequest.model_validate(body)
+        out = {**body, **parsed.model_dump(exclude_unset=True)}
+        out.pop("messages", None)  # the completion form was taken: messages are an extra it ignores
+        return out
+    except ValidationError as first:
+        try:
+            parsed = TokenizeChatRequest.model_validate(body)
+        except ValidationError as second:
+            raise validation_error(_errors(first) + _errors(second)) from None
+    if parsed.continue_final_message and parsed.add_generation_prompt:
+        raise RequestError(TOKENIZE_CONFLICT, "BadRequestError", None)
+    out = {**body, **parsed.model_dump(exclude_unset=True)}
+    out.pop("prompt", None)
+    return out
+
+
 MODELS = {"chat": ChatCompletionRequest, "chat_tokens": ChatTokensRequest, "generate": GenerateRequest,
           "completions": CompletionRequest, "detokenize": DetokenizeRequest}
 
@@ -453,6 +497,8 @@ def _messages(messages: list) -> None:
 def validate(route: str, body: Any) -> dict:
     """The request as vLLM reads it (values coerced as pydantic's lax mode does; only the fields sent), or
     RequestError with vLLM's answer. Routes: chat, chat_tokens, generate."""
+    if route == "tokenize":
+        return _tokenize(body)
     model = MODELS[route]
     for rule in BEFORE[route]:
         rule(body)
