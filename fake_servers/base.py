@@ -58,7 +58,7 @@ class ServerState:
     requests: int = 0
     received: deque = field(default_factory=lambda: deque(maxlen=1000))  # the last requests (Received)
     started: float = field(default_factory=time.time)
-    profile: object = None  # the fake_servers.profiles.Profile being served
+    profile: object = None  # the harness.wire.profiles.Profile being served
 
 
 @dataclass

@@ -17,15 +17,13 @@ from collections import OrderedDict
 
 from aiohttp import web
 
-from harness.wire import mutate
+from harness.wire import dynamo_requests, mutate
+from harness.wire.profiles import ROUTES, Profile
 
 from . import errors, experts, generate
 from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json
 from .engine import ContextLengthExceeded, Generation, SamplingParams
 from .openai import logprobs_content, render_messages, sampling_from, text_pieces
-from .profiles import ROUTES, Profile
-from harness.wire import dynamo_requests
-
 from .validate import json_depth
 
 SERDE_DEPTH = 128  # serde_json's recursion limit

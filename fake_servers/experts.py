@@ -12,7 +12,7 @@ import pybase64
 
 from harness.wire import npy
 
-from .profiles import EXPERTS_FORMATS
+from harness.wire.profiles import EXPERTS_FORMATS
 
 
 def rows(array: np.ndarray, prompt_start: int = 0) -> np.ndarray:

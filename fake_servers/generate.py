@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
+from harness.wire.profiles import Profile
+
 from . import experts
 from .base import new_id
 from .engine import FakeEngine, Generation
 from .openai import usage
-from .profiles import Profile
-
 
 def _entry(shape: str, t: int, lp: float, rank: int | None):
     if shape == "token_id":

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from harness.wire.faults import TEMPLATE_FAULTS, FaultPlan, parse_specs
+from harness.wire.profiles import Profile, get_profile
+
 from . import dynamo, vllm
 from .base import STATE, ServerState
 from .engine import EngineConfig, FakeEngine, MoEShape
-from harness.wire.faults import TEMPLATE_FAULTS, FaultPlan, parse_specs
-from .profiles import Profile, get_profile
 from .templates import variants
 
 KINDS = ("vllm", "dynamo")
@@ -32,7 +33,7 @@ class FakeConfig:
     template: str = "chatml"
     think: bool | None = None  # completions open with <think> blocks; default: template == "thinking"
     empty_rate: float = 0.0  # share of answers that are only the stop token (an empty completion)
-    profile: str | None = None  # a name from fake_servers.profiles (default: the kind's default)
+    profile: str | None = None  # a name from harness.wire.profiles (default: the kind's default)
     dynamo_backend: str | None = None  # Dynamo: "vllm" (engine_data, logprobs), "mocker" or "sglang"
     native_generate: bool = False  # Dynamo: serve /inference/v1/generate (vLLM backend)
     chat_tokens_route: bool | None = None  # vLLM: force /v1/chat/completions/tokens on or off (None: profile)

@@ -13,18 +13,14 @@ import time
 
 from aiohttp import web
 
-from harness.wire import mutate
+from harness.wire import mutate, vllm_requests
+from harness.wire.profiles import ROUTES, Profile
 
 from . import errors, experts, generate
 from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json
 from .engine import ContextLengthExceeded, Generation, SamplingParams
 from .openai import logprobs_content, render_messages, sampling_from, text_pieces, usage
-from .profiles import ROUTES, Profile
-from harness.wire import vllm_requests
-
 from .validate import check_range, vllm_request_logprobs, vllm_sampling_limits
-
-
 
 def _bad_body(exc: BadBody) -> web.Response:
     try:

@@ -95,7 +95,7 @@ def _target(cassette: Cassette, against: str | None, profile: str | None):
             yield root_of(against), against
             return
         if profile:
-            from fake_servers.profiles import parse_label
+            from harness.wire.profiles import parse_label
             from fake_servers.server import FakeConfig, RunningServer
 
             prof = parse_label(profile)
@@ -186,7 +186,7 @@ class CaptureServer:
     def __enter__(self) -> "CaptureServer":
         from aiohttp import ClientSession, web
 
-        from fake_servers.profiles import parse_label
+        from harness.wire.profiles import parse_label
         from fake_servers.server import FakeConfig, RunningServer
 
         from .recording.replay import ReplayIndex, answer

@@ -119,7 +119,7 @@ def cmd_fake(args) -> int:
     except ValueError as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
-    from fake_servers.profiles import profile_label
+    from harness.wire.profiles import profile_label
 
     from .serve import BindError, serve_forever
 
@@ -134,7 +134,7 @@ def cmd_fake(args) -> int:
 
 
 def cmd_profiles(args) -> int:
-    from fake_servers.profiles import DEFAULTS, PROFILES, differences_markdown
+    from harness.wire.profiles import DEFAULTS, PROFILES, differences_markdown
 
     if args.json:
         print(json.dumps({"defaults": DEFAULTS, "profiles": [p.describe() for p in PROFILES.values()]}))

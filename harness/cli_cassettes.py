@@ -23,7 +23,7 @@ def cmd_record(args) -> int:
     from .serve import BindError
 
     if args.profile:
-        from fake_servers.profiles import ProfileError, parse_label
+        from harness.wire.profiles import ProfileError, parse_label
 
         try:
             parse_label(args.profile)

@@ -141,7 +141,7 @@ def compare(cassette_name: str, index: int, inter: Interaction, client: httpx.Cl
 
 def profile_of(cassette: Cassette):
     """(profile, None) from the cassette's `meta.profile`, or (None, why it cannot be told)."""
-    from fake_servers.profiles import ProfileError, parse_label
+    from harness.wire.profiles import ProfileError, parse_label
 
     label = cassette.meta.get("profile")
     if not label:
@@ -158,7 +158,7 @@ def run_conformance(path: str | Path, kind: str | None = None) -> Report:
     """Send every recorded request to a fake and compare. With `kind`, every cassette goes to that
     fake; without, each goes to a fake started with the profile its `meta` names, and a cassette
     whose server cannot be told is reported in `Report.unknown`, never compared."""
-    from fake_servers.profiles import profile_label
+    from harness.wire.profiles import profile_label
     from fake_servers.server import RunningServer
 
     files, p = cassette_files(path), Path(path)

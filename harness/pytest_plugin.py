@@ -53,7 +53,7 @@ def fake_profile(request):
 
 
 def _profile_for(request, kind: str):
-    from fake_servers.profiles import ProfileError, get_profile, parse_label
+    from harness.wire.profiles import ProfileError, get_profile, parse_label
 
     labels = []
     marker = request.node.get_closest_marker("fake_profile")
@@ -80,7 +80,7 @@ FIXTURES = {"vllm": ("fake_vllm", "fake_vllm_server"), "dynamo": ("fake_dynamo",
 
 
 def _server(request, kind: str):
-    from fake_servers.profiles import profile_label
+    from harness.wire.profiles import profile_label
     from fake_servers.server import FakeConfig, RunningServer
 
     prof = _profile_for(request, kind)

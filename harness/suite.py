@@ -199,7 +199,7 @@ def scenarios_for(transport: str, only: list[str] | None = None) -> list[Spec]:
 
 def told_profile(info: dict) -> str | None:
     """A vLLM server's profile from its /version (Dynamo's worker cannot be told from outside)."""
-    from fake_servers.profiles import PROFILES
+    from harness.wire.profiles import PROFILES
 
     version = str(info.get("server_version") or "")
     name = f"{info.get('server')}-{'.'.join(version.split('.')[:2])}"
@@ -220,7 +220,7 @@ def record_suite(base_url: str, transport: str, model: str, out_dir: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     info = asyncio.run(probe_upstream(base_url))
     if profile is not None:
-        from fake_servers.profiles import parse_label
+        from harness.wire.profiles import parse_label
 
         parse_label(profile)  # a ValueError names a label that is not a profile
     profile = profile or told_profile(info)

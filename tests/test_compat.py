@@ -50,7 +50,7 @@ def test_verifiers_train_client_runs_four_turns_and_meets_the_routed_experts_for
 
 def test_verifiers_train_without_moe_passes_on_vllm_031():
     """Without routed experts the same client passes on vLLM 0.31: the failure above is the format."""
-    from fake_servers.profiles import parse_label
+    from harness.wire.profiles import parse_label
     from harness.compat.base import Target
     from harness.compat.verifiers_train import VerifiersTrain
 

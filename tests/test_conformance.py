@@ -30,7 +30,7 @@ def test_each_profile_conforms_to_its_own_real_recordings(server):
 def test_fakes_answer_the_hostile_suite_as_the_real_server_did(server):
     """Status and error shape of every hostile body, as recorded; a 5xx only where the real server of that
     profile was recorded giving one."""
-    from fake_servers.profiles import parse_label
+    from harness.wire.profiles import parse_label
 
     report = run_conformance(REAL / server / "hostile_inputs.yaml")
     allowed = parse_label(SERVERS[server]).recorded_5xx

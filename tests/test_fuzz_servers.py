@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fake_servers.profiles import labels, parse_label
+from harness.wire.profiles import labels, parse_label
 
 ROUTES = {
     "vllm": ["/v1/chat/completions", "/v1/chat/completions/tokens", "/tokenize", "/detokenize",

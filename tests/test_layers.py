@@ -45,7 +45,7 @@ def ours(deps):
 def test_the_wire_layer_is_pure_and_at_the_bottom():
     wire = [m for m in GRAPH if m.startswith("harness.wire")]
     assert {"harness.wire.faults", "harness.wire.mutate", "harness.wire.errors", "harness.wire.serde",
-            "harness.wire.vllm_requests", "harness.wire.dynamo_requests"} <= set(wire)
+            "harness.wire.vllm_requests", "harness.wire.dynamo_requests", "harness.wire.profiles"} <= set(wire)
     for m in wire:
         up = {d for d in ours(GRAPH[m]) if not d.startswith("harness.wire")}
         web = {d.split(".")[0] for d in GRAPH[m]} & WEB

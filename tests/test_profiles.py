@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from fake_servers.profiles import DEFAULTS, PROFILES, ProfileError, differences_markdown, get_profile, labels, parse_label
+from harness.wire.profiles import DEFAULTS, PROFILES, ProfileError, differences_markdown, get_profile, labels, parse_label
 from fake_servers.server import FakeConfig, RunningServer
 from harness.client import ClientConfig, TitoClient
 from harness.client.routed_experts import decode_payload, split_body

@@ -29,7 +29,7 @@ class Target:
     base_url: str
     model: str
     server: str  # "vllm" | "dynamo"
-    profile: object = None  # fake_servers.profiles.Profile, None for a live deployment or a replay
+    profile: object = None  # harness.wire.profiles.Profile, None for a live deployment or a replay
     label: str = "live"
     moe: bool = False
 
@@ -45,7 +45,7 @@ class Target:
         if self.profile is not None:
             return self.profile.serves(route)
         if route not in self._probed:
-            from fake_servers.profiles import ROUTES
+            from harness.wire.profiles import ROUTES
 
             try:
                 r = httpx.post(self.root_url + ROUTES[route][1], json={}, timeout=30)

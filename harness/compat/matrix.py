@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fake_servers.profiles import labels
+from harness.wire.profiles import labels
 
 from .base import FAIL, MISSING, NA, PASS, Cell, Target, first_line
 
@@ -103,7 +103,7 @@ def _chosen(clients: list[str] | None) -> tuple[list, dict[str, str]]:
 def run_on_fakes(clients: list[str] | None = None, profiles: list[str] | None = None, model: str = "tiny-qwen",
                  progress=None) -> Matrix:
     """Each installed client against a fake server started with each profile (routed experts on)."""
-    from fake_servers.profiles import parse_label
+    from harness.wire.profiles import parse_label
     from fake_servers.server import FakeConfig, RunningServer
 
     chosen, skipped = _chosen(clients)
