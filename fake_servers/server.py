@@ -41,6 +41,13 @@ class FakeConfig:
     tool_parser: str | None = "hermes"  # vLLM: None = started without --enable-auto-tool-choice
     worker_down_seconds: float | None = None  # Dynamo `down` worker failures: how long (None: the profile's)
 
+    @classmethod
+    def for_profile(cls, prof: Profile, **overrides) -> "FakeConfig":
+        """A fake answering as `prof` (a profile as `parse_label` gives it: its Dynamo worker and native
+        generate route included)."""
+        return cls(kind=prof.kind, profile=prof.name, dynamo_backend=prof.backend,
+                   native_generate=prof.kind == "dynamo" and prof.serves("generate"), **overrides)
+
     def resolve_profile(self) -> Profile:
         """The profile this configuration serves, with any route overrides applied."""
         prof = get_profile(self.profile, self.kind, self.dynamo_backend if self.kind == "dynamo" else None,

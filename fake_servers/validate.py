@@ -64,13 +64,10 @@ def vllm_sampling_limits(n, sample_logprobs, prompt_logprobs) -> tuple[str, str 
     return None
 
 
-def vllm_request_logprobs(route: str, body: dict) -> tuple[tuple[str, str] | None, object]:
-    """The request model's own logprobs checks (chat: `top_logprobs`; completions: `logprobs`), as vLLM
-    words them, and the sample-logprobs count SamplingParams then checks: (error or None, count)."""
-    if route == "chat":  # (its request model's rules are the wire layer's: harness.wire.vllm_requests)
+def sample_logprobs(route: str, body: dict):
+    """The sample-logprobs count SamplingParams checks (chat: `top_logprobs` when logprobs are asked for;
+    completions and generate: `logprobs`); the request models' own rules on it are the wire layer's."""
+    if route == "chat":
         top = _count(body.get("top_logprobs"))
-        return None, top if body.get("logprobs") else None
-    n = _count(body.get("logprobs"))
-    if route == "completions" and n is not None and n < 0 and n != -1:
-        return (f"`logprobs` must be a positive value or -1. (parameter=logprobs, value={n})", "logprobs"), None
-    return None, n
+        return top if body.get("logprobs") else None
+    return _count(body.get("logprobs"))

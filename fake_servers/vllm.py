@@ -20,7 +20,7 @@ from . import errors, experts, generate
 from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json
 from .engine import ContextLengthExceeded, Generation, SamplingParams
 from .openai import logprobs_content, render_messages, sampling_from, text_pieces, usage
-from .validate import check_range, vllm_request_logprobs, vllm_sampling_limits
+from .validate import check_range, sample_logprobs, vllm_sampling_limits
 
 def _bad_body(exc: BadBody) -> web.Response:
     try:
@@ -84,30 +84,22 @@ class VLLMHandlers:
 
     def _check_sampling(self, body: dict, key: str = "max_tokens", window: bool = True,
                         route: str = "generate") -> web.Response | None:
-        """The request's sampling values as vLLM checks them, before any work is sized by them (`route`:
-        chat, completions or generate, whose request models read logprobs differently)."""
-        bad, sample_logprobs = vllm_request_logprobs(route, body)
-        if bad:
-            return errors.vllm_error(400, bad[0], "BadRequestError", bad[1])
+        """What vLLM checks past its request models (their types and ranges are the wire layer's), before any
+        work is sized: the context window and the counts that size work (`route`: chat, completions or
+        generate, whose request models read the logprobs count differently)."""
         mt = body.get("max_completion_tokens", body.get(key))
         limit = self.engine.config.max_model_len
         if window and isinstance(mt, int) and mt > limit:
             return errors.vllm_error(400, f"max_tokens={mt} cannot be greater than max_model_len={limit}. Please "
                                           f"request fewer output tokens. (parameter=max_tokens, value={mt})",
                                      "BadRequestError", "max_tokens")
-        temp = body.get("temperature")
-        if isinstance(temp, (int, float)) and not 0 <= temp <= 2:
-            return errors.vllm_error(400, f"temperature must be in [0, 2], got {float(temp)}. (parameter=temperature, "
-                                          f"value={float(temp)})", "BadRequestError", "temperature")
-        limits = vllm_sampling_limits(body.get("n"), sample_logprobs, body.get("prompt_logprobs"))
+        limits = vllm_sampling_limits(body.get("n"), sample_logprobs(route, body), body.get("prompt_logprobs"))
         if limits:
             return errors.vllm_error(400, limits[0], "BadRequestError", limits[1])
-        for name, value, lo, hi in (("max_tokens", mt, 1, None), ("n", body.get("n"), 1, 8),
-                                    ("top_p", body.get("top_p"), 0, 1)):
-            msg = check_range(name, value, lo, hi)
-            if msg:
-                return errors.vllm_error(400, f"{msg[:-1]}. (parameter={name}, value={value})",
-                                         "BadRequestError", name)
+        n = body.get("n")
+        msg = check_range("n", n, 1, 8)
+        if msg:
+            return errors.vllm_error(400, f"{msg[:-1]}. (parameter=n, value={n})", "BadRequestError", "n")
         return None
 
     def _experts(self, gen: Generation, route: str, body: dict):

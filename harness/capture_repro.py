@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .captures import Linker, capture_index, read_exchanges
+from .captures import Linker, conversation_exchanges
 from .recording.format import Cassette, Interaction, read_meta
 from .recording.inspect import turn_kind, turn_tokens
 from .wire.urls import root_of
@@ -99,9 +99,7 @@ def _target(cassette: Cassette, against: str | None, profile: str | None):
             from fake_servers.server import FakeConfig, RunningServer
 
             prof = parse_label(profile)
-            with RunningServer(FakeConfig(kind=prof.kind, profile=prof.name, dynamo_backend=prof.backend,
-                                          native_generate=prof.kind == "dynamo" and prof.serves("generate"),
-                                          model=cassette.meta.get("model") or "tiny-qwen")) as srv:
+            with RunningServer(FakeConfig.for_profile(prof, model=cassette.meta.get("model") or "tiny-qwen")) as srv:
                 yield srv.root_url, f"a fake {profile}"
             return
         from .recording.replay import ReplayIndex, create_replay_app
@@ -120,25 +118,8 @@ def resend(path, conversations=(), against: str | None = None, profile: str | No
     import httpx
 
     if conversations:
-        idx = capture_index(path)
-        where = idx.conversation if idx is not None else None
-        if where is None:
-            from .captures import _whole_index
-
-            where, _ = _whole_index(Cassette.load(path, resolve_blobs=False))
-        unknown = [c for c in conversations if c not in set(where)]
-        if unknown:
-            raise ValueError(f"no conversation {unknown[0]} in this capture (ids: harness cassette conversations)")
-        indices = [n for n, c in enumerate(where) if c in set(conversations)]
-        interactions, meta = read_exchanges(path, indices)
+        indices, interactions, meta = conversation_exchanges(path, conversations)
         cassette = Cassette(interactions, meta)
-        from .recording.blobs import BlobStore, blob_dir
-
-        if any(i.blobs for i in interactions):
-            store = BlobStore(blob_dir(path))
-            for i in interactions:
-                if i.blobs:
-                    i.response_body, i.blobs = store.put_back(i.response_body), None
     else:
         cassette = Cassette.load(path)
         indices = list(range(len(cassette.interactions)))
@@ -193,9 +174,8 @@ class CaptureServer:
         from .serve import AppThread
 
         prof = parse_label(self.profile)
-        self._fake = RunningServer(FakeConfig(kind=prof.kind, profile=prof.name, dynamo_backend=prof.backend,
-                                              native_generate=prof.kind == "dynamo" and prof.serves("generate"),
-                                              model=self.cassette.meta.get("model") or "tiny-qwen")).__enter__()
+        self._fake = RunningServer(FakeConfig.for_profile(
+            prof, model=self.cassette.meta.get("model") or "tiny-qwen")).__enter__()
         index = ReplayIndex([self.cassette])
         fake_root = self._fake.root_url
 

@@ -78,11 +78,9 @@ class Conversation:
     id: int
     turns: list[Turn] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
-    # linking state, let go when the conversation closes
-    head: bytes | None = field(default=None, repr=False)  # last good turn's prompt + completion ids (int64)
+    # linking state, let go when the conversation closes (its head's ids are the Linker's `_head_ids`)
     head_key: tuple | None = field(default=None, repr=False)
-    first_len: int | None = field(default=None, repr=False)  # the first prompt's length
-    first_key: tuple | None = field(default=None, repr=False)
+    first_key: tuple | None = field(default=None, repr=False)  # its first prompt's key, once it has one
     messages: bytes | None = field(default=None, repr=False)  # digest of the last turn's messages (messages-in)
     last: int = field(default=0, repr=False)  # the exchange of its last turn
     probe: tuple | None = field(default=None, repr=False)  # its last turn: a 404 on a tokens-in route (path, ids)
@@ -370,7 +368,7 @@ class Linker:
             self.prompt_tokens += cache[0]
             self.cached_tokens += cache[1]
         for a in _anomalies(i, tokens):
-            anomalies.append(_kind_of(a, i))
+            anomalies.append(_kind_of(a))
         layout = _experts_layout(i)
         if layout:
             anomalies.append(("routed_experts_ambiguous", layout))
@@ -401,8 +399,7 @@ class Linker:
         conv.messages = digest
         if digest is not None:
             self._by_messages.setdefault(digest, []).append(conv.id)
-        if prompt is not None and len(prompt) and conv.first_len is None:
-            conv.first_len = len(prompt)
+        if prompt is not None and len(prompt) and conv.first_key is None:
             conv.first_key = self._firsts.add(prompt, conv.id)
         if prompt is not None and completion is not None:
             head = np.concatenate([prompt, completion])
@@ -461,7 +458,7 @@ def _experts_layout(i: Interaction) -> str | None:
             f"takes the first \"data\" after the key decodes the wrong bytes")
 
 
-def _kind_of(text: str, i: Interaction) -> tuple[str, str]:
+def _kind_of(text: str) -> tuple[str, str]:
     if text.startswith("error"):
         return "error", text
     if "mismatch" in text:
@@ -695,17 +692,36 @@ def _whole_index(cassette: Cassette) -> tuple[list[int], dict[str, list[int]]]:
     return where, {k: sorted(v) for k, v in kinds.items()}
 
 
-def read_exchanges(source, indices: list[int]) -> tuple[list[Interaction], dict]:
-    """Chosen exchanges of a capture (blob markers kept) and its meta, read through its index: a
-    conversation comes out of a capture of any size without parsing the rest."""
+def exchange_map(path) -> tuple[CaptureIndex | None, list[int], dict[str, list[int]]]:
+    """The capture's index (None for a file whose layout needs a whole load), each exchange's conversation
+    (-1: not a turn) and the conversations showing each anomaly kind."""
+    idx = capture_index(path)
+    if idx is not None:
+        return idx, idx.conversation, idx.anomalies
+    return None, *_whole_index(Cassette.load(path, resolve_blobs=False))
+
+
+def read_exchanges(source, indices: list[int], idx: CaptureIndex | None = None,
+                   resolve_blobs: bool = False) -> tuple[list[Interaction], dict]:
+    """Chosen exchanges of a capture and its meta, read through its index (`idx`, the one `exchange_map`
+    gave; None: a whole load): a conversation comes out of a capture of any size without parsing the rest.
+    Blob markers are kept unless `resolve_blobs`."""
     from .recording.format import iter_interactions
 
-    idx = capture_index(source)
     if idx is None:
-        src = Cassette.load(source, resolve_blobs=False)
+        src = Cassette.load(source, resolve_blobs=resolve_blobs)
         return [src.interactions[n] for n in indices], src.meta
-    return ([i for _, _, i in iter_interactions(source, resolve_blobs=False, spans=idx.spans(indices))],
+    return ([i for _, _, i in iter_interactions(source, resolve_blobs=resolve_blobs, spans=idx.spans(indices))],
             _read_meta(source))
+
+
+def conversation_exchanges(path, conversations) -> tuple[list[int], list[Interaction], dict]:
+    """The exchanges of whole conversations (indices, interactions with their blobs put back, the capture's
+    meta); ValueError naming an id the capture does not have."""
+    idx, where, by_kind = exchange_map(path)
+    indices, _ = select(where, by_kind, conversations)
+    interactions, meta = read_exchanges(path, indices, idx, resolve_blobs=True)
+    return indices, interactions, meta
 
 
 def extract(source, out, conversations=(), exchanges=(), anomaly: str | None = None) -> Cassette:
@@ -713,15 +729,11 @@ def extract(source, out, conversations=(), exchanges=(), anomaly: str | None = N
     provenance plus where they came from, blobs copied beside it. The capture's index finds them."""
     from .recording.format import atomic_write
 
-    idx = capture_index(source)
-    if idx is not None:
-        where, by_kind = idx.conversation, idx.anomalies
-    else:
-        where, by_kind = _whole_index(Cassette.load(source, resolve_blobs=False))
+    idx, where, by_kind = exchange_map(source)
     indices, what = select(where, by_kind, conversations, exchanges, anomaly)
     if not indices:
         raise ValueError("nothing selected: pass --conversation ID, --exchanges 3,7-9 or --anomaly KIND")
-    interactions, meta = read_exchanges(source, indices)
+    interactions, meta = read_exchanges(source, indices, idx)
     meta = {**meta, "extracted_from": {"cassette": str(Path(source).name), "exchanges": indices,
                                        **{k: v for k, v in what.items() if v}}}
     cut = Cassette(interactions, meta)

@@ -93,9 +93,8 @@ def _fake_config(kind: str, cassettes: list[Cassette], profile=None):
         mocker = bool(chats) and all(b'"engine_data"' not in i.response_body for i in chats)
     if profile is not None:  # a server started without --enable-auto-tool-choice refuses tools
         no_tools = any(i.status == 400 and b"enable-auto-tool-choice" in i.response_body for i in inters)
-        return FakeConfig(kind=profile.kind, model=model, max_model_len=max_len, profile=profile.name,
-                          dynamo_backend=profile.backend, native_generate=profile.kind == "dynamo" and profile.serves("generate"),
-                          tool_parser=None if no_tools else "hermes")
+        return FakeConfig.for_profile(profile, model=model, max_model_len=max_len,
+                                      tool_parser=None if no_tools else "hermes")
     return FakeConfig(kind=kind, model=model, max_model_len=max_len, dynamo_backend="mocker" if mocker else "vllm",
                       chat_tokens_route=("/v1/chat/completions/tokens", 404) not in statuses)
 

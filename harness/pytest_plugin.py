@@ -88,9 +88,7 @@ def _server(request, kind: str):
     key = f"_tito_fake_{label}"
     srv = getattr(request.config, key, None)
     if srv is None:
-        native = prof.kind == "dynamo" and prof.serves("generate")
-        srv = RunningServer(FakeConfig(kind=kind, profile=prof.name, dynamo_backend=prof.backend,
-                                       native_generate=native)).start()
+        srv = RunningServer(FakeConfig.for_profile(prof)).start()
         setattr(request.config, key, srv)
         request.config.add_cleanup(srv.stop)
     return srv

@@ -17,8 +17,7 @@ import html
 import math
 from dataclasses import dataclass, field
 
-from .captures import Linker, _common_prefix, capture_index, read_exchanges
-from .recording.format import Cassette, Interaction
+from .captures import Linker, _common_prefix, conversation_exchanges
 
 ORIGINS = ("reused", "bridge", "rendered", "drift")
 
@@ -63,29 +62,8 @@ def origins(prompt: list[int], prev_head: list[int] | None, mode: str) -> tuple[
 
 def conversation(path, cid: int) -> tuple[dict, list[TurnView]]:
     """The turns of conversation `cid` of a capture (read through its index: only its exchanges)."""
-    idx = capture_index(path)
-    if idx is not None:
-        where = idx.conversation
-    else:
-        from .captures import _whole_index
-
-        where, _ = _whole_index(Cassette.load(path, resolve_blobs=False))
-    indices = [n for n, c in enumerate(where) if c == cid]
-    if cid < 0 or not indices:
-        raise ValueError(f"no conversation {cid} in this capture (ids: harness cassette conversations)")
-    interactions, meta = read_exchanges(path, indices)
-    _put_back_blobs(path, interactions)
+    indices, interactions, meta = conversation_exchanges(path, [cid])
     return meta, views(zip(indices, interactions))
-
-
-def _put_back_blobs(path, interactions: list[Interaction]) -> None:
-    if any(i.blobs for i in interactions):
-        from .recording.blobs import BlobStore, blob_dir
-
-        store = BlobStore(blob_dir(path))
-        for i in interactions:
-            if i.blobs:
-                i.response_body, i.blobs = store.put_back(i.response_body), None
 
 
 def views(numbered) -> list[TurnView]:

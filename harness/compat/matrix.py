@@ -111,8 +111,7 @@ def run_on_fakes(clients: list[str] | None = None, profiles: list[str] | None = 
     matrix = Matrix([a.name for a in chosen], labels, skipped=skipped)
     for label in labels:
         prof = parse_label(label)
-        cfg = FakeConfig(kind=prof.kind, profile=prof.name, dynamo_backend=prof.backend, moe=MOE, model=model,
-                         max_model_len=4096, native_generate=prof.kind == "dynamo" and prof.serves("generate"))
+        cfg = FakeConfig.for_profile(prof, moe=MOE, model=model, max_model_len=4096)
         with RunningServer(cfg) as srv:
             _run_target(chosen, Target(srv.base_url, model, prof.kind, prof, label, moe=True), matrix, progress)
     return matrix

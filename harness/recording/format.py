@@ -22,6 +22,8 @@ from typing import Any
 import orjson
 import yaml
 
+from ..wire import sse
+
 SCHEMA_VERSION = 2  # 2: every write ends with the end line (truncation is told); x_tito.id
 VCR_VERSION = 1
 
@@ -139,9 +141,7 @@ class Interaction:
         return "text/event-stream" in ctype.lower() or self.chunks is not None
 
     def sse_chunks(self) -> list[dict]:
-        from ..wire.sse import chunks
-
-        return chunks(self.response_body.decode("utf-8", "replace"))
+        return sse.chunks(self.response_body.decode("utf-8", "replace"))
 
     # -- vcrpy dicts ---------------------------------------------------------------------------
     def to_vcr(self) -> dict:
@@ -299,7 +299,6 @@ class Cassette:
         atomic_write(Path(path), Cassette(disk, self.meta).to_yaml().encode("utf-8"))
 
 
-
 _INTERACTIONS = b"\ninteractions:\n"
 _BLOCK = 8 << 20
 
@@ -318,7 +317,7 @@ def read_meta(path: str | os.PathLike) -> dict:
         head = f.read(1 << 20)
     at = head.find(_INTERACTIONS)
     try:
-        data = yaml.load(head[:at] if at != -1 else head, Loader=_Loader) if at != -1 else None
+        data = yaml.load(head[:at], Loader=_Loader) if at != -1 else None
     except yaml.YAMLError:
         data = None
     if not isinstance(data, dict):
@@ -389,7 +388,7 @@ def iter_interactions(path: str | os.PathLike, resolve_blobs: bool = True, spans
         tail = f.read()
         f.seek(0)
         head = f.read(4096)
-    if not _END.search(tail) and _SCHEMA.search(head) and int(_SCHEMA.search(head).group(1)) >= 2:
+    if not _written_whole(head, tail):
         raise CassetteError(f"{p} {truncation(p.read_bytes())}")
     from .blobs import BlobStore, blob_dir
 
@@ -453,13 +452,18 @@ def end_line(count: int) -> str:
     return f"# end of cassette: {count} interaction{'s' if count != 1 else ''}\n"
 
 
+def _written_whole(head: bytes, tail: bytes) -> bool:
+    """From a file's first 4 KiB and last 64 bytes: written to its end (or from before end lines)?"""
+    if _END.search(tail):
+        return True
+    schema = _SCHEMA.search(head)
+    return not schema or int(schema.group(1)) < 2
+
+
 def _cut_point(raw: bytes) -> tuple[int, int] | None:
     """None for a whole file (or one from before end lines); else (bytes that are whole, whole
     interactions): a cut file is whole up to the start of its last interaction."""
-    if _END.search(raw[-64:]):
-        return None
-    schema = _SCHEMA.search(raw[:4096])
-    if not schema or int(schema.group(1)) < 2:
+    if _written_whole(raw[:4096], raw[-64:]):
         return None
     last = raw.rfind(_ITEM)
     if last == -1:

@@ -3,14 +3,15 @@ CreateChatCompletionRequest, Dynamo's flattened extensions and `nvext`), then Dy
 in its words ("Validation: ..."). Read from ai-dynamo/dynamo (lib/llm/src/protocols/openai: chat_completions,
 common_ext, nvext, validate.rs) and held to Dynamo 1.6.1's recorded answers (cassettes/hostile/random).
 
-`check_chat(body, raw)` and `check_generate(body, raw)` return None or (status, error JSON).
+`deserialize_chat(body, raw)` then `validate_chat(body, model)` (a frontend answers in between when its
+worker is away), and `check_generate(body, raw)`, return None or (status, error JSON).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .serde import SerdeError, check, located, unexpected
+from .serde import SerdeError, check, column, located, unexpected
 
 S, B = "string", "bool"
 
@@ -147,14 +148,9 @@ def _messages(messages: list) -> SerdeError | None:
     return None
 
 
-def check_chat(body: dict, raw: str, served_model: str | None = None) -> tuple[int, dict] | None:
-    """None when Dynamo's frontend takes the chat request; else (status, its error JSON). A role given as
-    a variant index (serde takes `1` for `system`) is written back as its name."""
-    return deserialize_chat(body, raw) or validate_chat(body, served_model)
-
-
 def deserialize_chat(body: dict, raw: str) -> tuple[int, dict] | None:
-    """serde's part: the request read into NvCreateChatCompletionRequest."""
+    """serde's part: the request read into NvCreateChatCompletionRequest. A role given as a variant index
+    (serde takes `1` for `system`) is written back as its name."""
     if body.get("messages") is None:
         return _deserialize(f"missing field `messages` at line 1 column {len(raw)}")
     if body.get("model") is None:
@@ -269,15 +265,14 @@ def check_generate(body: dict, raw: str) -> tuple[int, dict] | None:
     for key, value in body.items():
         if key == "sampling_params":
             if value is not None and not isinstance(value, dict):
-                end = _end(raw, (key,))
-                return _deserialize(f"sampling_params: sampling_params must be a JSON object at line 1 column {end}")
+                return _deserialize(f"sampling_params: sampling_params must be a JSON object at line 1 column "
+                                    f"{column(raw, (key,))}")
             for k, v in (value or {}).items():
                 if k in SAMPLING and v is not None:
                     try:
                         check(v, SAMPLING[k], ("sampling_params", k))
                     except SerdeError as e:
-                        where = located(e, raw).rsplit(" at line", 1)[1]
-                        return _deserialize(f"sampling_params: sampling_params.{k}: {e.reason} at line{where}")
+                        return _deserialize(f"sampling_params: sampling_params.{k}: {located(e, raw)}")
         elif key in GENERATE and value is not None:
             try:
                 check(value, GENERATE[key], (key,))
@@ -294,10 +289,3 @@ def check_generate(body: dict, raw: str) -> tuple[int, dict] | None:
         if v is not None:
             return _worker_error(message.format(v=rust_f32(v) if name in FLOAT_FIELDS else v))
     return None
-
-
-def _end(raw: str, path: tuple) -> int:
-    from .serde import value_end
-
-    end = value_end(raw, path)
-    return end if end is not None else len(raw)

@@ -164,7 +164,12 @@ def value_end(raw: str, path: tuple) -> int | None:
         return None
 
 
+def column(raw: str, path: tuple) -> int:
+    """serde_json's column for the value at `path`: its end (the text's end where it cannot be found)."""
+    end = value_end(raw, path)
+    return end if end is not None else len(raw)
+
+
 def located(err: SerdeError, raw: str) -> str:
     """serde_json's message: the reason and where."""
-    end = value_end(raw, err.at_end_of)
-    return f"{err.reason} at line 1 column {end if end is not None else len(raw)}"
+    return f"{err.reason} at line 1 column {column(raw, err.at_end_of)}"

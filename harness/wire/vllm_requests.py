@@ -398,10 +398,10 @@ def _stream_options(d: dict) -> None:
         raise _refuse("Stream options can only be defined when `stream=True`.", "stream_options")
 
 
-def _logprobs(d: dict) -> None:
-    if d.get("logprob_token_ids") and not d.get("logprobs"):
-        raise _refuse("when using `logprob_token_ids`, `logprobs` must be set to true.", "logprob_token_ids")
-    for name in ("prompt_logprobs", "top_logprobs"):
+def _counts(d: dict, count: str) -> None:
+    """The logprob counts both request models check alike, in their order: `prompt_logprobs` and the
+    sample count (`top_logprobs` on chat, `logprobs` on completions)."""
+    for name in ("prompt_logprobs", count):
         v = d.get(name)
         if v is not None and not isinstance(v, (int, float)):
             raise _refuse(f"`{name}` must be an integer.", name, v)
@@ -411,12 +411,19 @@ def _logprobs(d: dict) -> None:
             raise _refuse("`prompt_logprobs` are not available when `stream=True`.", "prompt_logprobs")
         if pl < 0 and pl != -1:
             raise _refuse("`prompt_logprobs` must be a positive value or -1.", "prompt_logprobs", pl)
+    v = d.get(count)
+    if v is not None and v < 0 and v != -1:
+        raise _refuse(f"`{count}` must be a positive value or -1.", count, v)
+
+
+def _logprobs(d: dict) -> None:
+    """ChatCompletionRequest's check_logprobs."""
+    if d.get("logprob_token_ids") and not d.get("logprobs"):
+        raise _refuse("when using `logprob_token_ids`, `logprobs` must be set to true.", "logprob_token_ids")
+    _counts(d, "top_logprobs")
     tl = d.get("top_logprobs")
-    if tl is not None:
-        if tl < 0 and tl != -1:
-            raise _refuse("`top_logprobs` must be a positive value or -1.", "top_logprobs", tl)
-        if (tl == -1 or tl > 0) and not d.get("logprobs"):
-            raise _refuse("when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs")
+    if tl is not None and (tl == -1 or tl > 0) and not d.get("logprobs"):
+        raise _refuse("when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs")
 
 
 def _tool_usage(d: dict) -> None:
@@ -437,19 +444,7 @@ def _completion_logprobs(d: dict) -> None:
     """CompletionRequest's check_logprobs: `logprobs` counts, as `prompt_logprobs` does."""
     if d.get("logprob_token_ids") and d.get("logprobs") is None:
         raise _refuse("when using `logprob_token_ids`, `logprobs` must be set.", "logprob_token_ids")
-    for name in ("prompt_logprobs", "logprobs"):
-        v = d.get(name)
-        if v is not None and not isinstance(v, (int, float)):
-            raise _refuse(f"`{name}` must be an integer.", name, v)
-    pl = d.get("prompt_logprobs")
-    if pl is not None:
-        if d.get("stream") and (pl > 0 or pl == -1):
-            raise _refuse("`prompt_logprobs` are not available when `stream=True`.", "prompt_logprobs")
-        if pl < 0 and pl != -1:
-            raise _refuse("`prompt_logprobs` must be a positive value or -1.", "prompt_logprobs", pl)
-    lp = d.get("logprobs")
-    if lp is not None and lp < 0 and lp != -1:
-        raise _refuse("`logprobs` must be a positive value or -1.", "logprobs", lp)
+    _counts(d, "logprobs")
 
 
 def _prompt_given(d: dict) -> None:
