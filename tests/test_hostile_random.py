@@ -38,3 +38,21 @@ def test_the_recorded_suites_are_the_generators_output():
     gen = Cassette.load(RANDOM / "dynamo-1.6.1-vllm-0.31-cpu-native-generate" / "generate.yaml")
     assert [i.request_body for i in gen.interactions] == \
         [b for _, _, b in random_bodies("generate", "tiny-qwen", 60, 4, dynamo=True)]
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/completions", {"model": "tiny-qwen", "prompt": "Hello", "max_tokens": 4, "max_completion_tokens": []}),
+    ("/inference/v1/generate", {"model": "tiny-qwen", "token_ids": [9707],
+                                "sampling_params": {"max_tokens": 4, "max_completion_tokens": []}}),
+])
+def test_a_field_the_model_lacks_is_ignored_not_read_as_its_namesake(path, body):
+    """`max_completion_tokens` is a chat field: vLLM's completion and SamplingParams models keep it as an
+    ignored extra, so max_tokens rules (this once answered 500)."""
+    import httpx
+
+    from fake_servers.server import FakeConfig, RunningServer
+
+    with RunningServer(FakeConfig(kind="vllm")) as srv:
+        r = httpx.post(srv.root_url + path, json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] <= 4  # max_tokens, not the extra, sized the answer

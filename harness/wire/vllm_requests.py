@@ -243,14 +243,28 @@ TOKENIZE_CONFLICT = ("continue_final_message and add_generation_prompt are not c
                      "to add a header that will prompt it to start a new assistant message instead.")
 
 
+# names the fake's sampling code reads on every route: an extra of that name on a model without the field
+# is ignored by vLLM, so it must not be read as its namesake (`max_completion_tokens` on /v1/completions)
+NAMESAKES = ("max_completion_tokens",)
+
+
+def _known(coerced: dict, body: dict, model, namesakes=NAMESAKES) -> dict:
+    """The values as sent, coerced where the model has the field; unknown fields kept as sent (vLLM keeps
+    and ignores them) except the `namesakes` of a field this model lacks."""
+    out = {**body, **coerced}
+    for name in namesakes:
+        if name not in model.model_fields:
+            out.pop(name, None)
+    return out
+
+
 def _tokenize(body: dict) -> dict:
     """/tokenize takes either request (a union: the completion form first); when neither fits, the errors
     of both are reported, as pydantic reports a union."""
     try:
         parsed = TokenizeCompletionRequest.model_validate(body)
-        out = {**body, **parsed.model_dump(exclude_unset=True)}
-        out.pop("messages", None)  # the completion form was taken: messages are an extra it ignores
-        return out
+        # the completion form was taken: messages are an extra it ignores
+        return _known(parsed.model_dump(exclude_unset=True), body, TokenizeCompletionRequest, ("messages",))
     except ValidationError as first:
         try:
             parsed = TokenizeChatRequest.model_validate(body)
@@ -258,9 +272,7 @@ def _tokenize(body: dict) -> dict:
             raise validation_error(_errors(first) + _errors(second)) from None
     if parsed.continue_final_message and parsed.add_generation_prompt:
         raise RequestError(TOKENIZE_CONFLICT, "BadRequestError", None)
-    out = {**body, **parsed.model_dump(exclude_unset=True)}
-    out.pop("prompt", None)
-    return out
+    return _known(parsed.model_dump(exclude_unset=True), body, TokenizeChatRequest, ("prompt",))
 
 
 MODELS = {"chat": ChatCompletionRequest, "chat_tokens": ChatTokensRequest, "generate": GenerateRequest,
@@ -501,9 +513,7 @@ def validate(route: str, body: Any) -> dict:
         parsed = model.model_validate(body)
     except ValidationError as exc:
         raise validation_error(_errors(exc)) from None
-    out = parsed.model_dump(exclude_unset=True)
-    for k in body:  # unknown fields are kept as sent (extra="allow")
-        out.setdefault(k, body[k])
+    out = _known(parsed.model_dump(exclude_unset=True), body, model)
     if route in ("chat", "chat_tokens"):
         _messages(out.get("messages"))
     if route in ("chat", "chat_tokens", "completions"):
@@ -517,7 +527,7 @@ def validate(route: str, body: Any) -> dict:
                     "msg": "Input should be an instance of SamplingParams", "input": sp,
                     "ctx": {"class": "SamplingParams"}}
             raise validation_error([head, *_errors(exc, ("body", "sampling_params"))]) from None
-        out["sampling_params"] = {**sp, **coerced}
+        out["sampling_params"] = _known(coerced, sp, SamplingParamsModel)
         check_ranges({"max_tokens": 16, **coerced})
     return out
 
