@@ -14,7 +14,7 @@ import time
 import numpy as np
 import orjson
 
-from harness.client.routed_experts import decode_payload, find_payload, split_body
+from harness.wire.routed_experts import decode_payload, find_payload, split_body
 
 
 def make_body(tokens: int, layers: int, top_k: int) -> bytes:

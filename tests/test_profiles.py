@@ -15,7 +15,7 @@ import pytest
 from harness.wire.profiles import DEFAULTS, PROFILES, ProfileError, differences_markdown, get_profile, labels, parse_label
 from fake_servers.server import FakeConfig, RunningServer
 from harness.client import ClientConfig, TitoClient
-from harness.client.routed_experts import decode_payload, split_body
+from harness.wire.routed_experts import decode_payload, split_body
 from harness.rollout import run_rollout
 
 from .conftest import MODEL

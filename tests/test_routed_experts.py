@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.client.routed_experts import RoutedExpertsError, decode_payload, find_payload, split_body
+from harness.wire.routed_experts import RoutedExpertsError, decode_payload, find_payload, split_body
 
 
 def payload(arr: np.ndarray, dtype: str | None = None, start: int = 0, order=("data", "shape", "start", "dtype")):
@@ -144,7 +144,7 @@ def test_a_blob_with_json_escapes_is_unescaped_and_still_decoded():
 
     import numpy as np
 
-    from harness.client.routed_experts import decode_payload, find_payload, split_body
+    from harness.wire.routed_experts import decode_payload, find_payload, split_body
 
     arr = np.full((2, 3, 4), 255, dtype=np.uint8)  # all 0xff: base64 '////...'
     b64 = base64.b64encode(arr.tobytes()).decode()

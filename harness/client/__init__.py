@@ -6,7 +6,7 @@ from .errors import (BadRequestError, ContextLengthError, IncompleteStreamError,
                      MalformedResponseError, ModelNotFoundError, RouteNotFoundError, RoutedExpertsError,
                      ServerError, TitoError, TokenizerMismatchError, TransportError)
 from .parity import ParityReport
-from .routed_experts import RoutedExperts, decode_payload, split_body
+from ..wire.routed_experts import RoutedExperts, decode_payload, split_body
 from .stitching import REASONS
 
 __all__ = [

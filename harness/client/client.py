@@ -20,7 +20,7 @@ from .config import ClientConfig
 from .errors import ContextLengthError, LogprobMismatchError, RoutedExpertsError, TokenizerMismatchError
 from .http import HTTP
 from .parity import ParityReport, compare
-from .routed_experts import RoutedExperts, decode_payload
+from ..wire.routed_experts import RoutedExperts, decode_payload
 from .stitching import StitchPlan, TurnRecord, normalize, plan_turn
 from .transports.base import Sampling, Transport
 from .transports.dynamo import DynamoChat

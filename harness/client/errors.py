@@ -10,7 +10,7 @@ import re
 
 import orjson
 
-from .routed_experts import RoutedExpertsError  # re-exported: one place to import errors from
+from ..wire.routed_experts import RoutedExpertsError  # re-exported: one place to import errors from
 
 __all__ = [
     "TitoError", "TransportError", "IncompleteStreamError", "ServerError", "BadRequestError",

@@ -14,7 +14,7 @@ from ..wire import sse
 from .config import ClientConfig
 from .errors import (HTTPStatusError, IncompleteStreamError, MalformedResponseError, TransportError,
                      error_from_response)
-from .routed_experts import split_body
+from ..wire.routed_experts import split_body
 
 log = logging.getLogger("harness.client")
 

@@ -36,7 +36,7 @@ def blob_dir(cassette: str | os.PathLike) -> Path:
 
 def _strings(body: bytes, threshold: int):
     """(start, end) of every JSON string of at least `threshold` bytes, in body order."""
-    from ..client.routed_experts import _closing_quote
+    from ..wire.routed_experts import _closing_quote
 
     pos, n = 0, len(body)
     while pos < n:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..client.errors import MalformedResponseError
-from ..client.response import TurnTokens, assemble_stream, from_chat, from_generate
-from ..client.routed_experts import RoutedExpertsError, decode_payload, find_payload, split_body
+from ..wire.answers import AnswerError, TurnTokens, assemble_stream, from_chat, from_generate
+from ..wire.routed_experts import RoutedExpertsError, decode_payload, find_payload, split_body
 from .format import Cassette, Interaction
 
 TURN_ROUTES = ("/v1/chat/completions", "/v1/chat/completions/tokens", "/inference/v1/generate")
@@ -28,7 +27,10 @@ def parsed_answer(i: Interaction) -> tuple[dict | None, list]:
     """The answer as one JSON object (streams assembled), with routed-experts blobs cut out."""
     if i.is_stream():
         chunks = i.sse_chunks()
-        return (assemble_stream(chunks) if chunks else None), []
+        try:
+            return (assemble_stream(chunks) if chunks else None), []
+        except AnswerError:  # cut before its finish chunk
+            return None, []
     try:
         return split_body(i.response_body)
     except (ValueError, RoutedExpertsError):
@@ -45,7 +47,7 @@ def turn_tokens(i: Interaction) -> TurnTokens | None:
             return from_generate(body, req.get("token_ids") or [])
         nvext = req.get("nvext") if isinstance(req.get("nvext"), dict) else {}
         return from_chat(body, req.get("tokens") or nvext.get("token_data"))
-    except MalformedResponseError:
+    except AnswerError:
         return None
 
 

@@ -121,7 +121,7 @@ class Scrubber:
             low = body.lower()
             if not any(h in low for h in self._hints_b):
                 return body  # no pattern can match
-        from ..client.routed_experts import find_blobs
+        from ..wire.routed_experts import find_blobs
 
         try:
             spans = find_blobs(body) if b'"routed_experts"' in body else []

@@ -1,4 +1,11 @@
-"""Routed-experts payloads: cut the base64 blob out of the raw body, then decode it to numpy.
+"""Routed-experts payloads on the wire: encode an array in each format a server version sends; cut the
+base64 blob out of a raw body, then decode it to numpy.
+
+Encoding (WIRE.md, "Routed experts"): the engine keeps one routing array per answer, one row per token of
+prompt + completion. The last sampled token was never forwarded, so every format carries `tokens - 1` rows;
+a request's `routed_experts_prompt_start: N` drops the first N prompt rows.
+
+Decoding:
 
 A 32k-token, 48-layer, top-8 answer carries ~16 MB of base64. `split_body` finds each
 `"routed_experts"` member at JSON structure level (never inside a string). For the object forms
@@ -19,7 +26,8 @@ import numpy as np
 import orjson
 import pybase64
 
-from ..wire import npy
+from . import npy
+from .profiles import EXPERTS_FORMATS
 
 KEY = b'"routed_experts"'
 PLACEHOLDER_PREFIX = "<routed_experts_blob:"  # never valid base64
@@ -45,6 +53,25 @@ class RoutedExperts:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.array.shape)
+
+
+def rows(array: np.ndarray, prompt_start: int = 0) -> np.ndarray:
+    """The rows a server sends: all but the last token's, from `prompt_start` on."""
+    return array[min(max(prompt_start, 0), max(len(array) - 1, 0)):max(len(array) - 1, 0)]
+
+
+def encode(fmt: str, array: np.ndarray, prompt_start: int = 0):
+    """The JSON value of `routed_experts` in format `fmt` (a string or an object)."""
+    part = rows(array, prompt_start)
+    start = min(max(prompt_start, 0), len(array))
+    if fmt == "npy":
+        return pybase64.b64encode(npy.to_bytes(part)).decode("ascii")
+    if fmt in ("object", "nvext_object"):
+        return {"data": pybase64.b64encode(np.ascontiguousarray(part).tobytes()).decode("ascii"),
+                "shape": list(part.shape), "start": start, "dtype": part.dtype.name}
+    if fmt == "b64_string":
+        return pybase64.b64encode(np.ascontiguousarray(part, dtype=np.int32).tobytes()).decode("ascii")
+    raise ValueError(f"unknown routed-experts format {fmt!r}; known: {', '.join(EXPERTS_FORMATS)}")
 
 
 def _in_string(body: bytes, pos: int) -> bool:
