@@ -145,7 +145,7 @@ class DynamoHandlers:
             return errors.dynamo_json(*bad)
         if time.time() < self.down_until:  # the worker is away: nothing past serde gets further
             return errors.dynamo_json(*dynamo_requests.not_ready(self.model))
-        bad = dynamo_requests.validate_chat(body, self.model)
+        bad = dynamo_requests.validate_chat(body, self.model, self.profile.version)
         if bad:
             return errors.dynamo_json(*bad)
         nvext = body.get("nvext") or {}

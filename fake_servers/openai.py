@@ -12,6 +12,9 @@ def sampling_from(body: dict, active=()) -> SamplingParams:
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
+    stop_ids = list(body.get("stop_token_ids") or [])
+    if stop and all(isinstance(s, int) for s in stop):  # Dynamo reads a list of ids as stop token ids
+        stop, stop_ids = [], stop_ids + list(stop)
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = body.get("max_tokens")
@@ -22,7 +25,7 @@ def sampling_from(body: dict, active=()) -> SamplingParams:
         top_p=float(body.get("top_p") if body.get("top_p") is not None else 1.0),
         seed=body.get("seed"),
         stop=list(stop or []),
-        stop_token_ids=list(body.get("stop_token_ids") or []),
+        stop_token_ids=stop_ids,
         logprobs=bool(body.get("logprobs")),
         top_logprobs=int(top or 0),
         ignore_eos=bool(body.get("ignore_eos")),

@@ -92,6 +92,85 @@ def dynamo_suite(model: str, native_generate: bool = False) -> list[tuple[str, s
     return out
 
 
+# -- one body per rule: each check of a server's request path (its validation pass, its structs' required
+# fields, its passthrough fields), at and past its boundary ----------------------------------------------------
+
+def _tools(*names: str) -> list[dict]:
+    return [{"type": "function", "function": {"name": n}} for n in names]
+
+
+DYNAMO_RULES: list[tuple[str, dict]] = [
+    ("max_tokens_at_limit_plus_one", {"max_tokens": 1048577}),
+    ("max_tokens_u32_past_i32", {"max_tokens": 2147483648}),
+    ("max_completion_tokens_past_limit", {"max_completion_tokens": 1048577}),
+    ("both_max_fields_past_limit", {"max_completion_tokens": 1048577, "max_tokens": 1048577}),
+    ("max_tokens_zero", {"max_tokens": 0}),
+    ("named_tool_choice_without_type", {"tool_choice": {"function": {"name": "f"}}}),
+    ("named_tool_choice_without_name", {"tool_choice": {"type": "function", "function": {}}}),
+    ("named_tool_choice_not_in_tools", {"tool_choice": {"type": "function", "function": {"name": "f"}}}),
+    ("named_tool_choice_in_tools", {"tool_choice": {"type": "function", "function": {"name": "f"}},
+                                    "tools": _tools("f")}),
+    ("named_tool_choice_extra_key", {"tool_choice": {"type": "function", "function": {"name": "f"}, "x": 1},
+                                     "tools": _tools("f")}),
+    ("tool_choice_required_without_tools", {"tool_choice": "required"}),
+    ("tool_choice_required_with_tools", {"tool_choice": "required", "tools": _tools("f")}),
+    ("tool_without_type", {"tools": [{"function": {"name": "f"}}]}),
+    ("tool_without_function", {"tools": [{"type": "function"}]}),
+    ("tool_function_without_name", {"tools": [{"type": "function", "function": {}}]}),
+    ("tool_null_parameters", {"tools": [{"type": "function", "function": {"name": "f", "parameters": None}}]}),
+    ("tool_empty_name", {"tools": _tools("")}),
+    ("tool_blank_name", {"tools": _tools("   ")}),
+    ("tool_name_with_space", {"tools": _tools("a b")}),
+    ("tool_second_name_bad", {"tools": _tools("ok", "no/slash")}),
+    ("tool_name_97_chars", {"tools": _tools("x" * 97)}),
+    ("tools_empty", {"tools": []}),
+    ("text_part_without_text", {"messages": [{"role": "user", "content": [{"type": "text"}]}]}),
+    ("json_schema_format_without_schema_object", {"response_format": {"type": "json_schema"}}),
+    ("json_schema_without_name", {"response_format": {"type": "json_schema", "json_schema": {}}}),
+    ("json_schema_without_schema", {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}),
+    ("json_schema_empty_name", {"response_format": {"type": "json_schema", "json_schema": {"name": "", "schema": {}}}}),
+    ("json_schema_false", {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": False}}}),
+    ("json_schema_fine", {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}),
+    ("stream_options_unknown_key", {"stream_options": {"include_usage": True, "x": 1}, "stream": True}),
+    ("logit_bias_string_value", {"logit_bias": {"1": "a"}}),
+    ("logit_bias_past_100", {"logit_bias": {"1": 200}}),
+    ("logit_bias_at_minus_100", {"logit_bias": {"1": -100}}),
+    ("logit_bias_word_key", {"logit_bias": {"x": 1}}),
+    ("logit_bias_negative_key", {"logit_bias": {"-1": 1}}),
+    ("n_2_temperature_0", {"n": 2, "temperature": 0}),
+    ("n_2_no_temperature", {"n": 2, "temperature": 0.5}),
+    ("user_empty", {"user": ""}),
+    ("user_blank", {"user": " "}),
+    ("model_blank", {"model": " "}),
+    ("temperature_and_top_p", {"temperature": 0.5, "top_p": 0.5}),
+    ("chat_template_inside_args", {"chat_template_args": {"chat_template": "x"}}),
+    ("tool_call_arguments_a_list", {"messages": [{"role": "assistant", "content": "x", "tool_calls": [
+        {"id": "1", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]}]}),
+    ("tool_call_arguments_not_json", {"messages": [{"role": "assistant", "content": "x", "tool_calls": [
+        {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{"}}]}]}),
+    ("top_logprobs_21", {"logprobs": True, "top_logprobs": 21}),
+    ("stop_ids", {"stop": [1, 2]}),
+    ("stop_empty_list", {"stop": []}),
+    ("stop_33_ids", {"stop": list(range(33))}),
+    ("allowed_token_ids_null", {"allowed_token_ids": None}),
+    ("stop_token_ids_null", {"stop_token_ids": None}),
+    ("detokenize_null", {"detokenize": None}),
+    ("cache_salt_null", {"cache_salt": None}),
+    ("bad_words_token_ids_null", {"bad_words_token_ids": None}),
+    ("bad_words_token_ids_fine", {"bad_words_token_ids": [[1, 2]]}),
+    ("bad_words_token_ids_flat", {"bad_words_token_ids": [1, 2]}),
+    ("unknown_field_null", {"bogus": None}),
+]
+
+
+def rule_bodies(route: str, model: str) -> list[tuple[str, str, bytes]]:
+    """One body per rule of Dynamo's chat request path (DYNAMO_RULES): (name, path, body)."""
+    if route != "dynamo-chat":
+        raise ValueError(f"no rule suite for {route!r}; known: dynamo-chat")
+    base = {"model": model, "messages": HELLO, "max_tokens": 4}
+    return [(f"rule_{n}", "/v1/chat/completions", _j({**base, **fields})) for n, fields in DYNAMO_RULES]
+
+
 # -- random hostile bodies: one or two fields of a valid request set to a wrong type or a boundary ---------
 
 VALUES = ["1", "true", "yes", "", "x", True, False, 0, 1, -1, -3.5, 0.5, 2, 3, 1e9, 2 ** 31, 2 ** 63, 2 ** 64, 1e30,

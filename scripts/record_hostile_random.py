@@ -1,7 +1,10 @@
-"""Record seeded random hostile bodies from a real server, for the fakes to answer alike.
+"""Record seeded random hostile bodies (or the one-body-per-rule suite) from a real server, for the fakes
+to answer alike.
 
     python scripts/record_hostile_random.py --upstream http://127.0.0.1:8011 --profile vllm-0.32 \
         --route chat --n 120 --seed 1 --out cassettes/hostile/random/vllm-0.32-cpu/chat.yaml
+    python scripts/record_hostile_random.py --upstream http://127.0.0.1:8021 --profile dynamo-1.6.1+mocker \
+        --route dynamo-chat --rules --out cassettes/hostile/rules/dynamo-1.6.1-mocker/chat.yaml
 
 Each body (`harness.hostile.random_bodies`: one or two fields of a valid request set to a wrong type or a
 boundary number) goes through `harness record --profile LABEL`, so `harness conformance --cassettes
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from harness.hostile import random_bodies
+from harness.hostile import random_bodies, rule_bodies
 from harness.serve import wait_port
 
 
@@ -26,7 +29,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--upstream", required=True)
     ap.add_argument("--profile", required=True)
-    ap.add_argument("--route", choices=("chat", "generate", "completions", "tokenize"), required=True)
+    ap.add_argument("--route", choices=("chat", "generate", "completions", "tokenize", "dynamo-chat"), required=True)
+    ap.add_argument("--rules", action="store_true", help="the one-body-per-rule suite (harness.hostile.rule_bodies)")
     ap.add_argument("--n", type=int, default=120)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--model", default="tiny-qwen")
@@ -39,13 +43,15 @@ def main() -> int:
         port = s.getsockname()[1]
     rec = subprocess.Popen([sys.executable, "-m", "harness.cli", "record", "--upstream", a.upstream, "--cassette",
                             str(out), "--port", str(port), "--mode", "all", "--quiet", "--profile", a.profile,
-                            "--scenario", f"random hostile bodies: {a.route}, n={a.n}, seed={a.seed} "
-                                          f"(harness.hostile.random_bodies)"])
+                            "--scenario", f"one body per rule: {a.route} (harness.hostile.rule_bodies)" if a.rules else
+                            f"random hostile bodies: {a.route}, n={a.n}, seed={a.seed} (harness.hostile.random_bodies)"])
     try:
         wait_port(port)
         statuses: dict[int, int] = {}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
-            for name, path, body in random_bodies(a.route, a.model, a.n, a.seed, dynamo="dynamo" in a.profile):
+            bodies = rule_bodies(a.route, a.model) if a.rules else \
+                random_bodies(a.route, a.model, a.n, a.seed, dynamo="dynamo" in a.profile)
+            for name, path, body in bodies:
                 t0 = time.time()
                 try:
                     r = http.post(path, content=body, headers={"content-type": "application/json"})

@@ -8,17 +8,21 @@ from pathlib import Path
 import pytest
 
 from harness.conformance import run_conformance
-from harness.hostile import random_bodies
+from harness.hostile import random_bodies, rule_bodies
 from harness.recording.format import Cassette
 
 RANDOM = Path(__file__).parents[1] / "cassettes" / "hostile" / "random"
+RULES = Path(__file__).parents[1] / "cassettes" / "hostile" / "rules"
 SERVERS = sorted(p.name for p in RANDOM.iterdir() if p.is_dir())
+RULE_SERVERS = sorted(p.name for p in RULES.iterdir() if p.is_dir())
 
 
-def test_every_real_server_here_has_a_random_suite():
+def test_every_real_server_here_has_a_random_suite_of_hundreds():
     assert set(SERVERS) == {"vllm-0.31-cpu", "vllm-0.32-cpu", "dynamo-1.6.1-vllm-0.31-cpu",
-                            "dynamo-1.6.1-vllm-0.31-cpu-native-generate", "dynamo-1.6.1-mocker"}
-    assert sum(len(Cassette.load(f).interactions) for f in RANDOM.glob("*/*.yaml")) == 840
+                            "dynamo-1.6.1-vllm-0.31-cpu-native-generate", "dynamo-1.6.1-mocker", "dynamo-1.5.1-mocker"}
+    for server in SERVERS:
+        assert sum(len(Cassette.load(f).interactions) for f in (RANDOM / server).glob("*.yaml")) >= 200, server
+    assert set(RULE_SERVERS) == {"dynamo-1.6.1-mocker", "dynamo-1.5.1-mocker", "dynamo-1.6.1-vllm-0.31-cpu"}
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -28,6 +32,31 @@ def test_the_fake_answers_every_random_hostile_body_as_the_real_server(server):
     bad = [f"{c.cassette}#{c.index}: {c.problems[:2]}" for c in report.checks if c.problems]
     assert not bad, bad[:10]
     assert all(c.fake_status < 500 for c in report.checks)
+
+
+@pytest.mark.parametrize("server", RULE_SERVERS)
+def test_each_rule_of_dynamo_gets_the_real_status_and_the_real_error_body_byte_for_byte(server):
+    """One body per rule of Dynamo's chat path (harness.hostile.DYNAMO_RULES), recorded from each Dynamo here: the
+    fake of the profile answers with the same status, and every error body is the real one to the byte (the
+    validation pass in its order and words, serde's required fields and columns, each version's rules)."""
+    import httpx
+
+    from fake_servers.server import FakeConfig, RunningServer
+    from harness.wire.profiles import parse_label
+
+    cassette = Cassette.load(RULES / server / "chat.yaml")
+    assert [i.request_body for i in cassette.interactions] == [b for _, _, b in rule_bodies("dynamo-chat", "tiny-qwen")]
+    report = run_conformance(RULES / server)
+    assert not [c for c in report.checks if c.problems]
+    differ = []
+    with RunningServer(FakeConfig.for_profile(parse_label(cassette.meta["profile"]))) as srv:
+        for n, i in enumerate(cassette.interactions):
+            if i.status >= 400:
+                r = httpx.post(srv.root_url + "/v1/chat/completions", content=i.request_body,
+                               headers={"content-type": "application/json"})
+                if r.content.strip() != i.response_body.strip():
+                    differ.append(f"#{n}: real {i.response_body[:160]!r} fake {r.content[:160]!r}")
+    assert not differ, differ
 
 
 def test_the_recorded_suites_are_the_generators_output():

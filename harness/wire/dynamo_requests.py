@@ -9,9 +9,13 @@ worker is away), and `check_generate(body, raw)`, return None or (status, error 
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass
+
 import numpy as np
 
-from .serde import SerdeError, check, column, located, unexpected
+from .serde import SerdeError, check, located, unexpected, where
 
 S, B = "string", "bool"
 
@@ -24,17 +28,21 @@ def struct(name: str, fields: dict, deny: bool = False):
     return ("struct", name, {k: opt(v) for k, v in fields.items()}, deny)
 
 
-FUNCTION = struct("FunctionObject", {"name": S, "description": S, "parameters": "any", "strict": B})
-TOOL = ("struct", "ChatCompletionTool", {"type": opt(("variants", "ChatCompletionToolType", ["function"])),
-                                         "function": FUNCTION}, False)
-NAMED_CHOICE = ("struct", "ChatCompletionNamedToolChoice", {
-    "type": opt(("variants", "ChatCompletionToolType", ["function"])),
-    "function": ("struct", "FunctionName", {"name": S}, False)}, False)
+def required(name: str, fields: dict, optional: dict | None = None):
+    """A struct whose `fields` serde requires ("missing field `x`") beside `optional` ones."""
+    return ("struct", name, {**fields, **{k: opt(v) for k, v in (optional or {}).items()}}, False)
+
+
+TOOL_TYPE = ("variants", "ChatCompletionToolType", ["function"])
+FUNCTION = required("FunctionObject", {"name": S}, {"description": S, "parameters": "any", "strict": B})
+TOOL = required("ChatCompletionTool", {"type": TOOL_TYPE, "function": FUNCTION})
+NAMED_CHOICE = required("ChatCompletionNamedToolChoice", {"type": TOOL_TYPE,
+                                                          "function": required("FunctionName", {"name": S})})
 TOOL_CHOICE = ("untagged", "ChatCompletionToolChoiceOption",
                [("variants", "ChatCompletionToolChoiceMode", ["none", "auto", "required"]), NAMED_CHOICE])
 STOP = ("untagged", "Stop", [S, ("seq", S), ("seq", "u32")])
 PART = ("tagged", "ChatCompletionRequestUserMessageContentPart", "type", {
-    "text": struct("ChatCompletionRequestMessageContentPartText", {"text": S}),
+    "text": required("ChatCompletionRequestMessageContentPartText", {"text": S}),
     "image_url": struct("ChatCompletionRequestMessageContentPartImage", {"image_url": "any"}),
     "input_audio": struct("ChatCompletionRequestMessageContentPartAudio", {"input_audio": "any"}),
     "video_url": struct("ChatCompletionRequestMessageContentPartVideo", {"video_url": "any"}),
@@ -42,9 +50,10 @@ PART = ("tagged", "ChatCompletionRequestUserMessageContentPart", "type", {
 USER_CONTENT = ("untagged", "ChatCompletionRequestUserMessageContent", [S, ("seq", PART)])
 RESPONSE_FORMAT = ("tagged", "ResponseFormat", "type", {
     "text": struct("Text", {}), "json_object": struct("JsonObject", {}),
-    "json_schema": ("struct", "JsonSchema", {"json_schema": "any"}, False)})
-AGENT_HINTS = struct("AgentHints", {"latency_sensitivity": "f64", "osl": "u32", "speculative_prefill": B,
-                                    "priority": "i32"})
+    "json_schema": required("JsonSchema", {"json_schema": required("ResponseFormatJsonSchema", {
+        "name": S, "schema": "any"}, {"description": S, "strict": B})})})
+AGENT_HINTS = struct("AgentHints", {"priority": "i32", "latency_sensitivity": "f64", "osl": "u32",
+                                    "speculative_prefill": B})  # (the order a sequence fills them in, recorded)
 NVEXT = ("struct", "NvExt", {k: opt(v) for k, v in {
     "greed_sampling": B, "use_raw_prompt": B, "annotations": ("seq", S), "backend_instance_id": "u64",
     "token_data": ("seq", "u32"), "max_thinking_tokens": "u32", "cache_salt": S, "extra_fields": ("seq", S),
@@ -71,6 +80,20 @@ CHAT = {
     "prompt_logprobs": "u32", "thinking": "any", "return_tokens_as_token_ids": B,
 }
 PASSTHROUGH = ("cache_salt", "stop_token_ids", "detokenize", "allowed_token_ids", "bad_words_token_ids")
+# how serde reads them: the struct's own fields where they stand, then each flattened member from the buffered body in
+# declaration order (async-openai's request, then CommonExt, then the chat extensions), each in the body's order
+DIRECT = ("nvext", "return_tokens_as_token_ids")
+COMMON_EXT = ("ignore_eos", "min_tokens", "top_k", "min_p", "repetition_penalty", "include_stop_str_in_output",
+              "guided_json", "guided_regex", "guided_grammar", "guided_choice", "guided_decoding_backend",
+              "guided_whitespace_pattern", "skip_special_tokens")
+CHAT_EXT = ("chat_template_args", "chat_template_kwargs", "add_generation_prompt", "continue_final_message",
+            "mm_processor_kwargs", "prompt_logprobs", "thinking")
+
+
+def _member(key: str) -> int:
+    return 0 if key in DIRECT else 2 if key in COMMON_EXT else 3 if key in CHAT_EXT else 1
+
+
 ROLES = ("developer", "system", "user", "assistant", "tool", "function")
 
 
@@ -80,44 +103,9 @@ def rust_f32(v) -> str:
         return np.format_float_positional(np.float32(v), trim="-")
 
 
-def _range(name: str, lo, hi, lo_open: bool = False):
-    def rule(b: dict):
-        v = b.get(name)
-        if v is None:
-            return None
-        if (v <= lo if lo_open else v < lo) or v > hi:
-            return v
-        return None
-    return rule
-
-
-# Dynamo's validation pass, in its order: (field, refuses -> shown value or None, message)
-VALIDATION = [
-    ("temperature", _range("temperature", 0, 2), "Temperature must be between 0 and 2, got {v}"),
-    ("top_p", _range("top_p", 0, 1), "Top_p must be between 0 and 1, got {v}"),
-    ("frequency_penalty", _range("frequency_penalty", -2, 2), "Frequency penalty must be between -2 and 2, got {v}"),
-    ("presence_penalty", _range("presence_penalty", -2, 2), "Presence penalty must be between -2 and 2, got {v}"),
-    ("top_k", lambda b: b["top_k"] if b.get("top_k") is not None and b["top_k"] < -1 else None,
-     "Top_k must be null or greater than or equal to -1"),
-    ("min_p", _range("min_p", 0, 1), "Min_p must be between 0 and 1, got {v}"),
-    ("repetition_penalty", _range("repetition_penalty", 0, 2, lo_open=True),
-     "Repetition penalty must be between 0 and 2, got {v}"),
-    ("top_logprobs", _range("top_logprobs", 0, 20), "Top_logprobs must be between 0 and 20, got {v}"),
-    ("max_tokens", lambda b: 0 if b.get("max_tokens") == 0 else None, "Max tokens must be greater than 0, got {v}"),
-    ("max_completion_tokens", lambda b: 0 if b.get("max_completion_tokens") == 0 else None,
-     "Max completion tokens must be greater than 0, got {v}"),
-    ("n", _range("n", 1, 128), "n must be between 1 and 128, got {v}"),
-]
-FLOAT_FIELDS = {"temperature", "top_p", "frequency_penalty", "presence_penalty", "min_p", "repetition_penalty"}
-
-
 def _deserialize(message: str) -> tuple[int, dict]:
     return 400, {"message": f"Failed to deserialize the JSON body into the target type: {message}",
                  "type": "Bad Request", "code": 400}
-
-
-def _validation(message: str) -> tuple[int, dict]:
-    return 400, {"message": f"Validation: {message}", "type": "Bad Request", "code": 400}
 
 
 def _messages(messages: list) -> SerdeError | None:
@@ -126,8 +114,8 @@ def _messages(messages: list) -> SerdeError | None:
             return SerdeError(f"invalid type: {unexpected(m)}, expected internally tagged enum "
                               f"ChatCompletionRequestMessage", ("messages", k))
         role = m.get("role")
-        if isinstance(role, int) and not isinstance(role, bool):  # serde takes a variant's index for its name
-            if not 0 <= role < len(ROLES):
+        if isinstance(role, int) and not isinstance(role, bool) and role >= 0:  # a variant's index names it
+            if role >= len(ROLES):
                 return SerdeError(f"invalid value: integer `{role}`, expected variant index 0 <= i < {len(ROLES)}",
                                   ("messages", k, "role"))
             m["role"] = role = ROLES[role]
@@ -151,93 +139,329 @@ def _messages(messages: list) -> SerdeError | None:
 def deserialize_chat(body: dict, raw: str) -> tuple[int, dict] | None:
     """serde's part: the request read into NvCreateChatCompletionRequest. A role given as a variant index
     (serde takes `1` for `system`) is written back as its name."""
-    if body.get("messages") is None:
-        return _deserialize(f"missing field `messages` at line 1 column {len(raw)}")
-    if body.get("model") is None:
-        return _deserialize(f"missing field `model` at line 1 column {len(raw)}")
-    for key, value in body.items():
-        t = CHAT.get(key)
-        if t is None:
-            continue
-        try:
-            check(value, opt(t) if key not in ("messages", "model") else t, (key,))
-        except SerdeError as e:
-            return _deserialize(located(e, raw))
-    bad = _messages(body["messages"])
-    if bad is not None:
-        return _deserialize(located(bad, raw))
+    for member in range(4):
+        if member == 2:  # the request's own required fields, once its members are read
+            for name in ("messages", "model"):
+                if name not in body:
+                    return _deserialize(f"missing field `{name}` at {where(raw)}")
+        for key, value in body.items():
+            t = CHAT.get(key)
+            if t is None or _member(key) != member:
+                continue
+            try:
+                check(value, opt(t) if key not in ("messages", "model") else t, (key,))
+            except SerdeError as e:
+                return _deserialize(located(e, raw, flattened=member > 0))
+            if key == "messages":
+                bad = _messages(value)
+                if bad is not None:
+                    return _deserialize(located(bad, raw, flattened=True))
     return None
 
 
-def validate_chat(body: dict, served_model: str | None = None) -> tuple[int, dict] | None:
-    """Dynamo's part, on a request serde took: unsupported fields, the model, the validation pass."""
-    unknown = sorted(k for k in body if k not in CHAT and k not in PASSTHROUGH)  # (the frontend's order is a hash's)
-    if unknown:
-        return _validation("Unsupported parameter(s): " + ", ".join(f"`{k}`" for k in unknown))
-    if served_model is not None and body.get("model") != served_model:
-        return 404, {"message": "Model not found", "type": "Not Found", "code": 404}
-    if "cache_salt" in body and not isinstance(body["cache_salt"], str):
-        return _validation("`cache_salt` must be a string")
-    for name, what in (("stop_token_ids", "an array of token IDs"), ("allowed_token_ids", "an array of token IDs")):
-        if name in body and not _u32s(body[name]):
-            return _validation(f"`{name}` must be {what}")
-    if "detokenize" in body and not isinstance(body["detokenize"], bool):
-        return _validation("`detokenize` must be a boolean")
-    if not body["messages"]:
-        return _validation("The 'messages' field cannot be empty. At least one message is required.")
-    stop = _stop(body.get("stop"))
-    if stop:
-        return 400, {"message": stop, "type": "Bad Request", "code": 400}
-    if body.get("stream_options") and not body.get("stream"):
-        return _validation("The 'stream_options' field is only allowed when 'stream' is set to true.")
-    if body.get("tools") == []:
-        return _validation("tools array cannot be empty; omit the field entirely to disable tool use")
-    for name, refuses, message in VALIDATION:
-        v = refuses(body)
-        if v is not None:
-            return _validation(message.format(v=rust_f32(v) if name in FLOAT_FIELDS else v))
+@dataclass(frozen=True)
+class ChatRules:
+    """What differs between Dynamo versions in the chat request path (each row recorded from that version)."""
+
+    null_passthrough_absent: bool  # `"stop_token_ids": null` (any passthrough field) is as if absent
+    logit_bias_keys: bool  # logit_bias keys must read as u32 token ids
+    tools_empty_refused: bool  # `tools: []` is refused with the tools' checks (1.5.1 takes it)
+    stop_count_first: bool  # more than 32 stops are refused before the validation pass, without "Validation:"
+
+
+RULES = {"1.5.1": ChatRules(null_passthrough_absent=False, logit_bias_keys=False, tools_empty_refused=False,
+                            stop_count_first=False),
+         "1.6.1": ChatRules(null_passthrough_absent=True, logit_bias_keys=True, tools_empty_refused=True,
+                            stop_count_first=True)}
+MAX_TOKENS = 1048576
+MAX_STOP = 32
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def rules_for(version: str) -> ChatRules:
+    """The rules of Dynamo `version` (the newest recorded for a version not recorded)."""
+    return RULES.get(version) or RULES[max(RULES, key=lambda v: tuple(int(x) for x in v.split(".")))]
+
+
+def _range_message(label: str, lo, hi, v) -> str | None:
+    return f"{label} must be between {lo} and {hi}, got {rust_f32(v)}" if v is not None and not lo <= v <= hi else None
+
+
+# the sampling ranges Dynamo's native generate (its vLLM worker) checks, in that order
+SAMPLING_RANGES = [
+    ("temperature", lambda v: _range_message("Temperature", 0, 2, v)),
+    ("top_p", lambda v: f"Top_p must be between 0 and 1, got {rust_f32(v)}" if v is not None and not 0 < v <= 1 else None),
+    ("frequency_penalty", lambda v: _range_message("Frequency penalty", -2, 2, v)),
+    ("presence_penalty", lambda v: _range_message("Presence penalty", -2, 2, v)),
+    ("top_k", lambda v: "Top_k must be null or greater than or equal to -1" if v is not None and v < -1 else None),
+    ("min_p", lambda v: _range_message("Min_p", 0, 1, v)),
+    ("repetition_penalty", lambda v: f"Repetition penalty must be between 0 and 2, got {rust_f32(v)}"
+     if v is not None and not 0 < v <= 2 else None),
+]
+_RANGE = dict(SAMPLING_RANGES)
+
+
+def _max_tokens(label: str, v) -> str | None:
+    if v == 0:
+        return f"{label} must be greater than 0, got 0"
+    if v is not None and v > MAX_TOKENS:
+        return f"{label} must not exceed {MAX_TOKENS}, got {v}"
     return None
 
 
-def _stop(stop) -> str | None:
-    """validate_stop's words (no "Validation:" in front: the frontend checks it on its own)."""
-    if isinstance(stop, str):
-        return "Stop sequence cannot be empty" if not stop else None
-    if isinstance(stop, list):
-        ids = stop and all(isinstance(x, int) for x in stop)
-        if not stop:
-            return "Stop sequences array cannot be empty"
-        if len(stop) > 32:
-            return f"Maximum of 32 stop {'token IDs' if ids else 'sequences'} allowed, got {len(stop)}"
-        empty = next((k for k, x in enumerate(stop) if x == ""), None)
-        if empty is not None:
-            return f"Stop sequence at index {empty} cannot be empty"
-    return None
+def _validation(message: str) -> tuple[int, dict]:
+    return 400, {"message": f"Validation: {message}", "type": "Bad Request", "code": 400}
+
+
+def _debug(v) -> str:
+    """A JSON value as Rust prints a serde_json::Value with `{:?}`."""
+    if v is None:
+        return "Null"
+    if isinstance(v, bool):
+        return f"Bool({str(v).lower()})"
+    if isinstance(v, (int, float)):
+        return f"Number({v})"
+    if isinstance(v, str):
+        return f"String({json.dumps(v, ensure_ascii=False)})"
+    if isinstance(v, list):
+        return "Array [" + ", ".join(_debug(x) for x in v) + "]"
+    return "Object {" + ", ".join(f"{json.dumps(k)}: {_debug(x)}" for k, x in v.items()) + "}"
+
+
+def _json_kind(v) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    return "string" if isinstance(v, str) else "array" if isinstance(v, list) else "object"
 
 
 def _u32s(v) -> bool:
     return isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2 ** 32 for x in v)
 
 
-# Dynamo's native /inference/v1/generate (vLLM worker): the request struct, then the worker's own refusals
-SAMPLING = {"max_tokens": "u32", "min_tokens": "u32", "temperature": "f32", "top_p": "f32", "top_k": "i32",
-            "min_p": "f32", "seed": "i64", "stop_token_ids": ("seq", "u32"), "logprobs": "i32",
-            "prompt_logprobs": "i32", "ignore_eos": B, "presence_penalty": "f32", "frequency_penalty": "f32",
-            "repetition_penalty": "f32", "skip_special_tokens": B, "include_stop_str_in_output": B,
-            "routed_experts_prompt_start": "u32"}
-GENERATE = {"model": S, "token_ids": ("seq", "u32"), "request_id": S, "cache_salt": S, "priority": "i32", "stream": B}
+PASSTHROUGH_CHECKS = [  # validate_no_unsupported_fields, after the unknown names
+    ("cache_salt", lambda v: isinstance(v, str), "`cache_salt` must be a string"),
+    ("stop_token_ids", _u32s, "`stop_token_ids` must be an array of token IDs"),
+    ("detokenize", lambda v: isinstance(v, bool), "`detokenize` must be a boolean"),
+    ("allowed_token_ids", _u32s, "`allowed_token_ids` must be an array of token IDs"),
+    ("bad_words_token_ids", lambda v: isinstance(v, list) and all(_u32s(x) for x in v),
+     "`bad_words_token_ids` must be an array of token ID arrays"),
+]
+
+
+def _passthrough(body: dict, rules: ChatRules) -> str | None:
+    unknown = sorted(k for k in body if k not in CHAT and k not in PASSTHROUGH)  # (the frontend's order is a hash's)
+    if unknown:
+        return "Unsupported parameter(s): " + ", ".join(f"`{k}`" for k in unknown)
+    for name, fits, message in PASSTHROUGH_CHECKS:
+        if name in body and not (body[name] is None and rules.null_passthrough_absent) and not fits(body[name]):
+            return message
+    return None
+
+
+def _tool_call_arguments(messages: list) -> str | None:
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") != "assistant" or not isinstance(m.get("tool_calls"), list):
+            continue
+        for j, call in enumerate(m["tool_calls"]):
+            args = (call.get("function") or {}).get("arguments") if isinstance(call, dict) else None
+            if not isinstance(args, str) or not args.strip():
+                continue
+            field = f"`messages[{i}].tool_calls[{j}].function.arguments`"
+            try:
+                parsed = json.loads(args)
+            except ValueError as exc:
+                return f"{field} must be a valid JSON object string: {serde_json_error(args, exc)}"
+            if not isinstance(parsed, dict):
+                return f"{field} must be a valid JSON object string"
+    return None
+
+
+def serde_json_error(text: str, exc: ValueError) -> str:
+    """serde_json's words for a document Python's parser refused (its common cases)."""
+    pos = getattr(exc, "pos", len(text))
+    line = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1)
+    stripped = text.strip()
+    if pos >= len(text.rstrip()):
+        what = "an object" if stripped.startswith("{") else "a list" if stripped.startswith("[") else "a value"
+        return f"EOF while parsing {what} at line {line} column {max(col, 1)}"
+    return f"expected value at line {line} column {col + 1}"
+
+
+def _logit_bias(bias, rules: ChatRules) -> str | None:
+    if not isinstance(bias, dict):
+        return None
+    if rules.logit_bias_keys:
+        for key in bias:
+            if not (key.isdigit() and int(key) < 2 ** 32):
+                return "Logit bias key must be a non-negative 32-bit integer token id"
+    for key, value in bias.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return f"Logit bias value for token '{key}' must be a number, got {_debug(value)}"
+        if not -100 <= value <= 100:
+            return f"Logit bias for token '{key}' must be between -100 and 100, got {rust_f32(value)}"
+    return None
+
+
+def _response_format(fmt) -> str | None:
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    schema = fmt["json_schema"]
+    if schema["name"] == "":
+        return "`response_format.json_schema.name` cannot be empty"
+    if schema["schema"] is None:
+        return "`response_format.json_schema.schema` is required when `response_format.type` is `json_schema`"
+    if not isinstance(schema["schema"], dict):
+        return f"`response_format.json_schema.schema` must be a JSON object, got {_json_kind(schema['schema'])}"
+    return None
+
+
+def _stop_count(stop) -> str | None:
+    if isinstance(stop, list) and len(stop) > MAX_STOP:
+        what = "token IDs" if all(isinstance(x, int) for x in stop) else "sequences"
+        return f"Maximum of {MAX_STOP} stop {what} allowed, got {len(stop)}"
+    return None
+
+
+def _stop(stop) -> str | None:
+    if isinstance(stop, str):
+        return "Stop sequence cannot be empty" if not stop else None
+    if isinstance(stop, list):
+        if not stop:
+            return "Stop sequences array cannot be empty"
+        if _stop_count(stop):
+            return _stop_count(stop)
+        empty = next((k for k, x in enumerate(stop) if x == ""), None)
+        if empty is not None:
+            return f"Stop sequence at index {empty} cannot be empty"
+    return None
+
+
+def _tools(tools, rules: ChatRules) -> str | None:
+    if tools is None:
+        return None
+    if not tools and rules.tools_empty_refused:
+        return TOOLS_EMPTY
+    for i, tool in enumerate(tools):
+        name = tool["function"]["name"]
+        if not name.strip():
+            return f"Function name at index {i} cannot be empty"
+        if not TOOL_NAME.fullmatch(name):
+            return (f'Function at index {i} has an invalid name: "{name}". Only a-z, A-Z, 0-9, underscores, and '
+                    f"dashes are allowed.")
+    return None
+
+
+TOOLS_EMPTY = "tools array cannot be empty; omit the field entirely to disable tool use"
+
+
+def _tool_choice(choice, tools) -> str | None:
+    if choice == "required" and not tools:
+        return 'tool_choice is "required" but tools is empty'
+    if isinstance(choice, dict):
+        name = choice["function"]["name"]
+        if not any(t["function"]["name"] == name for t in tools or []):
+            return f'tool named "{name}" in tool_choice is not present in tools'
+    return None
+
+
+def _n_with_temperature(n, temperature) -> str | None:
+    t = 1.0 if temperature is None else temperature
+    if n is not None and n > 1 and t == 0:
+        return (f"When n > 1, temperature must be greater than 0 to ensure diverse outputs. Got n={n}, "
+                f"temperature={rust_f32(t)}")
+    return None
+
+
+def _single_choice(n, nvext) -> str | None:
+    extra = (nvext or {}).get("extra_fields") or []
+    if "completion_token_ids" in extra and (n or 1) != 1:
+        return '`nvext.extra_fields=["completion_token_ids"]` requires exactly one generated choice'
+    return None
+
+
+def _blank(label: str):
+    return lambda v: f"{label} cannot be empty" if isinstance(v, str) and not v.strip() else None
+
+
+# Dynamo's validation pass (ValidateRequest for NvCreateChatCompletionRequest), in its order: each rule reads the
+# request (serde took it) and the version's rules, and gives Dynamo's words or None
+VALIDATION = [
+    lambda b, r: _passthrough(b, r),
+    lambda b, r: "`chat_template` is not supported inside `chat_template_args`"
+    if isinstance(b.get("chat_template_args"), dict) and "chat_template" in b["chat_template_args"] else None,
+    lambda b, r: _tool_call_arguments(b["messages"]),
+    lambda b, r: _blank("Model")(b["model"]),
+    lambda b, r: _RANGE["frequency_penalty"](b.get("frequency_penalty")),
+    lambda b, r: _logit_bias(b.get("logit_bias"), r),
+    lambda b, r: f"Top_logprobs must be between 0 and 20, got {b['top_logprobs']}"
+    if b.get("top_logprobs") is not None and b["top_logprobs"] > 20 else None,
+    lambda b, r: _max_tokens("Max tokens", b.get("max_tokens")),
+    lambda b, r: _max_tokens("Max completion tokens", b.get("max_completion_tokens")),
+    lambda b, r: f"n must be between 1 and 128, got {b['n']}" if b.get("n") is not None and not 1 <= b["n"] <= 128
+    else None,
+    lambda b, r: _single_choice(b.get("n"), b.get("nvext")),
+    lambda b, r: _RANGE["presence_penalty"](b.get("presence_penalty")),
+    lambda b, r: _response_format(b.get("response_format")),
+    lambda b, r: _stop(b.get("stop")),
+    lambda b, r: _RANGE["temperature"](b.get("temperature")),
+    lambda b, r: _RANGE["top_p"](b.get("top_p")),
+    lambda b, r: _tools(b.get("tools"), r),
+    lambda b, r: _tool_choice(b.get("tool_choice"), b.get("tools")),
+    lambda b, r: _blank("User ID")(b.get("user")),
+    lambda b, r: _RANGE["repetition_penalty"](b.get("repetition_penalty")),
+    lambda b, r: _RANGE["min_p"](b.get("min_p")),
+    lambda b, r: _RANGE["top_k"](b.get("top_k")),
+    lambda b, r: _n_with_temperature(b.get("n"), b.get("temperature")),
+]
+
+
+def validate_chat(body: dict, served_model: str | None = None, version: str = "1.6.1") -> tuple[int, dict] | None:
+    """Dynamo's part, on a request serde took: the handler's own checks, the validation pass, the model."""
+    rules = rules_for(version)
+    if not body["messages"]:
+        return _validation("The 'messages' field cannot be empty. At least one message is required.")
+    if body.get("stream_options") and not body.get("stream"):
+        return _validation("The 'stream_options' field is only allowed when 'stream' is set to true.")
+    if rules.stop_count_first and _stop_count(body.get("stop")):
+        return 400, {"message": _stop_count(body["stop"]), "type": "Bad Request", "code": 400}
+    for rule in VALIDATION:
+        message = rule(body, rules)
+        if message:
+            return _validation(message)
+    if served_model is not None and body.get("model") != served_model:
+        return 404, {"message": "Model not found", "type": "Not Found", "code": 404}
+    return None
+
+
+# Dynamo's native /inference/v1/generate (vLLM worker): the request struct (Option fields take null; the others
+# have defaults, so they may be left out, never null), then the worker's own refusals
+SAMPLING = {"max_tokens": opt("u32"), "min_tokens": opt("u32"), "temperature": opt("f32"), "top_p": opt("f32"),
+            "top_k": opt("i32"), "min_p": opt("f32"), "seed": opt("i64"), "stop_token_ids": opt(("seq", "u32")),
+            "logprobs": opt("i32"), "prompt_logprobs": opt("i32"), "ignore_eos": B, "presence_penalty": opt("f32"),
+            "frequency_penalty": opt("f32"), "repetition_penalty": opt("f32"), "skip_special_tokens": opt(B),
+            "include_stop_str_in_output": opt(B), "routed_experts_prompt_start": opt("u32")}
+GENERATE = {"model": opt(S), "token_ids": ("seq", "u32"), "request_id": opt(S), "cache_salt": opt(S),
+            "priority": "i32", "stream": B}
+WORKER_NULL_REFUSED = ("skip_special_tokens", "temperature", "include_stop_str_in_output", "presence_penalty", "min_p",
+                       "top_k", "frequency_penalty", "repetition_penalty", "min_tokens", "detokenize", "n",
+                       "routed_experts_prompt_start")
 
 
 def _worker_refuses(sp: dict) -> bool:
     """What the vLLM worker behind the native route answers "Invalid request" to (recorded)."""
+    if any(name in sp and sp[name] is None for name in WORKER_NULL_REFUSED):
+        return True
     stop = sp.get("stop")
     if "stop" in sp and not (stop is None or isinstance(stop, str) and stop or
                              isinstance(stop, list) and all(isinstance(s, str) and s for s in stop)):
         return True
     n = sp.get("n")
     if "n" in sp and not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
-        return True
-    if "min_tokens" in sp and sp["min_tokens"] is None:
         return True
     return "detokenize" in sp and not isinstance(sp["detokenize"], bool)
 
@@ -264,28 +488,29 @@ def check_generate(body: dict, raw: str) -> tuple[int, dict] | None:
     """None when Dynamo's native generate route takes the request; else (status, its error JSON)."""
     for key, value in body.items():
         if key == "sampling_params":
-            if value is not None and not isinstance(value, dict):
-                return _deserialize(f"sampling_params: sampling_params must be a JSON object at line 1 column "
-                                    f"{column(raw, (key,))}")
-            for k, v in (value or {}).items():
-                if k in SAMPLING and v is not None:
+            if not isinstance(value, dict):
+                return _deserialize(f"sampling_params: sampling_params must be a JSON object at "
+                                    f"{where(raw, (key,), past=1)}")
+            for k, v in value.items():
+                if k in SAMPLING:
                     try:
                         check(v, SAMPLING[k], ("sampling_params", k))
                     except SerdeError as e:
-                        return _deserialize(f"sampling_params: sampling_params.{k}: {located(e, raw)}")
-        elif key in GENERATE and value is not None:
+                        return _deserialize(f"sampling_params: sampling_params.{k}: {e.reason} at "
+                                            f"{where(raw, (key,), past=1)}")  # (read as a JSON value, then converted)
+        elif key in GENERATE:
             try:
                 check(value, GENERATE[key], (key,))
             except SerdeError as e:
                 return _deserialize(f"{key}: {located(e, raw)}")
     for name in ("token_ids", "sampling_params"):
-        if body.get(name) is None:
-            return _deserialize(f"missing field `{name}` at line 1 column {len(raw)}")
+        if name not in body:
+            return _deserialize(f"missing field `{name}` at {where(raw)}")
     sp = body["sampling_params"]
+    for name, refuses in SAMPLING_RANGES:
+        message = refuses(sp.get(name))
+        if message:
+            return _worker_error(message)
     if _worker_refuses(sp):
         return _worker_error("Invalid request")
-    for name, refuses, message in VALIDATION[:7]:
-        v = refuses(sp)
-        if v is not None:
-            return _worker_error(message.format(v=rust_f32(v) if name in FLOAT_FIELDS else v))
     return None

@@ -3,7 +3,8 @@ unknown-field policy, and serde_json's words for what went wrong (with where: li
 end, as the frontend reports it).
 
 A type is data: "bool", "string", "u8"/"u32"/"u64"/"i32"/"i64" (integers in range), "f32"/"f64" (any
-number), "any", ("seq", T), ("map", V), ("option", T), ("struct", Name, {field: T}, deny_unknown),
+number), "any", ("seq", T), ("map", V), ("option", T), ("struct", Name, {field: T}, deny_unknown) (a field
+not of an option type is required),
 ("untagged", Name, [T...]), ("tagged", Name, tag key, {variant: struct}), ("variants", Name, [names]).
 """
 
@@ -94,6 +95,15 @@ def check(v, t, path: tuple = ()) -> None:
             check(item, t[1], path + (k,))
     elif kind == "struct":
         _, name, fields, deny = t
+        if isinstance(v, list):  # serde fills a struct from a sequence too, field by field in declared order
+            types = list(fields.values())
+            for k, item in enumerate(v):
+                if k == len(types):
+                    raise SerdeError("trailing characters", path + (k,))
+                check(item, types[k], path + (k,))
+            if any(not (isinstance(ft, tuple) and ft[0] == "option") for ft in types[len(v):]):
+                raise SerdeError(f"invalid length {len(v)}, expected struct {name} with {len(types)} elements", path)
+            return
         if not isinstance(v, dict):
             raise SerdeError(f"invalid type: {unexpected(v)}, expected struct {name}", path)
         for k, item in v.items():  # in the order the document has them, as serde reads
@@ -102,6 +112,9 @@ def check(v, t, path: tuple = ()) -> None:
             elif deny:
                 names = ", ".join(f"`{f}`" for f in fields)
                 raise SerdeError(f"unknown field `{k}`, expected one of {names}", path + (k,), path)
+        for k, ft in fields.items():  # a field not Option-typed must be there (told at the object's end)
+            if k not in v and not (isinstance(ft, tuple) and ft[0] == "option"):
+                raise SerdeError(f"missing field `{k}`", path)
     elif kind == "untagged":
         for variant in t[2]:
             try:
@@ -164,12 +177,17 @@ def value_end(raw: str, path: tuple) -> int | None:
         return None
 
 
-def column(raw: str, path: tuple) -> int:
-    """serde_json's column for the value at `path`: its end (the text's end where it cannot be found)."""
+def where(raw: str, path: tuple = (), past: int = 0) -> str:
+    """serde_json's "line L column C" for the end of the value at `path` (the text's end where it cannot be
+    found; `()`: the end of the whole document), `past` characters further (a value read whole and then
+    converted is told where the reader stands: one past it)."""
     end = value_end(raw, path)
-    return end if end is not None else len(raw)
+    end = len(raw) if end is None else min(end + past, len(raw))
+    line_start = raw.rfind("\n", 0, end) + 1
+    return f"line {raw.count(chr(10), 0, end) + 1} column {len(raw[line_start:end].encode())}"
 
 
-def located(err: SerdeError, raw: str) -> str:
-    """serde_json's message: the reason and where."""
-    return f"{err.reason} at line 1 column {column(raw, err.at_end_of)}"
+def located(err: SerdeError, raw: str, flattened: bool = False) -> str:
+    """serde_json's message: the reason and where. A struct with `#[serde(flatten)]` members is read from a
+    buffered copy of the whole object, so serde reports every error inside it at the object's end (`flattened`)."""
+    return f"{err.reason} at {where(raw, () if flattened else err.at_end_of)}"
