@@ -22,9 +22,9 @@ from harness.wire.profiles import ROUTES, Profile
 
 from . import errors, experts, generate
 from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json
-from .engine import ContextLengthExceeded, Generation, SamplingParams
+from .engine import ContextLengthExceeded, Generation, SamplingParams, WorkLimitExceeded
 from .openai import logprobs_content, render_messages, sampling_from, text_pieces
-from .validate import json_depth
+from .validate import FAKE_WORK_TOKENS, json_depth
 
 SERDE_DEPTH = 128  # serde_json's recursion limit
 
@@ -311,14 +311,16 @@ class DynamoHandlers:
                                faults_of(request))
         params.top_logprobs = max(params.top_logprobs, 1) if params.logprobs else 0
         try:
-            gen = self.engine.generate(list(ids), params)
+            gens = self.engine.samples(list(ids), params, sp.get("n") or 1, FAKE_WORK_TOKENS)
         except ContextLengthExceeded:
             return errors.dynamo_generate_error(400, "Invalid request", "invalid_request_error")
-        delay = self.engine.config.ttft + self.engine.config.per_token * len(gen.token_ids)
+        except WorkLimitExceeded as exc:
+            return errors.dynamo_generate_error(400, str(exc), "invalid_request_error")
+        delay = self.engine.config.ttft + self.engine.config.per_token * max(len(g.token_ids) for g in gens)
         if delay:
             await asyncio.sleep(delay)
         start = sp.get("routed_experts_prompt_start")
-        out = generate.answer(self.engine, self.profile, self.model, list(ids), gen, params.logprobs, "tokens",
+        out = generate.answer(self.engine, self.profile, self.model, list(ids), gens, params.logprobs, "tokens",
                               start if isinstance(start, int) else 0)
         return await send_json(request, mutate.apply(faults_of(request), out))
 

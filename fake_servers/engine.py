@@ -7,6 +7,7 @@ token unless `max_tokens` (or a `stop` string) cuts them first.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import random
@@ -94,6 +95,15 @@ class Generation:
     ranks: list[int] = field(default_factory=list)  # per position: the sampled token's rank (1: the likeliest)
 
 
+class WorkLimitExceeded(Exception):
+    """More completion tokens asked for, over all choices, than the fake generates for one request."""
+
+    def __init__(self, n: int, limit: int):
+        super().__init__(f"n={n} asks for more than {limit} completion tokens, the fake engine's work limit per "
+                         f"request (a real server generates them all); ask for fewer choices or fewer tokens")
+        self.n, self.limit = n, limit
+
+
 class ContextLengthExceeded(Exception):
     def __init__(self, prompt_len: int, max_tokens: int | None, max_model_len: int):
         self.prompt_len, self.max_tokens, self.max_model_len = prompt_len, max_tokens, max_model_len
@@ -168,6 +178,19 @@ class FakeEngine:
             hit = self._generate(prompt_ids, params, sampling_seed)
             self._remember(self._cache, key, hit)
         return hit
+
+    def samples(self, prompt_ids: list[int], params: SamplingParams, n: int, work_limit: int) -> list[Generation]:
+        """`n` answers, each its own sample (seed + i), until their completion tokens pass `work_limit`: then
+        WorkLimitExceeded (a real server would generate them all; a fake must stay bounded)."""
+        gens, work = [], 0
+        base = params.seed or 0
+        for i in range(n):
+            gen = self.generate(prompt_ids, dataclasses.replace(params, seed=base + i) if n > 1 else params)
+            work += len(gen.token_ids)
+            if work > work_limit:
+                raise WorkLimitExceeded(n, work_limit)
+            gens.append(gen)
+        return gens
 
     def _generate(self, prompt_ids: list[int], params: SamplingParams, seed: int) -> Generation:
         rng = random.Random(seed)

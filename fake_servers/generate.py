@@ -36,18 +36,16 @@ def logprobs(engine: FakeEngine, gen: Generation, shape: str, text: bool = False
     return {"content": content}
 
 
-def answer(engine: FakeEngine, profile: Profile, model: str, prompt_ids: list[int], gen: Generation,
-           want_logprobs: bool, output_mode: str = "tokens", prompt_start: int = 0) -> dict:
-    n, keys = len(gen.token_ids), profile.generate_keys
+def _choice(engine: FakeEngine, profile: Profile, index: int, gen: Generation, want_logprobs: bool,
+            output_mode: str, prompt_start: int) -> dict:
     lps = logprobs(engine, gen, profile.generate_logprobs, output_mode == "text") if want_logprobs else None
     experts_ = (experts.cached(gen, "npy" if profile.kind == "dynamo" else profile.routed_experts, prompt_start)
                 if "generate" in profile.experts_routes else None)
-    if profile.kind == "dynamo":  # Dynamo's native route (recorded): no usage, no model, no prompt ids
-        choice = {"index": 0, "token_ids": list(gen.token_ids), "logprobs": lps, "finish_reason": gen.finish_reason,
-                  "routed_experts": experts_, "sampling_mask": None}
-        return {"request_id": new_id("", dashed=True), "choices": [choice], "prompt_logprobs": None,
-                "kv_transfer_params": None}
-    choice: dict = {"index": 0, "finish_reason": gen.finish_reason}
+    if profile.kind == "dynamo":  # Dynamo's native route (recorded)
+        return {"index": index, "token_ids": list(gen.token_ids), "logprobs": lps, "finish_reason": gen.finish_reason,
+                "routed_experts": experts_, "sampling_mask": None}
+    keys = profile.generate_keys
+    choice: dict = {"index": index, "finish_reason": gen.finish_reason}
     if "stop_reason" in keys:
         choice["stop_reason"] = gen.stop_reason
     choice["token_ids"] = list(gen.token_ids)
@@ -57,10 +55,22 @@ def answer(engine: FakeEngine, profile: Profile, model: str, prompt_ids: list[in
     if "sampling_mask" in keys:
         choice["sampling_mask"] = None
     if "weight_versions" in keys:
-        choice["weight_versions"] = [{"version": "default", "start": 0, "end": n}]
+        choice["weight_versions"] = [{"version": "default", "start": 0, "end": len(gen.token_ids)}]
     choice["logprobs"] = lps
+    return choice
+
+
+def answer(engine: FakeEngine, profile: Profile, model: str, prompt_ids: list[int], gens: list[Generation],
+           want_logprobs: bool, output_mode: str = "tokens", prompt_start: int = 0) -> dict:
+    """The answer of `n` samples (a choice each)."""
+    choices = [_choice(engine, profile, i, gen, want_logprobs, output_mode, prompt_start) for i, gen in enumerate(gens)]
+    if profile.kind == "dynamo":  # Dynamo's native route (recorded): no usage, no model, no prompt ids
+        return {"request_id": new_id("", dashed=True), "choices": choices, "prompt_logprobs": None,
+                "kv_transfer_params": None}
+    keys = profile.generate_keys
     out = {"request_id": new_id("generate-tokens-"), "model": model, "created": int(time.time()),
-           "choices": [choice], "usage": usage(len(prompt_ids), n), "prompt_logprobs": None}
+           "choices": choices, "usage": usage(len(prompt_ids), sum(len(g.token_ids) for g in gens)),
+           "prompt_logprobs": None}
     if "prompt_token_id_logprobs" in keys:
         out["prompt_token_id_logprobs"] = None
     out["prompt_token_ids"] = None

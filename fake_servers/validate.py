@@ -19,22 +19,14 @@ def json_depth(value, limit: int) -> bool:
     return False
 
 
-def check_range(name: str, value, lo=None, hi=None) -> str | None:
-    """A message when a present value falls outside [lo, hi]; None when fine."""
-    if value is None:
-        return None
-    if lo is not None and value < lo:
-        return f"{name} must be at least {lo}, got {value}."
-    if hi is not None and value > hi:
-        return f"{name} must be at most {hi}, got {value}."
-    return None
-
-
 # vLLM's SamplingParams limits, as real vLLM 0.32 words them (recorded: bench hostile bodies, n and
 # logprob counts); checked before any work is sized by them
 VLLM_MAX_LOGPROBS = 20  # the engine's max_logprobs default
 VLLM_MAX_N = 16384  # VLLM_MAX_N_SEQUENCES
 VLLM_MODEL_VOCAB = 151936  # the model config's (padded) vocabulary: what a count of -1 asks for
+# the fake's own bound (no real server has it): the completion tokens one request may make it generate, n choices
+# together; past it the fake answers 400 and says why, where a real server would take minutes
+FAKE_WORK_TOKENS = 4096
 
 
 def _count(v):

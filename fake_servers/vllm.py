@@ -18,9 +18,9 @@ from harness.wire.profiles import ROUTES, Profile
 
 from . import errors, experts, generate
 from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json
-from .engine import ContextLengthExceeded, Generation, SamplingParams
+from .engine import ContextLengthExceeded, Generation, SamplingParams, WorkLimitExceeded
 from .openai import logprobs_content, render_messages, sampling_from, text_pieces, usage
-from .validate import check_range, sample_logprobs, vllm_sampling_limits
+from .validate import FAKE_WORK_TOKENS, sample_logprobs, vllm_sampling_limits
 
 def _bad_body(exc: BadBody) -> web.Response:
     try:
@@ -96,11 +96,14 @@ class VLLMHandlers:
         limits = vllm_sampling_limits(body.get("n"), sample_logprobs(route, body), body.get("prompt_logprobs"))
         if limits:
             return errors.vllm_error(400, limits[0], "BadRequestError", limits[1])
-        n = body.get("n")
-        msg = check_range("n", n, 1, 8)
-        if msg:
-            return errors.vllm_error(400, f"{msg[:-1]}. (parameter=n, value={n})", "BadRequestError", "n")
         return None
+
+    def _choices(self, prompt_ids: list[int], params: SamplingParams, n: int) -> list[Generation] | web.Response:
+        """The `n` answers of a request; past the fake's work limit, vLLM's error shape saying so."""
+        try:
+            return self.engine.samples(prompt_ids, params, n, FAKE_WORK_TOKENS)
+        except WorkLimitExceeded as exc:
+            return errors.vllm_error(400, f"{exc}. (parameter=n, value={n})", "BadRequestError", "n")
 
     def _experts(self, gen: Generation, route: str, body: dict):
         """routed_experts of a choice, in the profile's format, on the routes that carry them."""
@@ -191,9 +194,11 @@ class VLLMHandlers:
         if len(prompt_ids) > limit and not tokens_route:
             return errors.vllm_chat_too_long(limit)
         try:
-            gens = [self.engine.generate(prompt_ids, p) for p in _per_choice(params, body.get("n") or 1)]
+            gens = self._choices(prompt_ids, params, body.get("n") or 1)
         except ContextLengthExceeded as exc:
             return errors.vllm_decoder_too_long(exc.prompt_len, limit)
+        if isinstance(gens, web.Response):
+            return gens
         delay = self.engine.config.ttft + self.engine.config.per_token * max(len(g.token_ids) for g in gens)
         if body.get("stream"):
             return await self._stream(request, body, prompt_ids, gens[0], params)
@@ -276,19 +281,21 @@ class VLLMHandlers:
                                      logprobs=n_logprobs is not None)
         prompt_ids = list(body["token_ids"])
         try:
-            gen = self.engine.generate(prompt_ids, params)
+            gens = self._choices(prompt_ids, params, sp.get("n") or 1)
         except ContextLengthExceeded as exc:
             return errors.vllm_decoder_too_long(exc.prompt_len, self.engine.config.max_model_len)
-        delay = self.engine.config.ttft + self.engine.config.per_token * len(gen.token_ids)
+        if isinstance(gens, web.Response):
+            return gens
+        delay = self.engine.config.ttft + self.engine.config.per_token * max(len(g.token_ids) for g in gens)
         if delay:
             await asyncio.sleep(delay)
         if body.get("stream"):
             async with SSE(request) as sse:
-                for chunk in generate.stream_chunks(self.engine, self.profile, gen, params.logprobs):
+                for chunk in generate.stream_chunks(self.engine, self.profile, gens[0], params.logprobs):
                     await sse.send(chunk)
             return sse.resp
         start = sp.get("routed_experts_prompt_start")
-        out = generate.answer(self.engine, self.profile, self.model, prompt_ids, gen, params.logprobs, mode,
+        out = generate.answer(self.engine, self.profile, self.model, prompt_ids, gens, params.logprobs, mode,
                               start if isinstance(start, int) else 0)
         return await send_json(request, mutate.apply(faults_of(request), out))
 
@@ -319,35 +326,35 @@ class VLLMHandlers:
         params = dataclasses.replace(sampling_from({**body, "logprobs": n_logprobs is not None,
                                                     "top_logprobs": n_logprobs or 0}, faults_of(request)))
         try:
-            gen = self.engine.generate(prompt_ids, params)
+            gens = self._choices(prompt_ids, params, body.get("n") or 1)
         except ContextLengthExceeded as exc:
             return errors.vllm_decoder_too_long(exc.prompt_len, self.engine.config.max_model_len)
+        if isinstance(gens, web.Response):
+            return gens
         want_ids = bool(body.get("return_token_ids"))
-        logprobs = None
-        if params.logprobs:
-            toks = [self.engine.token_text(t) for t in gen.token_ids]
-            offsets, pos = [], 0
-            for t in toks:
-                offsets.append(pos)
-                pos += len(t)
-            tops = gen.top_logprobs or [[(t, lp)] for t, lp in zip(gen.token_ids, gen.logprobs)]
-            logprobs = {"text_offset": offsets, "token_logprobs": list(gen.logprobs), "tokens": toks,
-                        "top_logprobs": [{self.engine.token_text(a): v for a, v in alts} for alts in tops]}
         out = {"id": new_id("cmpl-"), "object": "text_completion", "created": int(time.time()), "model": self.model,
-               "choices": [{"index": 0, "text": gen.text, "logprobs": logprobs, "finish_reason": gen.finish_reason,
-                            "stop_reason": gen.stop_reason, "token_ids": list(gen.token_ids) if want_ids else None,
-                            "prompt_logprobs": None, "prompt_token_ids": prompt_ids if want_ids else None,
-                            "routed_experts": self._experts(gen, "completions", body)}],
-               "service_tier": None, "system_fingerprint": self.fingerprint, "usage": usage(len(prompt_ids), len(gen.token_ids)),
+               "choices": [{"index": i, "text": gen.text, "logprobs": self._completion_logprobs(gen, params),
+                            "finish_reason": gen.finish_reason, "stop_reason": gen.stop_reason,
+                            "token_ids": list(gen.token_ids) if want_ids else None, "prompt_logprobs": None,
+                            "prompt_token_ids": prompt_ids if want_ids else None,
+                            "routed_experts": self._experts(gen, "completions", body)} for i, gen in enumerate(gens)],
+               "service_tier": None, "system_fingerprint": self.fingerprint,
+               "usage": usage(len(prompt_ids), sum(len(g.token_ids) for g in gens)),
                "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
         return await send_json(request, mutate.apply(faults_of(request), out))
 
 
-def _per_choice(params: SamplingParams, n: int) -> list[SamplingParams]:
-    if n <= 1:
-        return [params]
-    base = params.seed or 0
-    return [dataclasses.replace(params, seed=base + i) for i in range(n)]
+    def _completion_logprobs(self, gen: Generation, params: SamplingParams) -> dict | None:
+        if not params.logprobs:
+            return None
+        toks = [self.engine.token_text(t) for t in gen.token_ids]
+        offsets, pos = [], 0
+        for t in toks:
+            offsets.append(pos)
+            pos += len(t)
+        tops = gen.top_logprobs or [[(t, lp)] for t, lp in zip(gen.token_ids, gen.logprobs)]
+        return {"text_offset": offsets, "token_logprobs": list(gen.logprobs), "tokens": toks,
+                "top_logprobs": [{self.engine.token_text(a): v for a, v in alts} for alts in tops]}
 
 
 def create_app(state: ServerState, profile: Profile, tool_parser: str | None = "hermes") -> web.Application:

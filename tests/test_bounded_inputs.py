@@ -40,3 +40,40 @@ def test_the_fake_refuses_what_real_vllm_refuses_in_bounded_time_and_memory(fake
     tracemalloc.stop()
     assert (got.status_code, message(got.status_code, got.json())) == (rec.status, message(rec.status, rec.response_json()))
     assert took < 1.0 and peak < 200 * 1024 * 1024, (took, peak)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "logprobs": True, "top_logprobs": 2}),
+    ("/v1/completions", {"prompt": "Hi", "logprobs": 2}),
+    ("/inference/v1/generate", {"token_ids": [9707], "sampling_params": {"logprobs": 2}}),
+])
+def test_n_choices_are_n_samples_and_past_the_fakes_work_limit_it_says_so(path, body):
+    """vLLM takes any n up to VLLM_MAX_N_SEQUENCES and answers n choices, each its own sample (recorded from
+    vLLM 0.32 on all three routes). The fake does the same until the completion tokens of all choices pass its
+    work limit; then it answers 400 in vLLM's error shape, naming that limit (a real server would generate
+    them; a fake in CI stays bounded)."""
+    from fake_servers.validate import FAKE_WORK_TOKENS
+
+    with RunningServer(FakeConfig(kind="vllm")) as srv:
+        def post(**sampling):
+            sent = {"model": "tiny-qwen", **body}
+            if "sampling_params" in body:
+                sent["sampling_params"] = {"seed": 3, **body["sampling_params"], **sampling}
+            else:
+                sent.update(seed=3, **sampling)
+            return httpx.post(srv.root_url + path, json=sent, timeout=60)
+
+        r = post(n=12, max_tokens=6)
+        assert r.status_code == 200, r.text
+        choices = r.json()["choices"]
+        assert [c["index"] for c in choices] == list(range(12))
+        assert len({str(c.get("token_ids") or c.get("text") or c.get("message")) for c in choices}) > 1  # own samples
+        assert r.json()["usage"]["completion_tokens"] <= 12 * 6
+        t0 = time.monotonic()
+        r = post(n=16384, ignore_eos=True)
+        assert time.monotonic() - t0 < 10
+        assert r.status_code == 400
+        error = r.json()["error"]
+        assert error["param"] == "n" and f"{FAKE_WORK_TOKENS} completion tokens" in error["message"]
+        r = post(n=16385, max_tokens=1)  # past vLLM's own limit: vLLM's words
+        assert r.status_code == 400 and "VLLM_MAX_N_SEQUENCES" in r.json()["error"]["message"]
