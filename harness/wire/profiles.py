@@ -152,6 +152,10 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in [
 ]}
 
 
+# the native generate route answers `stream: true` with 501 (recorded: native_generate_errors.yaml)
+NATIVE_GENERATE_5XX = frozenset({501})
+
+
 class ProfileError(ValueError):
     pass
 
@@ -178,7 +182,7 @@ def get_profile(name: str | None, kind: str | None = None, backend: str | None =
             if not BACKENDS[backend].native_generate:
                 raise ProfileError("--native-generate needs the vLLM backend "
                                    "(Dynamo serves /inference/v1/generate for vLLM workers only)")
-            prof = replace(prof, routes=prof.routes | {"generate"},
+            prof = replace(prof, routes=prof.routes | {"generate"}, recorded_5xx=prof.recorded_5xx | NATIVE_GENERATE_5XX,
                            summary=prof.summary + ", DYN_VLLM_ENABLE_INFERENCE_V1_GENERATE=1")
     elif backend is not None or native_generate:
         raise ProfileError("--backend and --native-generate are Dynamo options")
