@@ -17,7 +17,7 @@ import httpx
 from .wire.urls import root_of
 from .recording.format import Cassette, Interaction, cassette_files
 from .recording.inspect import turn_kind, turn_tokens
-from .shape import diff
+from .wire.shape import diff
 
 # (fake kind, regex on a difference line, reason). Empty today: every difference the real
 # captures showed was fixed in the fakes instead (see the fidelity tests). Add an entry only with

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from fake_servers.server import FakeConfig, RunningServer
-from harness.shape import diff
+from harness.wire.shape import diff
 
 DATA = Path(__file__).parent / "data" / "real"
 REQUESTS = json.loads((DATA / "requests.json").read_text())

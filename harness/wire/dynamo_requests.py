@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .serde import SerdeError, check, located, unexpected, where
+from .shape import json_type
 
 S, B = "string", "bool"
 
@@ -228,16 +229,6 @@ def _debug(v) -> str:
     return "Object {" + ", ".join(f"{json.dumps(k)}: {_debug(x)}" for k, x in v.items()) + "}"
 
 
-def _json_kind(v) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, (int, float)):
-        return "number"
-    return "string" if isinstance(v, str) else "array" if isinstance(v, list) else "object"
-
-
 def _u32s(v) -> bool:
     return isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2 ** 32 for x in v)
 
@@ -316,7 +307,7 @@ def _response_format(fmt) -> str | None:
     if schema["schema"] is None:
         return "`response_format.json_schema.schema` is required when `response_format.type` is `json_schema`"
     if not isinstance(schema["schema"], dict):
-        return f"`response_format.json_schema.schema` must be a JSON object, got {_json_kind(schema['schema'])}"
+        return f"`response_format.json_schema.schema` must be a JSON object, got {json_type(schema['schema'])}"
     return None
 
 
