@@ -78,7 +78,7 @@ class VLLMHandlers:
         except vllm_requests.RequestError as exc:
             return errors.vllm_body(exc.body)
         model = body.get("model")
-        if model is not None and model != self.model:
+        if model and model != self.model:  # (no model, or "", is the served one)
             return errors.vllm_model_not_found(model, self.model)
         return body
 
@@ -331,6 +331,8 @@ class VLLMHandlers:
             return errors.vllm_decoder_too_long(exc.prompt_len, self.engine.config.max_model_len)
         if isinstance(gens, web.Response):
             return gens
+        if body.get("stream"):
+            return await self._stream_completions(request, body, prompt_ids, gens, params)
         want_ids = bool(body.get("return_token_ids"))
         out = {"id": new_id("cmpl-"), "object": "text_completion", "created": int(time.time()), "model": self.model,
                "choices": [{"index": i, "text": gen.text, "logprobs": self._completion_logprobs(gen, params),
@@ -343,6 +345,41 @@ class VLLMHandlers:
                "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
         return await send_json(request, mutate.apply(faults_of(request), out))
 
+
+    async def _stream_completions(self, request, body, prompt_ids, gens: list[Generation], params: SamplingParams):
+        """A streamed /v1/completions answer (recorded from vLLM 0.30 and 0.32): a chunk per token of each
+        choice, the choices interleaved step by step, the last one of a choice with its finish_reason; the
+        system fingerprint on the last chunk, or on the usage chunk when `stream_options.include_usage`."""
+        want_ids = bool(body.get("return_token_ids"))
+        head = {"id": new_id("cmpl-"), "object": "text_completion", "created": int(time.time()), "model": self.model}
+        usage_asked = bool((body.get("stream_options") or {}).get("include_usage"))
+        steps = []
+        for index, gen in enumerate(gens):
+            lps = self._completion_logprobs(gen, params)
+            pieces, last = text_pieces(self.engine, gen), len(gen.token_ids) - 1
+            for k, (tid, piece) in enumerate(zip(gen.token_ids, pieces)):
+                steps.append((k, index, {
+                    "index": index, "text": piece,
+                    "logprobs": {key: [values[k]] for key, values in lps.items()} if lps else None,
+                    "finish_reason": gen.finish_reason if k == last else None,
+                    "stop_reason": gen.stop_reason if k == last else None,
+                    "prompt_token_ids": list(prompt_ids) if want_ids and k == 0 else None,
+                    "token_ids": [tid] if want_ids else None}))
+        steps.sort(key=lambda s: (s[0], s[1]))
+        if self.engine.config.ttft:
+            await asyncio.sleep(self.engine.config.ttft)
+        async with SSE(request, self.engine.config.per_token) as sse:
+            for n, (_, _, choice) in enumerate(steps):
+                chunk = {**head, "choices": [choice]}
+                if n == len(steps) - 1 and not usage_asked:
+                    chunk["system_fingerprint"] = self.fingerprint
+                await sse.send(chunk)
+            if usage_asked:
+                u = usage(len(prompt_ids), sum(len(g.token_ids) for g in gens))
+                await sse.send({**head, "choices": [], "usage": {k: u[k] for k in
+                                ("prompt_tokens", "total_tokens", "completion_tokens")},
+                                "system_fingerprint": self.fingerprint})
+        return sse.resp
 
     def _completion_logprobs(self, gen: Generation, params: SamplingParams) -> dict | None:
         if not params.logprobs:

@@ -1,5 +1,6 @@
 """The fake engine's contract, and the fallback reasons and faults not covered elsewhere, end to end."""
 
+import json
 import time
 
 import httpx
@@ -126,3 +127,38 @@ async def test_proxy_streams_sse_live(tmp_path):
                         if line.startswith("data:"):
                             stamps.append(time.perf_counter() - t0)
     assert stamps[0] < 0.35 and stamps[-1] > 1.0  # ~1.2 s of tokens, the first event after ~0.1 s
+
+
+def test_streamed_completions_carry_the_same_choices_as_the_whole_answer():
+    """vLLM streams /v1/completions a chunk per token of each choice, the choices interleaved step by step, the
+    last chunk of a choice with its finish_reason, then the usage chunk (recorded from vLLM 0.30 and 0.32); no
+    model, or "", is the served one. Folded back, the stream is the answer the same request gets whole."""
+    import httpx
+
+    from fake_servers.server import FakeConfig, RunningServer
+
+    body = {"model": "", "prompt": "Hi", "max_tokens": 5, "n": 3, "seed": 11, "logprobs": 1, "return_token_ids": True}
+    with RunningServer(FakeConfig(kind="vllm")) as srv:
+        whole = httpx.post(srv.root_url + "/v1/completions", json=body).json()
+        r = httpx.post(srv.root_url + "/v1/completions",
+                       json={**body, "stream": True, "stream_options": {"include_usage": True}})
+    assert r.headers["content-type"].startswith("text/event-stream")
+    frames = [line[6:] for line in r.text.split("\n\n") if line.startswith("data: ")]
+    assert frames[-1] == "[DONE]"
+    chunks = [json.loads(f) for f in frames[:-1]]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == {
+        k: whole["usage"][k] for k in ("prompt_tokens", "total_tokens", "completion_tokens")}
+    folded: dict[int, dict] = {}
+    for chunk in chunks[:-1]:
+        (c,) = chunk["choices"]
+        f = folded.setdefault(c["index"], {"text": "", "token_ids": [], "finish_reason": None, "logprobs": []})
+        f["text"] += c["text"]
+        f["token_ids"] += c["token_ids"]
+        f["logprobs"] += c["logprobs"]["token_logprobs"]
+        f["finish_reason"] = c["finish_reason"] or f["finish_reason"]
+    assert [chunks[i]["choices"][0]["index"] for i in range(3)] == [0, 1, 2]  # interleaved, step by step
+    assert sorted(folded) == [0, 1, 2]
+    for c in whole["choices"]:
+        f = folded[c["index"]]
+        assert (f["text"], f["token_ids"], f["finish_reason"]) == (c["text"], c["token_ids"], c["finish_reason"])
+        assert f["logprobs"] == c["logprobs"]["token_logprobs"]

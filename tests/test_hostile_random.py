@@ -18,7 +18,7 @@ RULE_SERVERS = sorted(p.name for p in RULES.iterdir() if p.is_dir())
 
 
 def test_every_real_server_here_has_a_random_suite_of_hundreds():
-    assert set(SERVERS) == {"vllm-0.31-cpu", "vllm-0.32-cpu", "dynamo-1.6.1-vllm-0.31-cpu",
+    assert set(SERVERS) == {"vllm-0.30-cpu", "vllm-0.31-cpu", "vllm-0.32-cpu", "dynamo-1.6.1-vllm-0.31-cpu",
                             "dynamo-1.6.1-vllm-0.31-cpu-native-generate", "dynamo-1.6.1-mocker", "dynamo-1.5.1-mocker"}
     for server in SERVERS:
         assert sum(len(Cassette.load(f).interactions) for f in (RANDOM / server).glob("*.yaml")) >= 200, server
