@@ -163,12 +163,38 @@ DYNAMO_RULES: list[tuple[str, dict]] = [
 ]
 
 
+# Dynamo's native generate (its vLLM worker): each sampling field null (Option fields take it, fields with a default
+# do not, the worker refuses some), each range at its edge, the top-level fields null, n choices
+_SAMPLING_FIELDS = ("max_tokens", "min_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop_token_ids",
+                    "logprobs", "prompt_logprobs", "ignore_eos", "presence_penalty", "frequency_penalty",
+                    "repetition_penalty", "skip_special_tokens", "include_stop_str_in_output",
+                    "routed_experts_prompt_start", "detokenize", "n", "stop")
+DYNAMO_GENERATE_RULES: list[tuple[str, dict, dict]] = [
+    *((f"sampling_{f}_null", {}, {f: None}) for f in _SAMPLING_FIELDS),
+    ("top_p_0", {}, {"top_p": 0}), ("top_p_tiny", {}, {"top_p": 1e-9}), ("top_p_1", {}, {"top_p": 1}),
+    ("temperature_2", {}, {"temperature": 2}), ("temperature_past_2", {}, {"temperature": 2.5}),
+    ("top_k_minus_1", {}, {"top_k": -1}), ("top_k_minus_2", {}, {"top_k": -2}),
+    ("repetition_penalty_0", {}, {"repetition_penalty": 0}), ("min_p_past_1", {}, {"min_p": 1.5}),
+    ("presence_and_stop_refused", {}, {"presence_penalty": 3, "stop": False}),
+    ("n_3", {}, {"n": 3, "seed": 3}), ("n_0", {}, {"n": 0}),
+    *((f"top_{f}_null", {f: None}, {}) for f in ("model", "request_id", "cache_salt", "priority", "stream",
+                                                  "token_ids", "sampling_params")),
+]
+
+
 def rule_bodies(route: str, model: str) -> list[tuple[str, str, bytes]]:
-    """One body per rule of Dynamo's chat request path (DYNAMO_RULES): (name, path, body)."""
-    if route != "dynamo-chat":
-        raise ValueError(f"no rule suite for {route!r}; known: dynamo-chat")
-    base = {"model": model, "messages": HELLO, "max_tokens": 4}
-    return [(f"rule_{n}", "/v1/chat/completions", _j({**base, **fields})) for n, fields in DYNAMO_RULES]
+    """One body per rule (name, path, body): of Dynamo's chat path (`dynamo-chat`: DYNAMO_RULES) or of its native
+    generate route (`dynamo-generate`: DYNAMO_GENERATE_RULES)."""
+    if route == "dynamo-chat":
+        base = {"model": model, "messages": HELLO, "max_tokens": 4}
+        return [(f"rule_{n}", "/v1/chat/completions", _j({**base, **fields})) for n, fields in DYNAMO_RULES]
+    if route == "dynamo-generate":
+        out = []
+        for n, top, sampling in DYNAMO_GENERATE_RULES:
+            body = {"model": model, "token_ids": [9707, 11], "sampling_params": {"max_tokens": 3, **sampling}, **top}
+            out.append((f"rule_{n}", "/inference/v1/generate", _j(body)))
+        return out
+    raise ValueError(f"no rule suite for {route!r}; known: dynamo-chat, dynamo-generate")
 
 
 # -- random hostile bodies: one or two fields of a valid request set to a wrong type or a boundary ---------

@@ -22,7 +22,8 @@ def test_every_real_server_here_has_a_random_suite_of_hundreds():
                             "dynamo-1.6.1-vllm-0.31-cpu-native-generate", "dynamo-1.6.1-mocker", "dynamo-1.5.1-mocker"}
     for server in SERVERS:
         assert sum(len(Cassette.load(f).interactions) for f in (RANDOM / server).glob("*.yaml")) >= 200, server
-    assert set(RULE_SERVERS) == {"dynamo-1.6.1-mocker", "dynamo-1.5.1-mocker", "dynamo-1.6.1-vllm-0.31-cpu"}
+    assert set(RULE_SERVERS) == {"dynamo-1.6.1-mocker", "dynamo-1.5.1-mocker", "dynamo-1.6.1-vllm-0.31-cpu",
+                                 "dynamo-1.6.1-vllm-0.31-cpu-native-generate"}
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -36,23 +37,26 @@ def test_the_fake_answers_every_random_hostile_body_as_the_real_server(server):
 
 @pytest.mark.parametrize("server", RULE_SERVERS)
 def test_each_rule_of_dynamo_gets_the_real_status_and_the_real_error_body_byte_for_byte(server):
-    """One body per rule of Dynamo's chat path (harness.hostile.DYNAMO_RULES), recorded from each Dynamo here: the
-    fake of the profile answers with the same status, and every error body is the real one to the byte (the
-    validation pass in its order and words, serde's required fields and columns, each version's rules)."""
+    """One body per rule of Dynamo's chat path and of its native generate route (harness.hostile.DYNAMO_RULES,
+    DYNAMO_GENERATE_RULES), recorded from each Dynamo here: the fake of the profile answers with the same status,
+    and every error body is the real one to the byte (the validation pass in its order and words, serde's
+    required fields and columns, each version's rules, the worker's own refusals)."""
     import httpx
 
     from fake_servers.server import FakeConfig, RunningServer
     from harness.wire.profiles import parse_label
 
-    cassette = Cassette.load(RULES / server / "chat.yaml")
-    assert [i.request_body for i in cassette.interactions] == [b for _, _, b in rule_bodies("dynamo-chat", "tiny-qwen")]
-    report = run_conformance(RULES / server)
+    (path,) = (RULES / server).glob("*.yaml")
+    cassette = Cassette.load(path)
+    route = "dynamo-generate" if path.stem == "generate" else "dynamo-chat"
+    assert [i.request_body for i in cassette.interactions] == [b for _, _, b in rule_bodies(route, "tiny-qwen")]
+    report = run_conformance(path)
     assert not [c for c in report.checks if c.problems]
     differ = []
     with RunningServer(FakeConfig.for_profile(parse_label(cassette.meta["profile"]))) as srv:
         for n, i in enumerate(cassette.interactions):
             if i.status >= 400:
-                r = httpx.post(srv.root_url + "/v1/chat/completions", content=i.request_body,
+                r = httpx.post(srv.root_url + "/" + i.uri.split("/", 3)[3], content=i.request_body,
                                headers={"content-type": "application/json"})
                 if r.content.strip() != i.response_body.strip():
                     differ.append(f"#{n}: real {i.response_body[:160]!r} fake {r.content[:160]!r}")

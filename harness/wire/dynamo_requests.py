@@ -200,6 +200,15 @@ SAMPLING_RANGES = [
      if v is not None and not 0 < v <= 2 else None),
 ]
 _RANGE = dict(SAMPLING_RANGES)
+# the native generate route's worker checks repetition_penalty its own way (recorded)
+GENERATE_RANGES = [r for r in SAMPLING_RANGES if r[0] != "repetition_penalty"] + [
+    ("repetition_penalty", lambda v: f"sampling_params.repetition_penalty must be a finite positive number, got "
+                                     f"{rust_f32(v)}" if v is not None and not _finite_positive_f32(v) else None)]
+
+
+def _finite_positive_f32(v) -> bool:
+    with np.errstate(over="ignore"):
+        return bool(0 < np.float32(v) < np.inf)
 
 
 def _max_tokens(label: str, v) -> str | None:
@@ -438,7 +447,7 @@ SAMPLING = {"max_tokens": opt("u32"), "min_tokens": opt("u32"), "temperature": o
             "include_stop_str_in_output": opt(B), "routed_experts_prompt_start": opt("u32")}
 GENERATE = {"model": opt(S), "token_ids": ("seq", "u32"), "request_id": opt(S), "cache_salt": opt(S),
             "priority": "i32", "stream": B}
-WORKER_NULL_REFUSED = ("skip_special_tokens", "temperature", "include_stop_str_in_output", "presence_penalty", "min_p",
+WORKER_NULL_REFUSED = ("skip_special_tokens", "temperature", "top_p", "include_stop_str_in_output", "presence_penalty", "min_p",
                        "top_k", "frequency_penalty", "repetition_penalty", "min_tokens", "detokenize", "n",
                        "routed_experts_prompt_start")
 
@@ -498,7 +507,7 @@ def check_generate(body: dict, raw: str) -> tuple[int, dict] | None:
         if name not in body:
             return _deserialize(f"missing field `{name}` at {where(raw)}")
     sp = body["sampling_params"]
-    for name, refuses in SAMPLING_RANGES:
+    for name, refuses in GENERATE_RANGES:
         message = refuses(sp.get(name))
         if message:
             return _worker_error(message)
