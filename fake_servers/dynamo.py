@@ -181,24 +181,31 @@ class DynamoHandlers:
             params.ignore_eos = True
         if params.logprobs:  # a vLLM worker ranks at least the top token even without top_logprobs
             params.top_logprobs = max(params.top_logprobs, 1)
+        n = (body.get("n") or 1) if w.n_choices else 1  # (the mocker answers one choice whatever n is)
         try:
-            gen = self.engine.generate(prompt_ids, params, check_context=w.checks_context)
+            gens = self.engine.samples(prompt_ids, params, n, FAKE_WORK_TOKENS, check_context=w.checks_context)
         except ContextLengthExceeded as exc:
             return errors.dynamo_context_length(exc.max_model_len, exc.prompt_len)
+        except WorkLimitExceeded as exc:
+            return errors.dynamo_error(400, str(exc))
+        gen = gens[0]  # (engine_data and the other nvext fields describe one choice)
         reused = self.cache.hit(prompt_ids)
         self.cache.store(prompt_ids + gen.token_ids)
         if body.get("stream"):
-            return await self._stream(request, body, extra, prompt_ids, gen, params, reused)
-        delay = self.engine.config.ttft + self.engine.config.per_token * len(gen.token_ids)
+            return await self._stream(request, body, extra, prompt_ids, gens, params, reused)
+        delay = self.engine.config.ttft + self.engine.config.per_token * max(len(g.token_ids) for g in gens)
         if delay:
             await asyncio.sleep(delay)
-        lps = logprobs_content(self.engine, gen, params, dynamo=True) if params.logprobs else None
-        out = {"id": new_id("chatcmpl-", dashed=True),
-               "choices": [{"index": 0, "message": {"content": gen.text or None, "refusal": None, "role": "assistant"},
-                            "finish_reason": gen.finish_reason,
-                            "logprobs": {"content": lps, "refusal": None} if lps is not None else None}],
+        choices = []
+        for index, g in enumerate(gens):
+            lps = logprobs_content(self.engine, g, params, dynamo=True) if params.logprobs else None
+            choices.append({"index": index, "message": {"content": g.text or None, "refusal": None,
+                                                        "role": "assistant"},
+                            "finish_reason": g.finish_reason,
+                            "logprobs": {"content": lps, "refusal": None} if lps is not None else None})
+        out = {"id": new_id("chatcmpl-", dashed=True), "choices": choices,
                "created": int(time.time()), "model": self.model, "object": "chat.completion",
-               "usage": self._usage(prompt_ids, gen, reused)}
+               "usage": self._usage(prompt_ids, gens, reused)}
         k = body.get("prompt_logprobs")
         if isinstance(k, int) and not isinstance(k, bool) and k > 0 and self.worker.prompt_logprobs:
             out["prompt_logprobs"] = self.engine.prompt_logprobs(prompt_ids, k)
@@ -213,9 +220,10 @@ class DynamoHandlers:
                 echo = echo[:-1]
         return await send_json(request, mutate.apply(active, out, echo_ids=echo))
 
-    def _usage(self, prompt_ids, gen: Generation, reused: int) -> dict:
-        return {"prompt_tokens": len(prompt_ids), "completion_tokens": len(gen.token_ids),
-                "total_tokens": len(prompt_ids) + len(gen.token_ids),
+    def _usage(self, prompt_ids, gens: list[Generation], reused: int) -> dict:
+        completion = sum(len(g.token_ids) for g in gens)
+        return {"prompt_tokens": len(prompt_ids), "completion_tokens": completion,
+                "total_tokens": len(prompt_ids) + completion,
                 "prompt_tokens_details": {"cached_tokens": reused}}
 
     def _engine_data(self, prompt_ids, gen: Generation, params: SamplingParams, reused: int) -> dict:
@@ -246,15 +254,28 @@ class DynamoHandlers:
             ext["engine_data"] = self._engine_data(prompt_ids, gen, params, reused)
         return ext
 
-    async def _stream(self, request, body, extra, prompt_ids, gen: Generation, params, reused):
+    async def _stream(self, request, body, extra, prompt_ids, gens: list[Generation], params, reused):
         """Ids per chunk; the chunk with finish_reason carries engine_data (and, behind a vLLM
-        worker, the last token itself); a usage chunk last when asked."""
+        worker, the last token itself); `n` choices interleaved step by step; a usage chunk last when asked."""
         cid, created = new_id("chatcmpl-", dashed=True), int(time.time())
-        pieces = text_pieces(self.engine, gen)
-        lps = logprobs_content(self.engine, gen, params, dynamo=True) if params.logprobs else None
+        tail = {"created": created, "model": self.model, "object": "chat.completion.chunk"}
+        steps = []
+        for index, gen in enumerate(gens):
+            chunks = self._choice_chunks(index, gen, extra, prompt_ids, params, reused)
+            steps += [(k, index, {"id": cid, **chunk, **tail}) for k, chunk in enumerate(chunks)]
+        steps.sort(key=lambda s: (s[0], s[1]))
         if self.engine.config.ttft:
             await asyncio.sleep(self.engine.config.ttft)
-        tail = {"created": created, "model": self.model, "object": "chat.completion.chunk"}
+        async with SSE(request, self.engine.config.per_token) as sse:
+            for _, _, chunk in steps:
+                await sse.send(chunk)
+            if (body.get("stream_options") or {}).get("include_usage"):
+                await sse.send({"id": cid, "choices": [], **tail, "usage": self._usage(prompt_ids, gens, reused)})
+        return sse.resp
+
+    def _choice_chunks(self, index: int, gen: Generation, extra, prompt_ids, params, reused) -> list[dict]:
+        pieces = text_pieces(self.engine, gen)
+        lps = logprobs_content(self.engine, gen, params, dynamo=True) if params.logprobs else None
         per_chunk = extra - {"engine_data", "timing", "routed_experts"}
         n = len(gen.token_ids)
         last_in_final = self.worker.last_id_in_final_chunk and n > 0
@@ -263,30 +284,28 @@ class DynamoHandlers:
         def lp_of(i):
             return {"content": [lps[i]], "refusal": None} if lps else None
 
-        async with SSE(request, self.engine.config.per_token) as sse:
-            for i in range(body_tokens):
-                delta = {"content": pieces[i], "role": "assistant"} if i == 0 else {"content": pieces[i]}
-                chunk = {"id": cid, "choices": [{"index": 0, "delta": delta, "finish_reason": None,
-                                                  "logprobs": lp_of(i)}], **tail}
-                ext = self._nvext(per_chunk, prompt_ids, gen, params, reused, [gen.token_ids[i]])
-                if ext:
-                    chunk["nvext"] = ext
-                await sse.send(chunk)
-            delta = {}
-            if last_in_final and pieces[-1]:
-                delta = {"content": pieces[-1], "role": "assistant"} if n == 1 else {"content": pieces[-1]}
-            final = {"id": cid, "choices": [{"index": 0, "delta": delta, "finish_reason": gen.finish_reason,
-                                              "logprobs": lp_of(n - 1) if last_in_final else None}], **tail}
-            ext = self._nvext(extra, prompt_ids, gen, params, reused, [gen.token_ids[-1]] if last_in_final else [])
-            if "completion_token_ids" in ext:  # the real frontend writes engine_data before the last ids
-                ext["completion_token_ids"] = ext.pop("completion_token_ids")
+        out = []
+        for i in range(body_tokens):
+            delta = {"content": pieces[i], "role": "assistant"} if i == 0 else {"content": pieces[i]}
+            chunk = {"choices": [{"index": index, "delta": delta, "finish_reason": None, "logprobs": lp_of(i)}]}
+            ext = self._nvext(per_chunk, prompt_ids, gen, params, reused, [gen.token_ids[i]])
             if ext:
-                final["nvext"] = ext
-            await sse.send(final)
-            if (body.get("stream_options") or {}).get("include_usage"):
-                await sse.send({"id": cid, "choices": [], **tail, "usage": self._usage(prompt_ids, gen, reused)})
-        return sse.resp
-
+                chunk["nvext"] = ext
+            out.append(chunk)
+        delta = {}
+        if last_in_final and pieces[-1]:
+            delta = {"content": pieces[-1], "role": "assistant"} if n == 1 else {"content": pieces[-1]}
+        elif last_in_final and n == 1:  # (no earlier chunk carried the role)
+            delta = {"role": "assistant"}
+        final = {"choices": [{"index": index, "delta": delta, "finish_reason": gen.finish_reason,
+                              "logprobs": lp_of(n - 1) if last_in_final else None}]}
+        ext = self._nvext(extra, prompt_ids, gen, params, reused, [gen.token_ids[-1]] if last_in_final else [])
+        if "completion_token_ids" in ext:  # the real frontend writes engine_data before the last ids
+            ext["completion_token_ids"] = ext.pop("completion_token_ids")
+        if ext:
+            final["nvext"] = ext
+        out.append(final)
+        return out
 
     async def generate(self, request):
         """Dynamo's native /inference/v1/generate (vLLM worker, aggregated, token input)."""

@@ -179,13 +179,15 @@ class FakeEngine:
             self._remember(self._cache, key, hit)
         return hit
 
-    def samples(self, prompt_ids: list[int], params: SamplingParams, n: int, work_limit: int) -> list[Generation]:
+    def samples(self, prompt_ids: list[int], params: SamplingParams, n: int, work_limit: int,
+                check_context: bool = True) -> list[Generation]:
         """`n` answers, each its own sample (seed + i), until their completion tokens pass `work_limit`: then
         WorkLimitExceeded (a real server would generate them all; a fake must stay bounded)."""
         gens, work = [], 0
         base = params.seed or 0
         for i in range(n):
-            gen = self.generate(prompt_ids, dataclasses.replace(params, seed=base + i) if n > 1 else params)
+            gen = self.generate(prompt_ids, dataclasses.replace(params, seed=base + i) if n > 1 else params,
+                                check_context)
             work += len(gen.token_ids)
             if work > work_limit:
                 raise WorkLimitExceeded(n, work_limit)

@@ -201,7 +201,7 @@ class VLLMHandlers:
             return gens
         delay = self.engine.config.ttft + self.engine.config.per_token * max(len(g.token_ids) for g in gens)
         if body.get("stream"):
-            return await self._stream(request, body, prompt_ids, gens[0], params)
+            return await self._stream(request, body, prompt_ids, gens, params)
         if delay:
             await asyncio.sleep(delay)
         return await send_json(request, mutate.apply(active, self._chat_body(body, prompt_ids, gens, params,
@@ -230,33 +230,40 @@ class VLLMHandlers:
                 "prompt_text": None, "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None,
                 **{k: None for k in sorted(self.profile.chat_keys)}}
 
-    async def _stream(self, request, body, prompt_ids, gen: Generation, params: SamplingParams):
+    async def _stream(self, request, body, prompt_ids, gens: list[Generation], params: SamplingParams):
+        """A streamed chat answer: a first chunk per choice (its role), then a chunk per token of each choice,
+        the choices interleaved step by step (recorded from vLLM 0.32), then usage when asked."""
         want_ids = bool(body.get("return_token_ids"))
         cid, created = new_id("chatcmpl-"), int(time.time())
         head = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": self.model}
-        pieces = text_pieces(self.engine, gen)
-        lps = logprobs_content(self.engine, gen, params) if params.logprobs else None
-        if self.engine.config.ttft:
-            await asyncio.sleep(self.engine.config.ttft)
-        async with SSE(request, self.engine.config.per_token) as sse:
-            first = {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+        steps = []
+        for index, gen in enumerate(gens):
+            first = {**head, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
                                           "logprobs": None, "finish_reason": None}]}
             if want_ids:
                 first["prompt_token_ids"] = list(prompt_ids)
                 first["prompt_text"] = None
-            await sse.send(first)
+            steps.append((0, index, first))
+            pieces = text_pieces(self.engine, gen)
+            lps = logprobs_content(self.engine, gen, params) if params.logprobs else None
             last = len(gen.token_ids) - 1
             for i, (tid, piece) in enumerate(zip(gen.token_ids, pieces)):
-                choice = {"index": 0, "delta": {"content": piece},
+                choice = {"index": index, "delta": {"content": piece},
                           "logprobs": {"content": [lps[i]]} if lps else None,
                           "finish_reason": gen.finish_reason if i == last else None}
                 if i == last:
                     choice["stop_reason"] = gen.stop_reason
                 if want_ids:
                     choice["token_ids"] = [tid]
-                await sse.send({**head, "choices": [choice]})
+                steps.append((i + 1, index, {**head, "choices": [choice]}))
+        steps.sort(key=lambda s: (s[0], s[1]))
+        if self.engine.config.ttft:
+            await asyncio.sleep(self.engine.config.ttft)
+        async with SSE(request, self.engine.config.per_token) as sse:
+            for _, _, chunk in steps:
+                await sse.send(chunk)
             if (body.get("stream_options") or {}).get("include_usage"):
-                u = usage(len(prompt_ids), len(gen.token_ids))
+                u = usage(len(prompt_ids), sum(len(g.token_ids) for g in gens))
                 await sse.send({**head, "choices": [], "usage": {k: u[k] for k in
                                 ("prompt_tokens", "total_tokens", "completion_tokens")},
                                 "system_fingerprint": self.fingerprint})

@@ -162,3 +162,33 @@ def test_streamed_completions_carry_the_same_choices_as_the_whole_answer():
         f = folded[c["index"]]
         assert (f["text"], f["token_ids"], f["finish_reason"]) == (c["text"], c["token_ids"], c["finish_reason"])
         assert f["logprobs"] == c["logprobs"]["token_logprobs"]
+
+
+def _fold_chat_stream(text: str) -> tuple[dict[int, str], dict]:
+    frames = [line[6:] for line in text.split("\n\n") if line.startswith("data: ")]
+    assert frames[-1] == "[DONE]"
+    folded: dict[int, str] = {}
+    usage = {}
+    for chunk in (json.loads(f) for f in frames[:-1]):
+        usage = chunk.get("usage") or usage
+        for c in chunk["choices"]:
+            folded[c["index"]] = folded.get(c["index"], "") + (c["delta"].get("content") or "")
+    return folded, usage
+
+
+@pytest.mark.parametrize("label, choices", [("vllm-0.32", 3), ("dynamo-1.6.1+vllm", 3), ("dynamo-1.6.1+mocker", 1)])
+def test_chat_answers_n_choices_whole_and_streamed_where_the_real_server_does(label, choices):
+    """vLLM and Dynamo with a vLLM worker answer `n` chat choices, streamed interleaved step by step (recorded);
+    Dynamo's mocker answers one whatever n is (recorded): a Backend row, `n_choices`."""
+    from harness.wire.profiles import parse_label
+
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "n": 3,
+            "temperature": 0.7, "seed": 2}
+    with RunningServer(FakeConfig.for_profile(parse_label(label))) as srv:
+        whole = httpx.post(srv.root_url + "/v1/chat/completions", json=body).json()
+        r = httpx.post(srv.root_url + "/v1/chat/completions",
+                       json={**body, "stream": True, "stream_options": {"include_usage": True}})
+    assert [c["index"] for c in whole["choices"]] == list(range(choices))
+    folded, usage = _fold_chat_stream(r.text)
+    assert folded == {c["index"]: c["message"]["content"] or "" for c in whole["choices"]}
+    assert usage["completion_tokens"] == whole["usage"]["completion_tokens"]

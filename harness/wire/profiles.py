@@ -141,13 +141,14 @@ class Backend:
     refuses_empty_prompt: bool = True  # `nvext.token_data: []` is refused
     last_id_in_final_chunk: bool = True  # a stream's last token rides in the finish chunk
     native_generate: bool = False  # the frontend can serve /inference/v1/generate for it
+    n_choices: bool = True  # it answers `n` choices (the mocker answers one whatever n is)
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in [
     Backend("vllm", "nvext_object", native_generate=True),
     Backend("mocker", "none", engine_data=False, logprobs=False, prompt_logprobs=False, samples_eos=False,
             checks_context=False, context_window=False, needs_max_tokens=True, refuses_empty_prompt=False,
-            last_id_in_final_chunk=False),
+            last_id_in_final_chunk=False, n_choices=False),
     Backend("sglang", "b64_string"),
 ]}
 
