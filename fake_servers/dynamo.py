@@ -165,7 +165,10 @@ class DynamoHandlers:
         nvext = body.get("nvext") or {}
         extra = set(nvext.get("extra_fields") or [])
         token_data = nvext.get("token_data")
-        prompt_ids = list(token_data) if token_data is not None else render_messages(self.state, body, active)
+        add_generation_prompt = body.get("add_generation_prompt") is not False
+        prompt_ids = list(token_data) if token_data is not None else render_messages(
+            self.state, {**body, "tools": dynamo_requests.template_tools(body.get("tools"))}, active,
+            add_generation_prompt, kwargs_override=False)
         if any(t >= self.engine.vocab_size for t in prompt_ids):
             return errors.dynamo_error(400, "Invalid request")
         params = sampling_from(body, active)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import math
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import jinja2
+import jinja2.meta
 import numpy as np
 import orjson
 from faker import Faker
@@ -95,6 +98,16 @@ class Generation:
     ranks: list[int] = field(default_factory=list)  # per position: the sampled token's rank (1: the likeliest)
 
 
+def safe_apply_chat_template(tokenizer, conversation, **kwargs):
+    """The template applied as vLLM's own wrapper of that name applies it (a clashing `conversation` in the
+    request's kwargs fails here, in its words)."""
+    return tokenizer.apply_chat_template(conversation, tokenize=True, **kwargs)
+
+
+# what a vLLM request's chat_template_kwargs never override (recorded: add_generation_prompt there changes nothing)
+VLLM_KWARGS_KEPT = ("chat_template", "tokenize", "add_generation_prompt", "continue_final_message")
+
+
 class WorkLimitExceeded(Exception):
     """More completion tokens asked for, over all choices, than the fake generates for one request."""
 
@@ -121,27 +134,47 @@ class FakeEngine:
         self._faker = Faker("en_US")
         self._cache: OrderedDict[bytes, Generation] = OrderedDict()
         self._render_cache: OrderedDict[bytes, list[int]] = OrderedDict()
+        self._names_cache: dict[str | None, frozenset[str]] = {}
         self._cache_size = cache_size
         self._token_text: dict[int, str] = {}
 
     # -- prompts -----------------------------------------------------------------------------
     def render(self, messages: list[dict], tools: list[dict] | None = None,
                add_generation_prompt: bool = True, template_kwargs: dict | None = None,
-               chat_template: str | None = None) -> list[int]:
-        """Prompt ids for chat messages, as the engine's chat template renders them."""
-        key = orjson.dumps([messages, tools, add_generation_prompt, template_kwargs, chat_template],
+               chat_template: str | None = None, kwargs_override: bool = True) -> list[int]:
+        """Prompt ids for chat messages, as the engine's chat template renders them. `template_kwargs` (a request's
+        chat_template_kwargs) as vLLM reads them (`kwargs_override`): the names apply_chat_template or the template
+        take override the request's own (never VLLM_KWARGS_KEPT; others are dropped), so a clash fails as it fails
+        in vLLM (recorded); as Dynamo reads them: they only add names to the template's context (recorded)."""
+        key = orjson.dumps([messages, tools, add_generation_prompt, template_kwargs, chat_template, kwargs_override],
                            option=orjson.OPT_SORT_KEYS)
         hit = self._render_cache.get(key)
         if hit is not None:
             return hit
-        out = self.tokenizer.apply_chat_template(
-            messages, tools=tools or None, add_generation_prompt=add_generation_prompt,
-            tokenize=True, return_dict=False, chat_template=chat_template, **(template_kwargs or {}))
+        context: dict = {"tools": tools or None, "add_generation_prompt": add_generation_prompt, "return_dict": False}
+        names = self._template_names(chat_template)
+        for k, v in (template_kwargs or {}).items():
+            if kwargs_override and k in names and k not in VLLM_KWARGS_KEPT:
+                context[k] = v
+            elif not kwargs_override and k not in names:
+                context[k] = v
+        out = safe_apply_chat_template(self.tokenizer, messages, chat_template=chat_template, **context)
         if hasattr(out, "keys"):
             out = out["input_ids"]
         ids = list(out)
         self._remember(self._render_cache, key, ids)
         return ids
+
+    def _template_names(self, chat_template: str | None) -> frozenset[str]:
+        """apply_chat_template's parameters and the variables the template reads (what vLLM lets through)."""
+        hit = self._names_cache.get(chat_template)
+        if hit is None:
+            params = {p.name for p in inspect.signature(self.tokenizer.apply_chat_template).parameters.values()
+                      if p.kind is not inspect.Parameter.VAR_KEYWORD}
+            source = chat_template or self.tokenizer.chat_template or ""
+            variables = jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(source))
+            hit = self._names_cache[chat_template] = frozenset(params | variables)
+        return hit
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)

@@ -41,10 +41,14 @@ def chat_template_for(state: ServerState, active: Active) -> str | None:
     return state.template_faults.get("_default")
 
 
-def render_messages(state: ServerState, body: dict, active: Active, add_generation_prompt: bool = True) -> list[int]:
+def render_messages(state: ServerState, body: dict, active: Active, add_generation_prompt: bool = True,
+                    kwargs_override: bool = True) -> list[int]:
+    """The prompt ids of a messages request; `kwargs_override`: chat_template_kwargs read as vLLM reads them
+    (False: as Dynamo does, where `chat_template_args` is the same field)."""
     kwargs = body.get("chat_template_kwargs") or body.get("chat_template_args") or None
     return state.engine.render(body.get("messages") or [], body.get("tools"), add_generation_prompt,
-                               kwargs, chat_template_for(state, active))
+                               kwargs if isinstance(kwargs, dict) else None, chat_template_for(state, active),
+                               kwargs_override)
 
 
 def logprob_entry(engine: FakeEngine, token_id: int, lp: float, alts, dynamo: bool = False) -> dict:

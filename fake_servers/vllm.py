@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import time
 
+import jinja2
 from aiohttp import web
 
 from harness.wire import mutate, vllm_requests
@@ -47,6 +48,8 @@ def _bad_body(exc: BadBody) -> web.Response:
                                   "Input should be a valid dictionary or object to extract fields from", size)
 
 
+UNTRUSTED_TEMPLATE = ("Chat template is passed with request, but --trust-request-chat-template is not set. Refused "
+                      "request with untrusted chat template.")
 STYLE = ErrorStyle(
     route_not_found=lambda request: errors.fastapi_detail(404, "Not Found"),
     method_not_allowed=lambda request: errors.fastapi_detail(405, "Method Not Allowed"),
@@ -98,6 +101,18 @@ class VLLMHandlers:
             return errors.vllm_error(400, limits[0], "BadRequestError", limits[1])
         return None
 
+    def _render(self, body: dict, active, add_generation_prompt: bool = True) -> list[int] | web.Response:
+        """The prompt of a messages request, as vLLM's serving renders it: a template sent with the request is
+        refused (the server runs without --trust-request-chat-template), and a template that fails to render
+        (a chat_template_kwargs name clashing with the request's own) answers 400 with the error's words."""
+        kwargs = body.get("chat_template_kwargs")
+        if body.get("chat_template") is not None or (isinstance(kwargs, dict) and kwargs.get("chat_template") is not None):
+            return errors.vllm_error(400, UNTRUSTED_TEMPLATE)
+        try:
+            return render_messages(self.state, body, active, add_generation_prompt)
+        except (TypeError, ValueError, RuntimeError, jinja2.TemplateError) as exc:
+            return errors.vllm_error(400, str(exc))
+
     def _choices(self, prompt_ids: list[int], params: SamplingParams, n: int) -> list[Generation] | web.Response:
         """The `n` answers of a request; past the fake's work limit, vLLM's error shape saying so."""
         try:
@@ -144,7 +159,9 @@ class VLLMHandlers:
                 return errors.vllm_error(400, "Cannot apply chat template to an empty conversation. "
                                               "Provide at least one message.")
             add_gen = body.get("add_generation_prompt")
-            ids = render_messages(self.state, body, faults_of(request), True if add_gen is None else add_gen)
+            ids = self._render(body, faults_of(request), True if add_gen is None else add_gen)
+            if isinstance(ids, web.Response):
+                return ids
         elif isinstance(body.get("prompt"), str):
             ids = self.engine.encode(body["prompt"])
         else:
@@ -185,7 +202,9 @@ class VLLMHandlers:
             if not body["messages"]:
                 return errors.vllm_error(400, "Cannot apply chat template to an empty conversation. "
                                               "Provide at least one message.")
-            prompt_ids = render_messages(self.state, body, active)
+            prompt_ids = self._render(body, active, body.get("add_generation_prompt") is not False)
+            if isinstance(prompt_ids, web.Response):
+                return prompt_ids
         if body.get("tools") and body.get("tool_choice") in (None, "auto") and not self.tool_parser:
             return errors.vllm_error(400, '"auto" tool choice requires --enable-auto-tool-choice and '
                                           '--tool-call-parser to be set')

@@ -99,6 +99,27 @@ def _tools(*names: str) -> list[dict]:
     return [{"type": "function", "function": {"name": n}} for n in names]
 
 
+# how a request's chat template arguments are read: a template sent along, names that clash with the request's
+# own, names the template reads; the prompt each renders is compared too (usage.prompt_tokens)
+TEMPLATE_RULES: list[tuple[str, dict]] = [
+    ("template_sent", {"chat_template": "{{ messages }}"}),
+    ("template_empty", {"chat_template": ""}),
+    ("template_null", {"chat_template": None}),
+    ("template_inside_kwargs", {"chat_template_kwargs": {"chat_template": "x"}}),
+    ("template_null_inside_kwargs", {"chat_template_kwargs": {"chat_template": None}}),
+    ("kwargs_tokenize", {"chat_template_kwargs": {"tokenize": True}}),
+    ("kwargs_return_dict", {"chat_template_kwargs": {"return_dict": True}}),
+    ("kwargs_messages", {"chat_template_kwargs": {"messages": []}}),
+    ("kwargs_tools_not_a_list", {"chat_template_kwargs": {"tools": 5}}),
+    ("kwargs_tools", {"chat_template_kwargs": {"tools": [{"type": "function", "function": {"name": "f"}}]}}),
+    ("kwargs_conversation", {"chat_template_kwargs": {"conversation": 1}}),
+    ("kwargs_unknown_name", {"chat_template_kwargs": {"foo": 1}}),
+    ("kwargs_no_generation_prompt", {"chat_template_kwargs": {"add_generation_prompt": False}}),
+    ("no_generation_prompt", {"add_generation_prompt": False}),
+    ("no_generation_prompt_kwargs_say_yes", {"add_generation_prompt": False,
+                                             "chat_template_kwargs": {"add_generation_prompt": True}}),
+    ("model_empty", {"model": ""}),
+]
 DYNAMO_RULES: list[tuple[str, dict]] = [
     ("max_tokens_at_limit_plus_one", {"max_tokens": 1048577}),
     ("max_tokens_u32_past_i32", {"max_tokens": 2147483648}),
@@ -124,6 +145,13 @@ DYNAMO_RULES: list[tuple[str, dict]] = [
     ("tool_second_name_bad", {"tools": _tools("ok", "no/slash")}),
     ("tool_name_97_chars", {"tools": _tools("x" * 97)}),
     ("tools_empty", {"tools": []}),
+    ("tool_schema_without_type", {"tools": [{"type": "function", "function": {
+        "name": "f", "parameters": {"properties": {"a": {"type": "string"}}}}}]}),
+    ("tool_unknown_key", {"tools": [{"type": "function", "function": {"name": "f", "extra": 1, "strict": False}}]}),
+    ("tool_strict_open_schema", {"tools": [{"type": "function", "function": {
+        "name": "f", "strict": True, "parameters": {"type": "object", "properties": {}}}}]}),
+    ("tool_strict_closed_schema", {"tools": [{"type": "function", "function": {
+        "name": "f", "strict": True, "parameters": {"type": "object", "properties": {}, "additionalProperties": False}}}]}),
     ("text_part_without_text", {"messages": [{"role": "user", "content": [{"type": "text"}]}]}),
     ("json_schema_format_without_schema_object", {"response_format": {"type": "json_schema"}}),
     ("json_schema_without_name", {"response_format": {"type": "json_schema", "json_schema": {}}}),
@@ -160,6 +188,7 @@ DYNAMO_RULES: list[tuple[str, dict]] = [
     ("bad_words_token_ids_fine", {"bad_words_token_ids": [[1, 2]]}),
     ("bad_words_token_ids_flat", {"bad_words_token_ids": [1, 2]}),
     ("unknown_field_null", {"bogus": None}),
+    *TEMPLATE_RULES,
 ]
 
 
@@ -183,18 +212,21 @@ DYNAMO_GENERATE_RULES: list[tuple[str, dict, dict]] = [
 
 
 def rule_bodies(route: str, model: str) -> list[tuple[str, str, bytes]]:
-    """One body per rule (name, path, body): of Dynamo's chat path (`dynamo-chat`: DYNAMO_RULES) or of its native
-    generate route (`dynamo-generate`: DYNAMO_GENERATE_RULES)."""
+    """One body per rule (name, path, body): of Dynamo's chat path (`dynamo-chat`: DYNAMO_RULES), of its native
+    generate route (`dynamo-generate`: DYNAMO_GENERATE_RULES), of vLLM's chat templates (`vllm-chat`)."""
     if route == "dynamo-chat":
         base = {"model": model, "messages": HELLO, "max_tokens": 4}
         return [(f"rule_{n}", "/v1/chat/completions", _j({**base, **fields})) for n, fields in DYNAMO_RULES]
+    if route == "vllm-chat":
+        base = {"model": model, "messages": HELLO, "max_tokens": 4}
+        return [(f"rule_{n}", "/v1/chat/completions", _j({**base, **fields})) for n, fields in TEMPLATE_RULES]
     if route == "dynamo-generate":
         out = []
         for n, top, sampling in DYNAMO_GENERATE_RULES:
             body = {"model": model, "token_ids": [9707, 11], "sampling_params": {"max_tokens": 3, **sampling}, **top}
             out.append((f"rule_{n}", "/inference/v1/generate", _j(body)))
         return out
-    raise ValueError(f"no rule suite for {route!r}; known: dynamo-chat, dynamo-generate")
+    raise ValueError(f"no rule suite for {route!r}; known: dynamo-chat, dynamo-generate, vllm-chat")
 
 
 # -- random hostile bodies: one or two fields of a valid request set to a wrong type or a boundary ---------

@@ -29,7 +29,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--upstream", required=True)
     ap.add_argument("--profile", required=True)
-    ap.add_argument("--route", choices=("chat", "generate", "completions", "tokenize", "dynamo-chat", "dynamo-generate"),
+    ap.add_argument("--route", choices=("chat", "generate", "completions", "tokenize", "dynamo-chat", "dynamo-generate",
+                                        "vllm-chat"),
                     required=True)
     ap.add_argument("--rules", action="store_true", help="the one-body-per-rule suite (harness.hostile.rule_bodies)")
     ap.add_argument("--n", type=int, default=120)

@@ -23,7 +23,7 @@ def test_every_real_server_here_has_a_random_suite_of_hundreds():
     for server in SERVERS:
         assert sum(len(Cassette.load(f).interactions) for f in (RANDOM / server).glob("*.yaml")) >= 200, server
     assert set(RULE_SERVERS) == {"dynamo-1.6.1-mocker", "dynamo-1.5.1-mocker", "dynamo-1.6.1-vllm-0.31-cpu",
-                                 "dynamo-1.6.1-vllm-0.31-cpu-native-generate"}
+                                 "dynamo-1.6.1-vllm-0.31-cpu-native-generate", "vllm-0.32-cpu", "vllm-0.30-cpu"}
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -36,11 +36,12 @@ def test_the_fake_answers_every_random_hostile_body_as_the_real_server(server):
 
 
 @pytest.mark.parametrize("server", RULE_SERVERS)
-def test_each_rule_of_dynamo_gets_the_real_status_and_the_real_error_body_byte_for_byte(server):
-    """One body per rule of Dynamo's chat path and of its native generate route (harness.hostile.DYNAMO_RULES,
-    DYNAMO_GENERATE_RULES), recorded from each Dynamo here: the fake of the profile answers with the same status,
-    and every error body is the real one to the byte (the validation pass in its order and words, serde's
-    required fields and columns, each version's rules, the worker's own refusals)."""
+def test_each_rule_gets_the_real_status_error_body_and_prompt(server):
+    """One body per rule (harness.hostile: DYNAMO_RULES and DYNAMO_GENERATE_RULES for Dynamo's chat and native
+    generate, TEMPLATE_RULES for how vLLM and Dynamo read a request's chat template arguments), recorded from each
+    server here: the fake of the profile answers with the same status, every error body is the real one to the
+    byte (the validation pass in its order and words, serde's required fields and columns, each version's rules,
+    the worker's own refusals), and every accepted chat renders the real prompt (usage.prompt_tokens)."""
     import httpx
 
     from fake_servers.server import FakeConfig, RunningServer
@@ -48,18 +49,22 @@ def test_each_rule_of_dynamo_gets_the_real_status_and_the_real_error_body_byte_f
 
     (path,) = (RULES / server).glob("*.yaml")
     cassette = Cassette.load(path)
-    route = "dynamo-generate" if path.stem == "generate" else "dynamo-chat"
+    route = ("dynamo-generate" if path.stem == "generate" else "vllm-chat" if server.startswith("vllm") else
+             "dynamo-chat")
     assert [i.request_body for i in cassette.interactions] == [b for _, _, b in rule_bodies(route, "tiny-qwen")]
     report = run_conformance(path)
     assert not [c for c in report.checks if c.problems]
     differ = []
     with RunningServer(FakeConfig.for_profile(parse_label(cassette.meta["profile"]))) as srv:
         for n, i in enumerate(cassette.interactions):
-            if i.status >= 400:
-                r = httpx.post(srv.root_url + "/" + i.uri.split("/", 3)[3], content=i.request_body,
-                               headers={"content-type": "application/json"})
-                if r.content.strip() != i.response_body.strip():
-                    differ.append(f"#{n}: real {i.response_body[:160]!r} fake {r.content[:160]!r}")
+            r = httpx.post(srv.root_url + "/" + i.uri.split("/", 3)[3], content=i.request_body,
+                           headers={"content-type": "application/json"})
+            if i.status >= 400 and r.content.strip() != i.response_body.strip():
+                differ.append(f"#{n}: real {i.response_body[:160]!r} fake {r.content[:160]!r}")
+            elif i.status == 200 and "usage" in (real := i.response_json() or {}) and \
+                    r.json()["usage"]["prompt_tokens"] != real["usage"]["prompt_tokens"]:
+                differ.append(f"#{n}: prompt of {real['usage']['prompt_tokens']} tokens, fake "
+                              f"{r.json()['usage']['prompt_tokens']}")
     assert not differ, differ
 
 

@@ -168,12 +168,13 @@ class ChatRules:
     logit_bias_keys: bool  # logit_bias keys must read as u32 token ids
     tools_empty_refused: bool  # `tools: []` is refused with the tools' checks (1.5.1 takes it)
     stop_count_first: bool  # more than 32 stops are refused before the validation pass, without "Validation:"
+    strict_schemas: bool  # a strict function's object schema must say additionalProperties: false
 
 
 RULES = {"1.5.1": ChatRules(null_passthrough_absent=False, logit_bias_keys=False, tools_empty_refused=False,
-                            stop_count_first=False),
+                            stop_count_first=False, strict_schemas=False),
          "1.6.1": ChatRules(null_passthrough_absent=True, logit_bias_keys=True, tools_empty_refused=True,
-                            stop_count_first=True)}
+                            stop_count_first=True, strict_schemas=True)}
 MAX_TOKENS = 1048576
 MAX_STOP = 32
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]*")
@@ -359,6 +360,38 @@ def _tools(tools, rules: ChatRules) -> str | None:
 TOOLS_EMPTY = "tools array cannot be empty; omit the field entirely to disable tool use"
 
 
+def _strict_schema(tools) -> str | None:
+    """A strict function's object schema must close itself (OpenAI's rule, as Dynamo words it; recorded)."""
+    for tool in tools or []:
+        fn = tool["function"]
+        params = fn.get("parameters")
+        if fn.get("strict") and isinstance(params, dict) and params.get("type", "object") == "object" \
+                and params.get("additionalProperties") is not False:
+            return (f"Invalid schema for function '{fn['name']}': In context=#, object schemas require "
+                    f"additionalProperties: false")
+    return None
+
+
+def template_tools(tools: list | None) -> list | None:
+    """The tools as Dynamo hands them to the chat template (recorded from its rendered prompts): each read into
+    its struct and written back (`type`, then `name`, `description`, `parameters`, `strict`, unknown keys
+    dropped), then a missing description written as "" and parameters given `type: object` and `properties`."""
+    if not tools:
+        return tools
+    out = []
+    for tool in tools:
+        fn = tool["function"]
+        written = {k: fn[k] for k in ("name", "description", "parameters", "strict") if fn.get(k) is not None}
+        if isinstance(written.get("parameters"), dict):
+            params = dict(written["parameters"])
+            params.setdefault("type", "object")
+            params.setdefault("properties", {})
+            written["parameters"] = params
+        written.setdefault("description", "")
+        out.append({"type": tool.get("type") or "function", "function": written})
+    return out
+
+
 def _tool_choice(choice, tools) -> str | None:
     if choice == "required" and not tools:
         return 'tool_choice is "required" but tools is empty'
@@ -392,8 +425,9 @@ def _blank(label: str):
 # request (serde took it) and the version's rules, and gives Dynamo's words or None
 VALIDATION = [
     lambda b, r: _passthrough(b, r),
-    lambda b, r: "`chat_template` is not supported inside `chat_template_args`"
-    if isinstance(b.get("chat_template_args"), dict) and "chat_template" in b["chat_template_args"] else None,
+    lambda b, r: "`chat_template` is not supported inside `chat_template_args`"  # (chat_template_kwargs: its alias)
+    if any(isinstance(b.get(k), dict) and "chat_template" in b[k] for k in ("chat_template_args", "chat_template_kwargs"))
+    else None,
     lambda b, r: _tool_call_arguments(b["messages"]),
     lambda b, r: _blank("Model")(b["model"]),
     lambda b, r: _RANGE["frequency_penalty"](b.get("frequency_penalty")),
@@ -411,6 +445,7 @@ VALIDATION = [
     lambda b, r: _RANGE["temperature"](b.get("temperature")),
     lambda b, r: _RANGE["top_p"](b.get("top_p")),
     lambda b, r: _tools(b.get("tools"), r),
+    lambda b, r: _strict_schema(b.get("tools")) if r.strict_schemas else None,
     lambda b, r: _tool_choice(b.get("tool_choice"), b.get("tools")),
     lambda b, r: _blank("User ID")(b.get("user")),
     lambda b, r: _RANGE["repetition_penalty"](b.get("repetition_penalty")),
