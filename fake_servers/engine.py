@@ -141,17 +141,20 @@ class FakeEngine:
     # -- prompts -----------------------------------------------------------------------------
     def render(self, messages: list[dict], tools: list[dict] | None = None,
                add_generation_prompt: bool = True, template_kwargs: dict | None = None,
-               chat_template: str | None = None, kwargs_override: bool = True) -> list[int]:
+               chat_template: str | None = None, kwargs_override: bool = True,
+               continue_final_message: bool = False) -> list[int]:
         """Prompt ids for chat messages, as the engine's chat template renders them. `template_kwargs` (a request's
         chat_template_kwargs) as vLLM reads them (`kwargs_override`): the names apply_chat_template or the template
         take override the request's own (never VLLM_KWARGS_KEPT; others are dropped), so a clash fails as it fails
         in vLLM (recorded); as Dynamo reads them: they only add names to the template's context (recorded)."""
-        key = orjson.dumps([messages, tools, add_generation_prompt, template_kwargs, chat_template, kwargs_override],
-                           option=orjson.OPT_SORT_KEYS)
+        key = orjson.dumps([messages, tools, add_generation_prompt, template_kwargs, chat_template, kwargs_override,
+                            continue_final_message], option=orjson.OPT_SORT_KEYS)
         hit = self._render_cache.get(key)
         if hit is not None:
             return hit
         context: dict = {"tools": tools or None, "add_generation_prompt": add_generation_prompt, "return_dict": False}
+        if continue_final_message:
+            context["continue_final_message"] = True
         names = self._template_names(chat_template)
         for k, v in (template_kwargs or {}).items():
             if kwargs_override and k in names and k not in VLLM_KWARGS_KEPT:

@@ -48,7 +48,7 @@ def render_messages(state: ServerState, body: dict, active: Active, add_generati
     kwargs = body.get("chat_template_kwargs") or body.get("chat_template_args") or None
     return state.engine.render(body.get("messages") or [], body.get("tools"), add_generation_prompt,
                                kwargs if isinstance(kwargs, dict) else None, chat_template_for(state, active),
-                               kwargs_override)
+                               kwargs_override, bool(body.get("continue_final_message")))
 
 
 def logprob_entry(engine: FakeEngine, token_id: int, lp: float, alts, dynamo: bool = False) -> dict:

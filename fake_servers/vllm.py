@@ -21,7 +21,7 @@ from . import errors, experts, generate
 from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json
 from .engine import ContextLengthExceeded, Generation, SamplingParams, WorkLimitExceeded
 from .openai import logprobs_content, render_messages, sampling_from, text_pieces, usage
-from .validate import FAKE_WORK_TOKENS, sample_logprobs, vllm_sampling_limits
+from .validate import FAKE_WORK_TOKENS, VLLM_MODEL_VOCAB, sample_logprobs, vllm_sampling_limits
 
 def _bad_body(exc: BadBody) -> web.Response:
     try:
@@ -90,15 +90,19 @@ class VLLMHandlers:
         """What vLLM checks past its request models (their types and ranges are the wire layer's), before any
         work is sized: the context window and the counts that size work (`route`: chat, completions or
         generate, whose request models read the logprobs count differently)."""
-        mt = body.get("max_completion_tokens", body.get(key))
+        name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else key
+        mt = body.get(name)
         limit = self.engine.config.max_model_len
         if window and isinstance(mt, int) and mt > limit:
-            return errors.vllm_error(400, f"max_tokens={mt} cannot be greater than max_model_len={limit}. Please "
-                                          f"request fewer output tokens. (parameter=max_tokens, value={mt})",
-                                     "BadRequestError", "max_tokens")
+            return errors.vllm_error(400, f"{name}={mt} cannot be greater than "
+                                          f"{self.profile.window_words.format(limit=limit)}. Please request fewer "
+                                          f"output tokens. (parameter={name}, value={mt})", "BadRequestError", name)
         limits = vllm_sampling_limits(body.get("n"), sample_logprobs(route, body), body.get("prompt_logprobs"))
         if limits:
             return errors.vllm_error(400, limits[0], "BadRequestError", limits[1])
+        bad = vllm_requests.engine_checks(body, VLLM_MODEL_VOCAB)
+        if bad:
+            return errors.vllm_body(bad.body)
         return None
 
     def _render(self, body: dict, active, add_generation_prompt: bool = True) -> list[int] | web.Response:
@@ -109,9 +113,11 @@ class VLLMHandlers:
         if body.get("chat_template") is not None or (isinstance(kwargs, dict) and kwargs.get("chat_template") is not None):
             return errors.vllm_error(400, UNTRUSTED_TEMPLATE)
         try:
-            return render_messages(self.state, body, active, add_generation_prompt)
+            ids = render_messages(self.state, {**body, "tools": vllm_requests.template_tools(body.get("tools"))},
+                                  active, add_generation_prompt)
         except (TypeError, ValueError, RuntimeError, jinja2.TemplateError) as exc:
             return errors.vllm_error(400, str(exc))
+        return vllm_requests.prompt_cut(ids, body.get("truncate_prompt_tokens"))
 
     def _choices(self, prompt_ids: list[int], params: SamplingParams, n: int) -> list[Generation] | web.Response:
         """The `n` answers of a request; past the fake's work limit, vLLM's error shape saying so."""
@@ -205,9 +211,16 @@ class VLLMHandlers:
             prompt_ids = self._render(body, active, body.get("add_generation_prompt") is not False)
             if isinstance(prompt_ids, web.Response):
                 return prompt_ids
-        if body.get("tools") and body.get("tool_choice") in (None, "auto") and not self.tool_parser:
-            return errors.vllm_error(400, '"auto" tool choice requires --enable-auto-tool-choice and '
-                                          '--tool-call-parser to be set')
+        if body.get("tools") and not self.tool_parser:  # a server started without a tool parser
+            choice = body.get("tool_choice")
+            if choice in (None, "auto"):
+                return errors.vllm_error(400, '"auto" tool choice requires --enable-auto-tool-choice and '
+                                              '--tool-call-parser to be set')
+            if choice == "required":
+                return errors.vllm_error(400, 'tool_choice="required" requires --tool-call-parser to be set')
+            if isinstance(choice, dict):
+                return errors.vllm_error(400, f'tool_choice=function "{choice["function"]["name"]}" requires '
+                                              f'--tool-call-parser to be set')
         params = sampling_from(body, active)
         limit = self.engine.config.max_model_len
         if len(prompt_ids) > limit and not tokens_route:
@@ -253,35 +266,36 @@ class VLLMHandlers:
         """A streamed chat answer: a first chunk per choice (its role), then a chunk per token of each choice,
         the choices interleaved step by step (recorded from vLLM 0.32), then usage when asked."""
         want_ids = bool(body.get("return_token_ids"))
+        usage_asked = bool((body.get("stream_options") or {}).get("include_usage"))
         cid, created = new_id("chatcmpl-"), int(time.time())
         head = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": self.model}
         steps = []
         for index, gen in enumerate(gens):
             first = {**head, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
-                                          "logprobs": None, "finish_reason": None}]}
-            if want_ids:
-                first["prompt_token_ids"] = list(prompt_ids)
-                first["prompt_text"] = None
+                                          "logprobs": None, "finish_reason": None}],
+                     "prompt_token_ids": list(prompt_ids) if want_ids else None, "prompt_text": None}
             steps.append((0, index, first))
             pieces = text_pieces(self.engine, gen)
             lps = logprobs_content(self.engine, gen, params) if params.logprobs else None
             last = len(gen.token_ids) - 1
             for i, (tid, piece) in enumerate(zip(gen.token_ids, pieces)):
-                choice = {"index": index, "delta": {"content": piece},
-                          "logprobs": {"content": [lps[i]]} if lps else None,
+                delta = {"content": piece} if piece or i < last or self.profile.empty_final_content else {}
+                choice = {"index": index, "delta": delta, "logprobs": {"content": [lps[i]]} if lps else None,
                           "finish_reason": gen.finish_reason if i == last else None}
                 if i == last:
                     choice["stop_reason"] = gen.stop_reason
-                if want_ids:
-                    choice["token_ids"] = [tid]
-                steps.append((i + 1, index, {**head, "choices": [choice]}))
+                choice["token_ids"] = [tid] if want_ids else None
+                chunk = {**head, "choices": [choice]}
+                if i == last and not usage_asked:  # (the usage chunk carries it when there is one)
+                    chunk["system_fingerprint"] = self.fingerprint
+                steps.append((i + 1, index, chunk))
         steps.sort(key=lambda s: (s[0], s[1]))
         if self.engine.config.ttft:
             await asyncio.sleep(self.engine.config.ttft)
         async with SSE(request, self.engine.config.per_token) as sse:
             for _, _, chunk in steps:
                 await sse.send(chunk)
-            if (body.get("stream_options") or {}).get("include_usage"):
+            if usage_asked:
                 u = usage(len(prompt_ids), sum(len(g.token_ids) for g in gens))
                 await sse.send({**head, "choices": [], "usage": {k: u[k] for k in
                                 ("prompt_tokens", "total_tokens", "completion_tokens")},
@@ -346,6 +360,7 @@ class VLLMHandlers:
         else:
             return errors.vllm_validation("body.prompt", "string_type", "Input should be a valid string",
                                           repr(prompt) if not isinstance(prompt, list) else f"'<list of {len(prompt)} items>'")
+        prompt_ids = vllm_requests.prompt_cut(prompt_ids, body.get("truncate_prompt_tokens"))
         n_logprobs = body.get("logprobs")
         if isinstance(n_logprobs, bool) or (n_logprobs is not None and not isinstance(n_logprobs, int)):
             return errors.vllm_validation("body.logprobs", "int_type", "Input should be a valid integer", repr(n_logprobs))

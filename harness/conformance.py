@@ -71,7 +71,7 @@ class Report:
                 "checks": [{**c.__dict__, "ok": c.ok} for c in self.checks]}
 
 
-def _fake_config(kind: str, cassettes: list[Cassette], profile=None):
+def fake_config(kind: str, cassettes: list[Cassette], profile=None):
     """A fake set up like the recorded server: model, context window, routes, backend (the
     profile's, when the cassette names one)."""
     from fake_servers.server import FakeConfig
@@ -170,13 +170,13 @@ def run_conformance(path: str | Path, kind: str | None = None) -> Report:
     for f, c in loaded:
         name = f"{f.parent.name}/{f.stem}" if p.is_dir() else f.name
         if kind is not None:
-            cfg, label = _fake_config(kind, [c]), kind
+            cfg, label = fake_config(kind, [c]), kind
         else:
             prof, why = profile_of(c)
             if prof is None:
                 report.unknown.append((name, why))
                 continue
-            cfg, label = _fake_config(prof.kind, [c], prof), profile_label(prof)
+            cfg, label = fake_config(prof.kind, [c], prof), profile_label(prof)
         key = (label, cfg.kind, cfg.model, cfg.max_model_len, cfg.dynamo_backend, cfg.chat_tokens_route, cfg.tool_parser)
         groups.setdefault(key, []).append((name, c, cfg))
     for key, items in groups.items():

@@ -120,6 +120,63 @@ TEMPLATE_RULES: list[tuple[str, dict]] = [
                                              "chat_template_kwargs": {"add_generation_prompt": True}}),
     ("model_empty", {"model": ""}),
 ]
+# vLLM's chat path: its request models' validators and SamplingParams' checks, each at and past its boundary
+VLLM_RULES: list[tuple[str, dict]] = [
+    ("tool_choice_auto", {"tools": _tools("f")}),
+    ("tool_choice_without_tools", {"tool_choice": "required"}),
+    ("tool_choice_named_without_tools", {"tool_choice": {"type": "function", "function": {"name": "f"}}}),
+    ("tool_choice_named_not_in_tools", {"tool_choice": {"type": "function", "function": {"name": "g"}},
+                                        "tools": _tools("f")}),
+    ("tool_choice_named_in_tools", {"tool_choice": {"type": "function", "function": {"name": "f"}}, "tools": _tools("f")}),
+    ("tool_choice_required_with_tools", {"tool_choice": "required", "tools": _tools("f")}),
+    ("tool_choice_none_with_tools", {"tool_choice": "none", "tools": _tools("f")}),
+    ("tools_empty", {"tools": []}),
+    ("tool_without_function", {"tools": [{"type": "function"}]}),
+    ("top_logprobs_without_logprobs", {"top_logprobs": 2}),
+    ("top_logprobs_21", {"logprobs": True, "top_logprobs": 21}),
+    ("top_logprobs_negative", {"logprobs": True, "top_logprobs": -1}),
+    ("continue_final_message_and_generation_prompt", {"continue_final_message": True, "add_generation_prompt": True}),
+    ("continue_final_message", {"continue_final_message": True, "add_generation_prompt": False,
+                                "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hel"}]}),
+    ("stream_options_without_stream", {"stream_options": {"include_usage": True}}),
+    ("cache_salt_empty", {"cache_salt": ""}),
+    ("cache_salt_slash", {"cache_salt": "a/b"}),
+    ("max_tokens_zero", {"max_tokens": 0}),
+    ("max_tokens_negative", {"max_tokens": -1}),
+    ("max_completion_tokens_past_window", {"max_completion_tokens": 100000}),
+    ("temperature_negative", {"temperature": -0.5}),
+    ("top_p_zero", {"top_p": 0}),
+    ("top_k_minus_2", {"top_k": -2}),
+    ("min_p_2", {"min_p": 2}),
+    ("repetition_penalty_zero", {"repetition_penalty": 0}),
+    ("presence_penalty_3", {"presence_penalty": 3}),
+    ("frequency_penalty_minus_3", {"frequency_penalty": -3}),
+    ("seed_negative", {"seed": -1}),
+    ("min_tokens_past_max_tokens", {"min_tokens": 10}),
+    ("stop_token_ids_negative", {"stop_token_ids": [-1]}),
+    ("stop_many", {"stop": ["a"] * 40}),
+    ("logit_bias_past_vocab", {"logit_bias": {"999999999": 1}}),
+    ("logit_bias_value_200", {"logit_bias": {"1": 200}}),
+    ("allowed_token_ids_past_vocab", {"allowed_token_ids": [999999999]}),
+    ("allowed_token_ids_empty", {"allowed_token_ids": []}),
+    ("bad_words", {"bad_words": ["Hello"]}),
+    ("n_2_stream", {"n": 2, "stream": True}),
+    ("prompt_logprobs_stream", {"prompt_logprobs": 1, "stream": True}),
+    ("prompt_logprobs_21", {"prompt_logprobs": 21}),
+    ("truncate_prompt_tokens", {"truncate_prompt_tokens": 2}),
+    ("response_format_json_schema_without_schema", {"response_format": {"type": "json_schema"}}),
+    ("response_format_json_object", {"response_format": {"type": "json_object"}}),
+    ("structured_outputs_two_kinds", {"structured_outputs": {"json": {}, "regex": "a"}}),
+    ("echo_last_assistant", {"echo": True, "add_generation_prompt": False,
+                             "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hel"}]}),
+    ("messages_last_assistant", {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "x"}]}),
+    ("message_unknown_role", {"messages": [{"role": "robot", "content": "Hi"}]}),
+    ("message_tool_without_id", {"messages": [{"role": "tool", "content": "Hi"}]}),
+    ("priority_set", {"priority": 1}),
+    ("kv_transfer_params", {"kv_transfer_params": {"a": 1}}),
+]
+
+
 DYNAMO_RULES: list[tuple[str, dict]] = [
     ("max_tokens_at_limit_plus_one", {"max_tokens": 1048577}),
     ("max_tokens_u32_past_i32", {"max_tokens": 2147483648}),
@@ -213,13 +270,15 @@ DYNAMO_GENERATE_RULES: list[tuple[str, dict, dict]] = [
 
 def rule_bodies(route: str, model: str) -> list[tuple[str, str, bytes]]:
     """One body per rule (name, path, body): of Dynamo's chat path (`dynamo-chat`: DYNAMO_RULES), of its native
-    generate route (`dynamo-generate`: DYNAMO_GENERATE_RULES), of vLLM's chat templates (`vllm-chat`)."""
+    generate route (`dynamo-generate`: DYNAMO_GENERATE_RULES), of vLLM's chat path (`vllm-chat`: VLLM_RULES, then
+    TEMPLATE_RULES)."""
     if route == "dynamo-chat":
         base = {"model": model, "messages": HELLO, "max_tokens": 4}
         return [(f"rule_{n}", "/v1/chat/completions", _j({**base, **fields})) for n, fields in DYNAMO_RULES]
     if route == "vllm-chat":
         base = {"model": model, "messages": HELLO, "max_tokens": 4}
-        return [(f"rule_{n}", "/v1/chat/completions", _j({**base, **fields})) for n, fields in TEMPLATE_RULES]
+        return [(f"rule_{n}", "/v1/chat/completions", _j({**base, **fields}))
+                for n, fields in VLLM_RULES + TEMPLATE_RULES]
     if route == "dynamo-generate":
         out = []
         for n, top, sampling in DYNAMO_GENERATE_RULES:

@@ -51,6 +51,7 @@ def main() -> int:
         wait_port(port)
         statuses: dict[int, int] = {}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+            http.get("/v1/models")  # (the served window and model, for the fake set up like this server)
             bodies = rule_bodies(a.route, a.model) if a.rules else \
                 random_bodies(a.route, a.model, a.n, a.seed, dynamo="dynamo" in a.profile)
             for name, path, body in bodies:

