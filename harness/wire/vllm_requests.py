@@ -149,7 +149,7 @@ class SamplingParamsModel(_Model):
 class GenerateRequest(_Model):
     request_id: Optional[str] = None
     token_ids: Annotated[list[int], Field(min_length=1)]
-    sampling_params: dict  # checked as SamplingParams below, with vLLM's own first line
+    sampling_params: Any  # checked as SamplingParams (sampling_errors), its errors merged in at this field
     model: Optional[str] = None
     return_token_ids: Optional[bool] = None
     output_mode: str = "tokens"
@@ -567,9 +567,13 @@ def validate(route: str, body: Any) -> dict:
     for rule in BEFORE[route]:
         rule(body)
     try:
-        parsed = model.model_validate(body)
+        parsed, errors = model.model_validate(body), []
     except ValidationError as exc:
-        raise validation_error(_errors(exc)) from None
+        parsed, errors = None, _errors(exc)
+    if route == "generate" and isinstance(body, dict) and "sampling_params" in body:
+        errors = _merged(errors, sampling_errors(body["sampling_params"]), list(model.model_fields))
+    if errors:
+        raise validation_error(errors)
     out = _known(parsed.model_dump(exclude_unset=True), body, model)
     if route in ("chat", "chat_tokens"):
         _messages(out.get("messages"))
@@ -577,16 +581,33 @@ def validate(route: str, body: Any) -> dict:
         check_ranges(chat_sampling(out))
     if route == "generate":
         sp = body["sampling_params"]
-        try:
-            coerced = SamplingParamsModel.model_validate(sp).model_dump(exclude_unset=True)
-        except ValidationError as exc:
-            head = {"type": "is_instance_of", "loc": "body.sampling_params",
-                    "msg": "Input should be an instance of SamplingParams", "input": sp,
-                    "ctx": {"class": "SamplingParams"}}
-            raise validation_error([head, *_errors(exc, ("body", "sampling_params"))]) from None
+        coerced = SamplingParamsModel.model_validate(sp).model_dump(exclude_unset=True)
         out["sampling_params"] = _known(coerced, sp, SamplingParamsModel)
         check_ranges({"max_tokens": 16, **coerced})
     return out
+
+
+def sampling_errors(sp: Any) -> list[dict]:
+    """GenerateRequest's `sampling_params` as pydantic reads a SamplingParams: an instance, or else fields
+    from a dict; when neither fits, both branches' errors (recorded from vLLM 0.32)."""
+    head = {"type": "is_instance_of", "loc": "body.sampling_params", "msg": "Input should be an instance of "
+            "SamplingParams", "input": sp, "ctx": {"class": "SamplingParams"}}
+    if not isinstance(sp, dict):
+        return [head, {"type": "dict_type", "loc": "body.sampling_params", "msg": "Input should be a valid "
+                       "dictionary", "input": sp}]
+    try:
+        SamplingParamsModel.model_validate(sp)
+    except ValidationError as exc:
+        return [head, *_errors(exc, ("body", "sampling_params"))]
+    return []
+
+
+def _merged(errors: list[dict], field_errors: list[dict], fields: list[str]) -> list[dict]:
+    """One field's errors set among the model's others, in field order (as pydantic lists them)."""
+    def position(e: dict) -> int:
+        name = e["loc"].split(".")[1] if e["loc"].count(".") else ""
+        return fields.index(name) if name in fields else -1
+    return sorted([e for e in errors if position(e) != fields.index("sampling_params")] + field_errors, key=position)
 
 
 def chat_sampling(body: dict) -> dict:
