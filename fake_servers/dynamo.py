@@ -21,9 +21,9 @@ from harness.wire import dynamo_requests, mutate
 from harness.wire.profiles import ROUTES, Profile
 
 from . import errors, experts, generate
-from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json
+from .base import BadBody, ErrorStyle, ServerState, faults_of, json_ok, make_app, new_id, read_json, send_json
 from .engine import ContextLengthExceeded, Generation, SamplingParams, WorkLimitExceeded
-from .openai import logprobs_content, render_messages, sampling_from, text_pieces
+from .openai import interleaved, logprobs_content, render_messages, sampling_from, stream, text_pieces
 from .validate import FAKE_WORK_TOKENS, json_depth
 
 SERDE_DEPTH = 128  # serde_json's recursion limit
@@ -266,15 +266,10 @@ class DynamoHandlers:
         for index, gen in enumerate(gens):
             chunks = self._choice_chunks(index, gen, extra, prompt_ids, params, reused)
             steps += [(k, index, {"id": cid, **chunk, **tail}) for k, chunk in enumerate(chunks)]
-        steps.sort(key=lambda s: (s[0], s[1]))
-        if self.engine.config.ttft:
-            await asyncio.sleep(self.engine.config.ttft)
-        async with SSE(request, self.engine.config.per_token) as sse:
-            for _, _, chunk in steps:
-                await sse.send(chunk)
-            if (body.get("stream_options") or {}).get("include_usage"):
-                await sse.send({"id": cid, "choices": [], **tail, "usage": self._usage(prompt_ids, gens, reused)})
-        return sse.resp
+        usage_asked = (body.get("stream_options") or {}).get("include_usage")
+        return await stream(request, self.engine, interleaved(steps),
+                            {"id": cid, "choices": [], **tail, "usage": self._usage(prompt_ids, gens, reused)}
+                            if usage_asked else None)
 
     def _choice_chunks(self, index: int, gen: Generation, extra, prompt_ids, params, reused) -> list[dict]:
         pieces = text_pieces(self.engine, gen)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from .base import ServerState
-from .engine import FakeEngine, Generation, SamplingParams
+import asyncio
+
 from harness.wire.faults import TEMPLATE_FAULTS, Active
+
+from .base import SSE, ServerState
+from .engine import FakeEngine, Generation, SamplingParams
 
 
 def sampling_from(body: dict, active=()) -> SamplingParams:
@@ -104,3 +107,21 @@ def usage(prompt_len: int, completion_len: int) -> dict:
     return {"prompt_tokens": prompt_len, "total_tokens": prompt_len + completion_len,
             "completion_tokens": completion_len, "prompt_tokens_details": None,
             "completion_tokens_details": None}
+
+
+def interleaved(steps: list[tuple[int, int, dict]]) -> list[dict]:
+    """The chunks of `n` choices as an engine streams them, step by step: each choice's k-th chunk, the choices
+    in order (`steps`: (k, choice index, chunk))."""
+    return [chunk for _, _, chunk in sorted(steps, key=lambda s: (s[0], s[1]))]
+
+
+async def stream(request, engine: FakeEngine, chunks: list[dict], last: dict | None = None):
+    """An SSE answer of `chunks` (then `last`, a usage chunk, when given), paced like the engine."""
+    if engine.config.ttft:
+        await asyncio.sleep(engine.config.ttft)
+    async with SSE(request, engine.config.per_token) as sse:
+        for chunk in chunks:
+            await sse.send(chunk)
+        if last is not None:
+            await sse.send(last)
+    return sse.resp

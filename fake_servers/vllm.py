@@ -20,7 +20,7 @@ from harness.wire.profiles import ROUTES, Profile
 from . import errors, experts, generate
 from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json
 from .engine import ContextLengthExceeded, Generation, SamplingParams, WorkLimitExceeded
-from .openai import logprobs_content, render_messages, sampling_from, text_pieces, usage
+from .openai import interleaved, logprobs_content, render_messages, sampling_from, stream, text_pieces, usage
 from .validate import FAKE_WORK_TOKENS, VLLM_MODEL_VOCAB, sample_logprobs, vllm_sampling_limits
 
 def _bad_body(exc: BadBody) -> web.Response:
@@ -289,18 +289,13 @@ class VLLMHandlers:
                 if i == last and not usage_asked:  # (the usage chunk carries it when there is one)
                     chunk["system_fingerprint"] = self.fingerprint
                 steps.append((i + 1, index, chunk))
-        steps.sort(key=lambda s: (s[0], s[1]))
-        if self.engine.config.ttft:
-            await asyncio.sleep(self.engine.config.ttft)
-        async with SSE(request, self.engine.config.per_token) as sse:
-            for _, _, chunk in steps:
-                await sse.send(chunk)
-            if usage_asked:
-                u = usage(len(prompt_ids), sum(len(g.token_ids) for g in gens))
-                await sse.send({**head, "choices": [], "usage": {k: u[k] for k in
-                                ("prompt_tokens", "total_tokens", "completion_tokens")},
-                                "system_fingerprint": self.fingerprint})
-        return sse.resp
+        return await stream(request, self.engine, interleaved(steps),
+                            self._usage_chunk(head, prompt_ids, gens) if usage_asked else None)
+
+    def _usage_chunk(self, head: dict, prompt_ids, gens: list[Generation]) -> dict:
+        u = usage(len(prompt_ids), sum(len(g.token_ids) for g in gens))
+        return {**head, "choices": [], "usage": {k: u[k] for k in ("prompt_tokens", "total_tokens", "completion_tokens")},
+                "system_fingerprint": self.fingerprint}
 
     async def generate(self, request):
         body = await self._body(request, route="generate")
@@ -406,21 +401,11 @@ class VLLMHandlers:
                     "stop_reason": gen.stop_reason if k == last else None,
                     "prompt_token_ids": list(prompt_ids) if want_ids and k == 0 else None,
                     "token_ids": [tid] if want_ids else None}))
-        steps.sort(key=lambda s: (s[0], s[1]))
-        if self.engine.config.ttft:
-            await asyncio.sleep(self.engine.config.ttft)
-        async with SSE(request, self.engine.config.per_token) as sse:
-            for n, (_, _, choice) in enumerate(steps):
-                chunk = {**head, "choices": [choice]}
-                if n == len(steps) - 1 and not usage_asked:
-                    chunk["system_fingerprint"] = self.fingerprint
-                await sse.send(chunk)
-            if usage_asked:
-                u = usage(len(prompt_ids), sum(len(g.token_ids) for g in gens))
-                await sse.send({**head, "choices": [], "usage": {k: u[k] for k in
-                                ("prompt_tokens", "total_tokens", "completion_tokens")},
-                                "system_fingerprint": self.fingerprint})
-        return sse.resp
+        chunks = [{**head, "choices": [choice]} for choice in interleaved(steps)]
+        if not usage_asked:  # (the usage chunk carries it when there is one)
+            chunks[-1]["system_fingerprint"] = self.fingerprint
+        return await stream(request, self.engine, chunks,
+                            self._usage_chunk(head, prompt_ids, gens) if usage_asked else None)
 
     def _completion_logprobs(self, gen: Generation, params: SamplingParams) -> dict | None:
         if not params.logprobs:
