@@ -77,7 +77,7 @@ class VLLMHandlers:
         except BadBody as exc:
             return _bad_body(exc)
         try:
-            body = vllm_requests.validate(route, body)
+            body = vllm_requests.validate(route, body, self.profile.version)
         except vllm_requests.RequestError as exc:
             return errors.vllm_body(exc.body)
         model = body.get("model")

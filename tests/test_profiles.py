@@ -321,3 +321,21 @@ async def test_current_prime_rl_sends_routed_experts_on_plain_chat_with_its_trai
                 assert r.mode == "mito" and r.routed_experts is not None
                 assert r.routed_experts.shape[1:] == (4, 2)
     assert PROFILES["prime-rl-5fe1a77"].read_from.startswith("PrimeIntellect-ai/prime-rl@5fe1a77")
+
+
+@pytest.mark.parametrize("label, status", [("vllm-0.32", 400), ("vllm-0.33", 200)])
+def test_each_vllm_version_reads_requests_with_its_own_models(label, status):
+    """vLLM 0.33's request models differ from 0.32's (read from its 0.33.0 wheel): `skip_special_tokens` may be
+    null. Real vLLM 0.32 refuses null (recorded: a bool_type error); the fake of each version answers as it."""
+    import httpx
+
+    from fake_servers.server import FakeConfig, RunningServer
+
+    with RunningServer(FakeConfig.for_profile(parse_label(label))) as srv:
+        for path, body in [("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}),
+                           ("/v1/completions", {"prompt": "Hi"})]:
+            r = httpx.post(srv.root_url + path, json={"model": "tiny-qwen", "max_tokens": 2,
+                                                      "skip_special_tokens": None, **body})
+            assert r.status_code == status, r.text
+            if status == 400:
+                assert r.json()["error"]["param"] == "body.skip_special_tokens"

@@ -3,7 +3,8 @@
 
 The field types are vLLM 0.32's (`ChatCompletionRequest` in entrypoints/openai/chat_completion/protocol.py,
 `GenerateRequest` in entrypoints/scale_out/token_in_token_out/protocol.py, `SamplingParams` in
-sampling_params.py). A failure is worded as vLLM's FastAPI exception handler words a RequestValidationError
+sampling_params.py); 0.30 and 0.31 answer the random and rule suites as 0.32 does, and 0.33's own models
+(`VERSION_MODELS`) are read from its wheel. A failure is worded as vLLM's FastAPI exception handler words a RequestValidationError
 (entrypoints/serve/exception_handling/handlers/validation.py): "N validation error(s):" and one line per
 error, `param` the first error's cleaned location; a range check as a VLLMValidationError.
 Pure data and functions: no web framework here.
@@ -277,6 +278,27 @@ def _tokenize(body: dict) -> dict:
 
 MODELS = {"chat": ChatCompletionRequest, "chat_tokens": ChatTokensRequest, "generate": GenerateRequest,
           "completions": CompletionRequest, "detokenize": DetokenizeRequest}
+
+
+# vLLM 0.33's request models where they differ from 0.32's (read from the 0.33.0 wheel's protocol modules):
+# skip_special_tokens may be null (the server's default then), and return_weight_versions is a field
+class ChatCompletionRequest033(ChatCompletionRequest):
+    skip_special_tokens: Optional[bool] = None
+    return_weight_versions: bool = False
+
+
+class CompletionRequest033(CompletionRequest):
+    skip_special_tokens: Optional[bool] = None
+    return_weight_versions: bool = False
+
+
+VERSION_MODELS = {"0.33": {"chat": ChatCompletionRequest033, "completions": CompletionRequest033}}
+
+
+def models_for(version: str | None) -> dict:
+    """The request models of vLLM `version` ("0.33.0"): 0.32's, with a later version's own where it has them."""
+    minor = ".".join((version or "").split(".")[:2])
+    return {**MODELS, **VERSION_MODELS.get(minor, {})}
 
 # -- the error, as vLLM's handler words it ------------------------------------------------------------------
 
@@ -558,12 +580,13 @@ def _messages(messages: list) -> None:
                                    "BadRequestError", None)
 
 
-def validate(route: str, body: Any) -> dict:
-    """The request as vLLM reads it (values coerced as pydantic's lax mode does; only the fields sent), or
-    RequestError with vLLM's answer. Routes: chat, chat_tokens, generate."""
+def validate(route: str, body: Any, version: str | None = None) -> dict:
+    """The request as vLLM `version` reads it (values coerced as pydantic's lax mode does; only the fields
+    sent), or RequestError with vLLM's answer. Routes: chat, chat_tokens, generate, completions, tokenize,
+    detokenize."""
     if route == "tokenize":
         return _tokenize(body)
-    model = MODELS[route]
+    model = models_for(version)[route]
     for rule in BEFORE[route]:
         rule(body)
     try:
