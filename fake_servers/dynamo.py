@@ -199,9 +199,9 @@ class DynamoHandlers:
         delay = self.engine.config.ttft + self.engine.config.per_token * max(len(g.token_ids) for g in gens)
         if delay:
             await asyncio.sleep(delay)
-        choices = []
+        choices, as_ids = [], bool(body.get("return_tokens_as_token_ids"))
         for index, g in enumerate(gens):
-            lps = logprobs_content(self.engine, g, params, dynamo=True) if params.logprobs else None
+            lps = logprobs_content(self.engine, g, params, dynamo=True, as_ids=as_ids) if params.logprobs else None
             choices.append({"index": index, "message": {"content": g.text or None, "refusal": None,
                                                         "role": "assistant"},
                             "finish_reason": g.finish_reason,
@@ -264,16 +264,18 @@ class DynamoHandlers:
         tail = {"created": created, "model": self.model, "object": "chat.completion.chunk"}
         steps = []
         for index, gen in enumerate(gens):
-            chunks = self._choice_chunks(index, gen, extra, prompt_ids, params, reused)
+            chunks = self._choice_chunks(index, gen, extra, prompt_ids, params, reused,
+                                         bool(body.get("return_tokens_as_token_ids")))
             steps += [(k, index, {"id": cid, **chunk, **tail}) for k, chunk in enumerate(chunks)]
         usage_asked = (body.get("stream_options") or {}).get("include_usage")
         return await stream(request, self.engine, interleaved(steps),
                             {"id": cid, "choices": [], **tail, "usage": self._usage(prompt_ids, gens, reused)}
                             if usage_asked else None)
 
-    def _choice_chunks(self, index: int, gen: Generation, extra, prompt_ids, params, reused) -> list[dict]:
+    def _choice_chunks(self, index: int, gen: Generation, extra, prompt_ids, params, reused,
+                       as_ids: bool = False) -> list[dict]:
         pieces = text_pieces(self.engine, gen)
-        lps = logprobs_content(self.engine, gen, params, dynamo=True) if params.logprobs else None
+        lps = logprobs_content(self.engine, gen, params, dynamo=True, as_ids=as_ids) if params.logprobs else None
         per_chunk = extra - {"engine_data", "timing", "routed_experts"}
         n = len(gen.token_ids)
         last_in_final = self.worker.last_id_in_final_chunk and n > 0

@@ -54,17 +54,21 @@ def render_messages(state: ServerState, body: dict, active: Active, add_generati
                                kwargs_override, bool(body.get("continue_final_message")))
 
 
-def logprob_entry(engine: FakeEngine, token_id: int, lp: float, alts, dynamo: bool = False) -> dict:
+def logprob_entry(engine: FakeEngine, token_id: int, lp: float, alts, dynamo: bool = False,
+                  as_ids: bool = False) -> dict:
     """One `logprobs.content` entry. Dynamo's (vLLM worker) adds `token_id`, and writes the sampled
-    stop token as `""` with `bytes: null`; its alternatives carry no ids."""
+    stop token as `""` with `bytes: null`; its alternatives carry no ids. `as_ids` (a request's
+    `return_tokens_as_token_ids`): tokens named `token_id:N`, their bytes those of the name, except the sampled
+    token's on vLLM, which keep its text's (recorded from vLLM 0.32 and Dynamo 1.6.1 + vLLM)."""
     def one(t: int, v: float, top: bool) -> dict:
         text = engine.token_text(t)
-        if dynamo and top and t == engine.eos_id:
+        name = f"token_id:{t}" if as_ids else text
+        if dynamo and top and t == engine.eos_id and not as_ids:
             return {"token": "", "logprob": v, "token_id": t, "bytes": None}
-        d = {"token": text, "logprob": v}
+        d = {"token": name, "logprob": v}
         if dynamo and top:
             d["token_id"] = t
-        d["bytes"] = list(text.encode("utf-8"))
+        d["bytes"] = list((text if top and not dynamo else name).encode("utf-8"))
         return d
 
     entry = one(token_id, lp, True)
@@ -72,14 +76,15 @@ def logprob_entry(engine: FakeEngine, token_id: int, lp: float, alts, dynamo: bo
     return entry
 
 
-def logprobs_content(engine: FakeEngine, gen: Generation, params: SamplingParams, dynamo: bool = False) -> list[dict]:
+def logprobs_content(engine: FakeEngine, gen: Generation, params: SamplingParams, dynamo: bool = False,
+                     as_ids: bool = False) -> list[dict]:
     """The answer's `logprobs.content` (built once per generation; a fresh list each call, since
     faults may add or remove entries; entries are shared and never mutated)."""
-    key = ("logprobs", dynamo)
+    key = ("logprobs", dynamo, as_ids)
     entries = gen.derived.get(key)
     if entries is None:
         tops = gen.top_logprobs or [None] * len(gen.token_ids)
-        entries = gen.derived[key] = tuple(logprob_entry(engine, t, lp, alts, dynamo)
+        entries = gen.derived[key] = tuple(logprob_entry(engine, t, lp, alts, dynamo, as_ids)
                                            for t, lp, alts in zip(gen.token_ids, gen.logprobs, tops))
     return list(entries)
 

@@ -241,13 +241,15 @@ class VLLMHandlers:
 
     def _chat_body(self, body, prompt_ids, gens: list[Generation], params: SamplingParams, route: str) -> dict:
         want_ids = bool(body.get("return_token_ids"))
+        as_ids = bool(body.get("return_tokens_as_token_ids"))
         choices = []
         for i, gen in enumerate(gens):
             choices.append({
                 "index": i,
                 "message": {"role": "assistant", "content": gen.text, "refusal": None, "annotations": None,
                             "audio": None, "function_call": None, "reasoning": None},
-                "logprobs": {"content": logprobs_content(self.engine, gen, params)} if params.logprobs else None,
+                "logprobs": {"content": logprobs_content(self.engine, gen, params, as_ids=as_ids)}
+                if params.logprobs else None,
                 "finish_reason": gen.finish_reason,
                 "stop_reason": gen.stop_reason,
                 "token_ids": list(gen.token_ids) if want_ids else None,
@@ -266,6 +268,7 @@ class VLLMHandlers:
         """A streamed chat answer: a first chunk per choice (its role), then a chunk per token of each choice,
         the choices interleaved step by step (recorded from vLLM 0.32), then usage when asked."""
         want_ids = bool(body.get("return_token_ids"))
+        as_ids = bool(body.get("return_tokens_as_token_ids"))
         usage_asked = bool((body.get("stream_options") or {}).get("include_usage"))
         cid, created = new_id("chatcmpl-"), int(time.time())
         head = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": self.model}
@@ -276,7 +279,7 @@ class VLLMHandlers:
                      "prompt_token_ids": list(prompt_ids) if want_ids else None, "prompt_text": None}
             steps.append((0, index, first))
             pieces = text_pieces(self.engine, gen)
-            lps = logprobs_content(self.engine, gen, params) if params.logprobs else None
+            lps = logprobs_content(self.engine, gen, params, as_ids=as_ids) if params.logprobs else None
             last = len(gen.token_ids) - 1
             for i, (tid, piece) in enumerate(zip(gen.token_ids, pieces)):
                 delta = {"content": piece} if piece or i < last or self.profile.empty_final_content else {}

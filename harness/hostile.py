@@ -173,6 +173,7 @@ VLLM_RULES: list[tuple[str, dict]] = [
     ("message_unknown_role", {"messages": [{"role": "robot", "content": "Hi"}]}),
     ("message_tool_without_id", {"messages": [{"role": "tool", "content": "Hi"}]}),
     ("priority_set", {"priority": 1}),
+    ("tokens_as_ids", {"logprobs": True, "top_logprobs": 1, "return_tokens_as_token_ids": True}),
     ("kv_transfer_params", {"kv_transfer_params": {"a": 1}}),
 ]
 
@@ -245,6 +246,7 @@ DYNAMO_RULES: list[tuple[str, dict]] = [
     ("bad_words_token_ids_fine", {"bad_words_token_ids": [[1, 2]]}),
     ("bad_words_token_ids_flat", {"bad_words_token_ids": [1, 2]}),
     ("unknown_field_null", {"bogus": None}),
+    ("tokens_as_ids", {"logprobs": True, "top_logprobs": 1, "return_tokens_as_token_ids": True}),
     *TEMPLATE_RULES,
 ]
 

@@ -68,7 +68,15 @@ def test_each_rule_gets_the_real_status_error_body_and_prompt(server):
                     r.json()["usage"]["prompt_tokens"] != real["usage"]["prompt_tokens"]:
                 differ.append(f"#{n}: prompt of {real['usage']['prompt_tokens']} tokens, fake "
                               f"{r.json()['usage']['prompt_tokens']}")
+            elif i.status == 200 and "choices" in real and _token_names(real) != _token_names(r.json()):
+                differ.append(f"#{n}: logprob tokens named {_token_names(real)}, fake {_token_names(r.json())}")
     assert not differ, differ
+
+
+def _token_names(answer: dict) -> set[str]:
+    """How an answer names its logprob tokens: by text, or as `token_id:N` (return_tokens_as_token_ids)."""
+    content = [e for c in answer.get("choices") or [] for e in ((c.get("logprobs") or {}).get("content") or [])]
+    return {"id" if e["token"].startswith("token_id:") else "text" for e in content if e.get("token")}
 
 
 def test_the_recorded_suites_are_the_generators_output():
