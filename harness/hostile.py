@@ -247,6 +247,9 @@ DYNAMO_RULES: list[tuple[str, dict]] = [
     ("bad_words_token_ids_flat", {"bad_words_token_ids": [1, 2]}),
     ("unknown_field_null", {"bogus": None}),
     ("tokens_as_ids", {"logprobs": True, "top_logprobs": 1, "return_tokens_as_token_ids": True}),
+    ("continue_final_message_default_generation_prompt", {"continue_final_message": True}),
+    ("continue_final_message", {"continue_final_message": True, "add_generation_prompt": False,
+                                "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hel"}]}),
     *TEMPLATE_RULES,
 ]
 

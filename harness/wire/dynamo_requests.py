@@ -462,6 +462,8 @@ def validate_chat(body: dict, served_model: str | None = None, version: str = "1
         return _validation("The 'messages' field cannot be empty. At least one message is required.")
     if body.get("stream_options") and not body.get("stream"):
         return _validation("The 'stream_options' field is only allowed when 'stream' is set to true.")
+    if body.get("continue_final_message") and body.get("add_generation_prompt") is not False:
+        return _validation("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
     if rules.stop_count_first and _stop_count(body.get("stop")):
         return 400, {"message": _stop_count(body["stop"]), "type": "Bad Request", "code": 400}
     for rule in VALIDATION:
