@@ -8,7 +8,6 @@ vLLM with --enable-scale-out), /v1/completions. Unknown request fields are ignor
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 
 import jinja2
@@ -314,9 +313,8 @@ class VLLMHandlers:
         if bad:
             return bad
         n_logprobs = sp.get("logprobs")
-        params = dataclasses.replace(sampling_from({**sp, "logprobs": n_logprobs is not None,
-                                                    "top_logprobs": n_logprobs or 0}, faults_of(request)),
-                                     logprobs=n_logprobs is not None)
+        params = sampling_from({**sp, "logprobs": n_logprobs is not None, "top_logprobs": n_logprobs or 0},
+                               faults_of(request))
         prompt_ids = list(body["token_ids"])
         try:
             gens = self._choices(prompt_ids, params, sp.get("n") or 1)
@@ -359,11 +357,9 @@ class VLLMHandlers:
             return errors.vllm_validation("body.prompt", "string_type", "Input should be a valid string",
                                           repr(prompt) if not isinstance(prompt, list) else f"'<list of {len(prompt)} items>'")
         prompt_ids = vllm_requests.prompt_cut(prompt_ids, body.get("truncate_prompt_tokens"))
-        n_logprobs = body.get("logprobs")
-        if isinstance(n_logprobs, bool) or (n_logprobs is not None and not isinstance(n_logprobs, int)):
-            return errors.vllm_validation("body.logprobs", "int_type", "Input should be a valid integer", repr(n_logprobs))
-        params = dataclasses.replace(sampling_from({**body, "logprobs": n_logprobs is not None,
-                                                    "top_logprobs": n_logprobs or 0}, faults_of(request)))
+        n_logprobs = body.get("logprobs")  # (an int by now: the request model coerced or refused it)
+        params = sampling_from({**body, "logprobs": n_logprobs is not None, "top_logprobs": n_logprobs or 0},
+                               faults_of(request))
         try:
             gens = self._choices(prompt_ids, params, body.get("n") or 1)
         except ContextLengthExceeded as exc:

@@ -80,7 +80,15 @@ CHAT = {
     "add_generation_prompt": B, "continue_final_message": B, "mm_processor_kwargs": ("map", "any"),
     "prompt_logprobs": "u32", "thinking": "any", "return_tokens_as_token_ids": B,
 }
-PASSTHROUGH = ("cache_salt", "stop_token_ids", "detokenize", "allowed_token_ids", "bad_words_token_ids")
+# the extra fields Dynamo passes on to the worker, each read as this type (validate_no_unsupported_fields's
+# serde_json::from_value and is_string/is_boolean checks), refused in these words
+PASSTHROUGH = {
+    "cache_salt": (S, "`cache_salt` must be a string"),
+    "stop_token_ids": (("seq", "u32"), "`stop_token_ids` must be an array of token IDs"),
+    "detokenize": (B, "`detokenize` must be a boolean"),
+    "allowed_token_ids": (("seq", "u32"), "`allowed_token_ids` must be an array of token IDs"),
+    "bad_words_token_ids": (("seq", ("seq", "u32")), "`bad_words_token_ids` must be an array of token ID arrays"),
+}
 # how serde reads them: the struct's own fields where they stand, then each flattened member from the buffered body in
 # declaration order (async-openai's request, then CommonExt, then the chat extensions), each in the body's order
 DIRECT = ("nvext", "return_tokens_as_token_ids")
@@ -239,27 +247,16 @@ def _debug(v) -> str:
     return "Object {" + ", ".join(f"{json.dumps(k)}: {_debug(x)}" for k, x in v.items()) + "}"
 
 
-def _u32s(v) -> bool:
-    return isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2 ** 32 for x in v)
-
-
-PASSTHROUGH_CHECKS = [  # validate_no_unsupported_fields, after the unknown names
-    ("cache_salt", lambda v: isinstance(v, str), "`cache_salt` must be a string"),
-    ("stop_token_ids", _u32s, "`stop_token_ids` must be an array of token IDs"),
-    ("detokenize", lambda v: isinstance(v, bool), "`detokenize` must be a boolean"),
-    ("allowed_token_ids", _u32s, "`allowed_token_ids` must be an array of token IDs"),
-    ("bad_words_token_ids", lambda v: isinstance(v, list) and all(_u32s(x) for x in v),
-     "`bad_words_token_ids` must be an array of token ID arrays"),
-]
-
-
 def _passthrough(body: dict, rules: ChatRules) -> str | None:
     unknown = sorted(k for k in body if k not in CHAT and k not in PASSTHROUGH)  # (the frontend's order is a hash's)
     if unknown:
         return "Unsupported parameter(s): " + ", ".join(f"`{k}`" for k in unknown)
-    for name, fits, message in PASSTHROUGH_CHECKS:
-        if name in body and not (body[name] is None and rules.null_passthrough_absent) and not fits(body[name]):
-            return message
+    for name, (t, message) in PASSTHROUGH.items():
+        if name in body and not (body[name] is None and rules.null_passthrough_absent):
+            try:
+                check(body[name], t)
+            except SerdeError:
+                return message
     return None
 
 
