@@ -148,15 +148,17 @@ def _messages(messages: list) -> SerdeError | None:
 def deserialize_chat(body: dict, raw: str) -> tuple[int, dict] | None:
     """serde's part: the request read into NvCreateChatCompletionRequest. A role given as a variant index
     (serde takes `1` for `system`) is written back as its name."""
-    for member in range(4):
+    members: list[list[str]] = [[], [], [], []]  # each member's fields, in the body's order
+    for key in body:
+        if key in CHAT:
+            members[_member(key)].append(key)
+    for member, keys in enumerate(members):
         if member == 2:  # the request's own required fields, once its members are read
             for name in ("messages", "model"):
                 if name not in body:
                     return _deserialize(f"missing field `{name}` at {where(raw)}")
-        for key, value in body.items():
-            t = CHAT.get(key)
-            if t is None or _member(key) != member:
-                continue
+        for key in keys:
+            value, t = body[key], CHAT[key]
             try:
                 check(value, opt(t) if key not in ("messages", "model") else t, (key,))
             except SerdeError as e:
