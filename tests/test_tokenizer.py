@@ -47,3 +47,37 @@ def test_build_writes_a_loadable_directory(tmp_path):
     tok = load_tokenizer(str(out))
     assert tok.encode("Hello world") == [9707, 1879]
     assert tok.chat_template == chat_template("thinking")
+
+
+def test_token_table_shows_every_id_as_the_tokenizer_does(tokenizer, tmp_path, monkeypatch):
+    import harness.tokenizer as T
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    monkeypatch.setattr(T, "_tables", {})
+    src = T.default_tokenizer_dir()
+    table = T.token_table(src)
+    assert len(table) == len(tokenizer)
+    ids = list(range(len(table)))
+    assert table.pieces(ids) == tokenizer.batch_decode([[i] for i in ids])
+    text = "héllo wörld 你好 🎉 <|im_start|>user\n"
+    ids = tokenizer.encode(text)
+    assert table.decode(ids) == tokenizer.decode(ids) == text
+    # a value that is no id of the vocabulary shows as U+FFFD, never raises
+    assert table.pieces([-1, len(table), 10**30, "7", 3.0, True, None]) == ["\ufffd"] * 7
+    # the table survives the process: a second read comes from the cache files, not the tokenizer
+    (cached,) = list((tmp_path / "tables").iterdir())
+    assert sorted(p.name for p in cached.iterdir()) == ["offsets.npy", "pieces.bin"]
+    monkeypatch.setattr(T, "_tables", {})
+    monkeypatch.setattr(T, "table_from_tokenizer_json", lambda path: (_ for _ in ()).throw(AssertionError("rebuilt")))
+    assert T.token_table(src).pieces(ids) == tokenizer.batch_decode([[i] for i in ids])
+
+
+def test_token_table_without_a_writable_cache_still_answers(tmp_path, monkeypatch):
+    import harness.tokenizer as T
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    src = T.default_tokenizer_dir()
+    monkeypatch.setenv("HARNESS_CACHE", str(blocker))
+    monkeypatch.setattr(T, "_tables", {})
+    assert T.token_table(src).decode([9707, 1879]) == "Hello world"
