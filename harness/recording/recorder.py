@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import signal
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -65,7 +66,12 @@ def _summary(i: Interaction) -> Interaction:
 
 def _writer_process(conn, path, blob_threshold, cassette, journal) -> None:
     """The writer process: batches in, acknowledgements out, until told to close. It holds the
-    journal's lock too, so no recovery starts while it may still append."""
+    journal's lock too, so no recovery starts while it may still append. It ignores SIGINT and SIGTERM
+    (started with them blocked, see `_start_quiet`): a signal to the recorder's process group (Ctrl-C,
+    `timeout`, systemd) stops the recorder, which flushes through this process and then closes it."""
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     if journal is not None:
         from .journal import hold_lock
 
@@ -88,6 +94,21 @@ def _writer_process(conn, path, blob_threshold, cassette, journal) -> None:
 
 
 _FLUSH, _CLOSE = object(), object()  # control items on the writer's queue
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _start_quiet(proc) -> None:
+    """Start a child process with SIGINT and SIGTERM blocked (the mask is inherited through fork and
+    exec, so no signal reaches it before it ignores them itself). multiprocessing's resource tracker is
+    started first: starting it unblocks both signals."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        proc.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class Recorder:
@@ -153,7 +174,7 @@ class Recorder:
             self._proc = ctx.Process(target=_writer_process, name="cassette-writer", daemon=True,
                                      args=(child, self.path, blob_threshold, self.writer.cassette,
                                            self.journal.dir if self.journal else None))
-            self._proc.start()
+            _start_quiet(self._proc)
             child.close()
             self._acks = threading.Thread(target=self._ack_loop, name="cassette-acks", daemon=True)
             self._acks.start()
