@@ -83,9 +83,15 @@ def flatten(value, prefix: str = "body") -> dict[str, object]:
     return out
 
 
-def field_diff(recorded, got) -> list[str]:
+def query_params(uri_or_path: str) -> dict[str, str]:
+    """A URI's query parameters as they are matched (secret ones left out), e.g. {"mode": "keep"}."""
+    return {k: v for k, v in parse_qsl(urlsplit(uri_or_path).query, keep_blank_values=True)
+            if k.lower() not in SECRET_QUERY_KEYS}
+
+
+def field_diff(recorded, got, prefix: str = "body") -> list[str]:
     """Field-level differences between two JSON bodies, readable, most useful first."""
-    a, b = flatten(recorded), flatten(got)
+    a, b = flatten(recorded, prefix), flatten(got, prefix)
     lines = []
     for k in sorted(set(a) | set(b)):
         if k not in b:
@@ -158,9 +164,14 @@ class ReplayIndex:
             return {"closest": None, "differences": [f"no recorded request on {method.upper()} {path}"],
                     "recorded_routes": routes[:50]}
         best = None
+        mine, query = canonical_body(body, self.ignore)[0], query_params(path_qs)
         for index, inter in candidates:
-            _, rec = canonical_body(inter.request_body, self.ignore)
-            diffs = field_diff(rec, got) if (rec is not None and got is not None) else ["body differs (not JSON)"]
+            theirs, rec = canonical_body(inter.request_body, self.ignore)
+            diffs = field_diff(query_params(inter.uri), query, "query")  # e.g. /pause?mode=keep vs mode=abort
+            if rec is not None and got is not None:
+                diffs += field_diff(rec, got)
+            elif theirs != mine:
+                diffs.append("body differs (not JSON)")
             if best is None or len(diffs) < len(best[2]):
                 best = (index, inter, diffs)
         index, inter, diffs = best
