@@ -69,7 +69,7 @@ def answer(engine: FakeEngine, profile: Profile, model: str, prompt_ids: list[in
                 "kv_transfer_params": None}
     keys = profile.generate_keys
     out = {"request_id": new_id("generate-tokens-"), "model": model, "created": int(time.time()),
-           "choices": choices, "usage": usage(len(prompt_ids), sum(len(g.token_ids) for g in gens)),
+           "choices": choices, "usage": usage(len(prompt_ids), sum(len(g.token_ids) for g in gens), profile.omitted_when_null),
            "prompt_logprobs": None}
     if "prompt_token_id_logprobs" in keys:
         out["prompt_token_id_logprobs"] = None

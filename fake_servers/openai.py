@@ -108,10 +108,13 @@ def _pieces(engine: FakeEngine, ids: list[int]) -> list[str]:
     return out
 
 
-def usage(prompt_len: int, completion_len: int) -> dict:
-    return {"prompt_tokens": prompt_len, "total_tokens": prompt_len + completion_len,
-            "completion_tokens": completion_len, "prompt_tokens_details": None,
-            "completion_tokens_details": None}
+def usage(prompt_len: int, completion_len: int, omitted: frozenset = frozenset()) -> dict:
+    """An answer's usage; `omitted`: a profile's keys left out when null (`usage.prompt_tokens_details`)."""
+    out = {"prompt_tokens": prompt_len, "total_tokens": prompt_len + completion_len,
+           "completion_tokens": completion_len, "prompt_tokens_details": None, "completion_tokens_details": None}
+    if "usage.prompt_tokens_details" in omitted:
+        del out["prompt_tokens_details"]
+    return out
 
 
 def interleaved(steps: list[tuple[int, int, dict]]) -> list[dict]:

@@ -243,10 +243,13 @@ class VLLMHandlers:
         as_ids = bool(body.get("return_tokens_as_token_ids"))
         choices = []
         for i, gen in enumerate(gens):
+            message = {"role": "assistant", "content": gen.text, "refusal": None, "annotations": None,
+                       "audio": None, "function_call": None, "reasoning": None}
+            if "message.annotations" in self.profile.omitted_when_null:
+                del message["annotations"]
             choices.append({
                 "index": i,
-                "message": {"role": "assistant", "content": gen.text, "refusal": None, "annotations": None,
-                            "audio": None, "function_call": None, "reasoning": None},
+                "message": message,
                 "logprobs": {"content": logprobs_content(self.engine, gen, params, as_ids=as_ids)}
                 if params.logprobs else None,
                 "finish_reason": gen.finish_reason,
@@ -258,7 +261,7 @@ class VLLMHandlers:
         completion = sum(len(g.token_ids) for g in gens)
         return {"id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
                 "model": self.model, "choices": choices, "service_tier": None,
-                "system_fingerprint": self.fingerprint, "usage": usage(len(prompt_ids), completion),
+                "system_fingerprint": self.fingerprint, "usage": usage(len(prompt_ids), completion, self.profile.omitted_when_null),
                 "prompt_logprobs": None, "prompt_token_ids": list(prompt_ids) if want_ids else None,
                 "prompt_text": None, "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None,
                 **{k: None for k in sorted(self.profile.chat_keys)}}
@@ -376,7 +379,7 @@ class VLLMHandlers:
                             "prompt_token_ids": prompt_ids if want_ids else None,
                             "routed_experts": self._experts(gen, "completions", body)} for i, gen in enumerate(gens)],
                "service_tier": None, "system_fingerprint": self.fingerprint,
-               "usage": usage(len(prompt_ids), sum(len(g.token_ids) for g in gens)),
+               "usage": usage(len(prompt_ids), sum(len(g.token_ids) for g in gens), self.profile.omitted_when_null),
                "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
         return await send_json(request, mutate.apply(faults_of(request), out))
 

@@ -66,6 +66,14 @@ class Profile:
     read_from: str = ""  # where a `source` profile's facts were read: repository@commit, file
     window_words: str = "max_model_len={limit}"  # how a max_tokens past the window names the window (vLLM)
     empty_final_content: bool = False  # a streamed choice's last chunk keeps `content: ""` for an empty piece
+    omitted_when_null: frozenset[str] = frozenset()
+    """Answer keys this version leaves out when they are null (pydantic `exclude_if`, vLLM 0.34):
+    `usage.prompt_tokens_details`, `message.annotations`."""
+    top_logprobs_past_k: frozenset[str] = frozenset({"completions"})
+    """Routes whose `top_logprobs` list every entry of the engine's logprobs dict: the k likeliest and the sampled
+    token beside them (k + 1 entries when the sampled token is not among the k); the other routes cut the list at k
+    (vLLM's chat and generate: `i < top_logprobs`; its completions: `top_logprobs >= i`; Dynamo passes the
+    vLLM worker's dict whole)."""
 
     def serves(self, route: str) -> bool:
         return route in self.routes
@@ -101,6 +109,17 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
     Profile("vllm-0.33", "vllm", "upstream vLLM 0.33 (CUDA only: read from its source)", "source", "0.33.0",
             _VLLM_ROUTES, generate_logprobs="token_id", output_modes=("tokens", "text"), routed_experts="npy",
             experts_routes=frozenset({"chat", "completions", "generate"})),
+    Profile("vllm-0.34", "vllm", "upstream vLLM 0.34 (CUDA only: read from its wheel)", "source", "0.34.0",
+            _VLLM_ROUTES, generate_logprobs="token_id", output_modes=("tokens", "text"), routed_experts="npy",
+            experts_routes=frozenset({"chat", "completions", "generate"}),
+            omitted_when_null=frozenset({"usage.prompt_tokens_details", "message.annotations"}),
+            read_from="vllm-0.34.0-cp38-abi3-manylinux_2_28_x86_64.whl (PyPI), beside 0.33.0's: "
+                      "entrypoints/openai/chat_completion/protocol.py (check_tool_usage: tools [] as omitted, a named "
+                      "tool's words; annotations a list, left out when null), entrypoints/serve/engine/protocol.py "
+                      "(UsageInfo.prompt_tokens_details left out when null), entrypoints/serve/tokenize/protocol.py "
+                      "(TokenizeChatRequest.response_format); not served by the fake: output_mode derender (0.33 "
+                      "has it too; 0.34 streams it), AbortRequestsRequest (a bad body: 400 N validation errors, "
+                      "not 422), /v1/fault_tolerance/* (moved from /fault_tolerance/*), /checkpoint/*"),
     Profile("prime-rl", "vllm", "prime-rl's vLLM server (what verifiers 0.3.x and renderers 0.1.x talk to; "
             "read from its source)", "source", "0.21.0",
             _VLLM_ROUTES | {"chat_tokens"}, generate_logprobs="openai",

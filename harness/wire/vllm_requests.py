@@ -12,6 +12,7 @@ Pure data and functions: no web framework here.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -259,7 +260,7 @@ def _known(coerced: dict, body: dict, model, namesakes=NAMESAKES) -> dict:
     return out
 
 
-def _tokenize(body: dict) -> dict:
+def _tokenize(body: dict, chat_model: type | None = None) -> dict:
     """/tokenize takes either request (a union: the completion form first); when neither fits, the errors
     of both are reported, as pydantic reports a union."""
     try:
@@ -268,12 +269,13 @@ def _tokenize(body: dict) -> dict:
         return _known(parsed.model_dump(exclude_unset=True), body, TokenizeCompletionRequest, ("messages",))
     except ValidationError as first:
         try:
-            parsed = TokenizeChatRequest.model_validate(body)
+            chat_model = chat_model or TokenizeChatRequest
+            parsed = chat_model.model_validate(body)
         except ValidationError as second:
             raise validation_error(_errors(first) + _errors(second)) from None
     if parsed.continue_final_message and parsed.add_generation_prompt:
         raise RequestError(TOKENIZE_CONFLICT, "BadRequestError", None)
-    return _known(parsed.model_dump(exclude_unset=True), body, TokenizeChatRequest, ("prompt",))
+    return _known(parsed.model_dump(exclude_unset=True), body, chat_model, ("prompt",))
 
 
 MODELS = {"chat": ChatCompletionRequest, "chat_tokens": ChatTokensRequest, "generate": GenerateRequest,
@@ -292,13 +294,22 @@ class CompletionRequest033(CompletionRequest):
     return_weight_versions: bool = False
 
 
-VERSION_MODELS = {"0.33": {"chat": ChatCompletionRequest033, "completions": CompletionRequest033}}
+class TokenizeChatRequest034(TokenizeChatRequest):
+    response_format: Optional[_ResponseFormat] = None  # (0.34: /tokenize renders it into the template)
+
+
+VERSION_MODELS = {"0.33": {"chat": ChatCompletionRequest033, "completions": CompletionRequest033},
+                  "0.34": {"chat": ChatCompletionRequest033, "completions": CompletionRequest033,
+                           "tokenize_chat": TokenizeChatRequest034}}
+
+
+def _minor(version: str | None) -> str:
+    return ".".join((version or "").split(".")[:2])
 
 
 def models_for(version: str | None) -> dict:
     """The request models of vLLM `version` ("0.33.0"): 0.32's, with a later version's own where it has them."""
-    minor = ".".join((version or "").split(".")[:2])
-    return {**MODELS, **VERSION_MODELS.get(minor, {})}
+    return {**MODELS, **VERSION_MODELS.get(_minor(version), {})}
 
 # -- the error, as vLLM's handler words it ------------------------------------------------------------------
 
@@ -511,10 +522,25 @@ def engine_checks(params: dict, vocab: int) -> RequestError | None:
     return None
 
 
-def _tool_usage(d: dict) -> None:
+# how each version reads `tools` and a named `tool_choice` (ChatCompletionRequest.check_tool_usage): whether
+# `tools: []` is refused or taken as omitted (0.34), and the words for a named tool not among the tools
+TOOL_RULES = {"": {"empty_tools": "refuse",
+                   "not_in_tools": "The tool specified in `tool_choice` does not match any of the specified `tools`"},
+              "0.34": {"empty_tools": "omitted",
+                       "not_in_tools": "The tool `{name}` specified in `tool_choice` does not match any of the "
+                                       "specified `tools`"}}
+_CORRECT_USAGE = 'Correct usage: `{"type": "function", "function": {"name": "my_function"}}`'
+
+
+def _tool_usage(d: dict, rules: dict = TOOL_RULES[""]) -> None:
     if d.get("tools") == []:
-        raise _refuse("`tools` must not be an empty array. Either provide at least one tool or omit the field "
-                      "entirely.", "tools")
+        if rules["empty_tools"] == "refuse":
+            raise _refuse("`tools` must not be an empty array. Either provide at least one tool or omit the field "
+                          "entirely.", "tools")
+        if not isinstance(d.get("tool_choice"), dict):  # as omitted: auto and required fall back to none
+            d["tools"] = None
+            if d.get("tool_choice") in ("auto", "required"):
+                d["tool_choice"] = "none"
     choice = d.get("tool_choice", "auto" if d.get("tools") else None)
     if choice is None or choice == "none":
         return
@@ -523,13 +549,22 @@ def _tool_usage(d: dict) -> None:
     if choice not in ("auto", "required") and not isinstance(choice, dict):
         raise _refuse(f"Invalid value for `tool_choice`: {choice}! Only named tools, \"none\", \"auto\" or "
                       f"\"required\" are supported.", "tool_choice")
-    if isinstance(choice, dict) and isinstance(d.get("tools"), list):
-        name = (choice.get("function") or {}).get("name") if isinstance(choice.get("function"), dict) else None
-        if not any(isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name") == name
-                   for t in d["tools"]):
-            raise _refuse("The tool specified in `tool_choice` does not match any of the specified `tools`",
-                          "tool_choice")
-
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        if not isinstance(function, dict):
+            raise _refuse(f"Invalid value for `function`: `{function}` in `tool_choice`! {_CORRECT_USAGE}",
+                          "tool_choice.function")
+        if "name" not in function:
+            raise _refuse(f"Expected field `name` in `function` in `tool_choice`! {_CORRECT_USAGE}",
+                          "tool_choice.function.name")
+        name = function["name"]
+        if not isinstance(name, str) or not name:
+            raise _refuse(f"Invalid `name` in `function`: `{name}` in `tool_choice`! {_CORRECT_USAGE}",
+                          "tool_choice.function.name")
+        if isinstance(d.get("tools"), list) and not any(
+                isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name") == name
+                for t in d["tools"]):
+            raise _refuse(rules["not_in_tools"].format(name=name), "tool_choice")
 
 def _completion_logprobs(d: dict) -> None:
     """CompletionRequest's check_logprobs: `logprobs` counts, as `prompt_logprobs` does."""
@@ -560,6 +595,13 @@ BEFORE = {"chat": [_generation_prompt, _tool_usage, _logprobs, _stream_options, 
           "completions": [_prompt_given, _stream_options, _completion_logprobs, _response_format, _null_max_tokens,
                           _cache_salt]}
 BEFORE["chat_tokens"] = BEFORE["chat"]
+
+
+@functools.lru_cache(maxsize=None)
+def before_rules(route: str, version: str | None) -> tuple:
+    """BEFORE[route], each rule set up as vLLM `version` runs it (TOOL_RULES)."""
+    tools = TOOL_RULES.get(_minor(version), TOOL_RULES[""])
+    return tuple(functools.partial(r, rules=tools) if r is _tool_usage else r for r in BEFORE[route])
 PART_TYPES = {"text", "image_url", "input_audio", "file", "video_url", "audio_url", "image_embeds", "image_pil",
               "input_image", "input_text", "refusal", "thinking", "video", "audio", "image"}
 
@@ -585,9 +627,9 @@ def validate(route: str, body: Any, version: str | None = None) -> dict:
     sent), or RequestError with vLLM's answer. Routes: chat, chat_tokens, generate, completions, tokenize,
     detokenize."""
     if route == "tokenize":
-        return _tokenize(body)
+        return _tokenize(body, models_for(version).get("tokenize_chat"))
     model = models_for(version)[route]
-    for rule in BEFORE[route]:
+    for rule in before_rules(route, version):
         rule(body)
     try:
         parsed, errors = model.model_validate(body), []
