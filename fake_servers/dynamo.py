@@ -201,7 +201,8 @@ class DynamoHandlers:
             await asyncio.sleep(delay)
         choices, as_ids = [], bool(body.get("return_tokens_as_token_ids"))
         for index, g in enumerate(gens):
-            lps = logprobs_content(self.engine, g, params, dynamo=True, as_ids=as_ids) if params.logprobs else None
+            lps = logprobs_content(self.engine, g, params, dynamo=True, as_ids=as_ids,
+                                   past_k="chat" in self.profile.top_logprobs_past_k) if params.logprobs else None
             choices.append({"index": index, "message": {"content": g.text or None, "refusal": None,
                                                         "role": "assistant"},
                             "finish_reason": g.finish_reason,
@@ -275,7 +276,8 @@ class DynamoHandlers:
     def _choice_chunks(self, index: int, gen: Generation, extra, prompt_ids, params, reused,
                        as_ids: bool = False) -> list[dict]:
         pieces = text_pieces(self.engine, gen)
-        lps = logprobs_content(self.engine, gen, params, dynamo=True, as_ids=as_ids) if params.logprobs else None
+        lps = logprobs_content(self.engine, gen, params, dynamo=True, as_ids=as_ids,
+                               past_k="chat" in self.profile.top_logprobs_past_k) if params.logprobs else None
         per_chunk = extra - {"engine_data", "timing", "routed_experts"}
         n = len(gen.token_ids)
         last_in_final = self.worker.last_id_in_final_chunk and n > 0

@@ -92,10 +92,13 @@ class Generation:
     finish_reason: str  # "stop" | "length"
     stop_reason: str | int | None
     logprobs: list[float]
-    top_logprobs: list[list[tuple[int, float]]]  # per position: the sampled (id, logprob), then the likeliest others
+    top_logprobs: list[list[tuple[int, float]]]
+    """Per position, the engine's logprobs dict as vLLM builds it: the sampled (id, logprob) first, then the k
+    likeliest others (k + 1 entries when the sampled token is not among the k likeliest); `top_k` is k."""
     routed_experts: np.ndarray | None = None  # (prompt + completion tokens, layers, top_k)
     derived: dict = field(default_factory=dict)  # per-answer pieces built once (logprob entries, text deltas)
     ranks: list[int] = field(default_factory=list)  # per position: the sampled token's rank (1: the likeliest)
+    top_k: int = 0  # the top logprobs asked for (a route cuts `top_logprobs` at it, or lists the dict whole)
 
 
 def safe_apply_chat_template(tokenizer, conversation, **kwargs):
@@ -278,11 +281,13 @@ class FakeEngine:
                 alts = [(t, lp)]
                 for j in range(k - 1):
                     alts.append((rng.randrange(self.vocab_size - 3), round(lp - 0.5 - j - rng.random(), 4)))
-                if r > 1:  # the tokens the engine found likelier come first, as vLLM lists them
-                    alts = [(t, lp)] + (self._likelier(t, lp, r, alt_rng) + alts[1:])[:k - 1]
+                if r > 1:  # the tokens the engine found likelier come first, as vLLM lists them; past the k
+                    # likeliest, the sampled one is listed beside all k of them
+                    alts = [(t, lp)] + (self._likelier(t, lp, r, alt_rng) + alts[1:])[:k - 1 if r <= k else k]
                 top.append(alts)
         routed = self._routed_experts(len(prompt_ids) + len(ids), seed) if self.config.moe else None
-        return Generation(ids, text, finish, stop_reason, logprobs, top, routed, ranks=ranks)
+        return Generation(ids, text, finish, stop_reason, logprobs, top, routed, ranks=ranks,
+                          top_k=params.top_logprobs)
 
     def _ranks(self, ids: list[int], logprobs: list[float], temperature: float, seed: int) -> list[int]:
         """With temperature > 0 a real engine often samples a token that is not the likeliest (rank 2 to 5

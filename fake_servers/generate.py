@@ -18,9 +18,12 @@ def _entry(shape: str, t: int, lp: float, rank: int | None):
     return {"token": name, "logprob": lp, "bytes": list(name.encode()) if shape == "openai_bytes" else None}
 
 
-def logprobs(engine: FakeEngine, gen: Generation, shape: str, text: bool = False) -> dict:
-    """`choices[0].logprobs` in the profile's entry shape (`text`: decoded token strings, vLLM 0.33)."""
+def logprobs(engine: FakeEngine, gen: Generation, shape: str, text: bool = False, past_k: bool = False) -> dict:
+    """`choices[0].logprobs` in the profile's entry shape (`text`: decoded token strings, vLLM 0.33); `past_k`: the
+    engine's dict whole (Dynamo), else cut at k, at least one (vLLM: `i < max(k, 1)`)."""
     tops = gen.top_logprobs or [[(t, lp)] for t, lp in zip(gen.token_ids, gen.logprobs)]
+    if not past_k:
+        tops = [alts[:max(gen.top_k, 1)] for alts in tops]
     ranks = gen.ranks or [1] * len(gen.token_ids)
     content = []
     for t, lp, alts, rank in zip(gen.token_ids, gen.logprobs, tops, ranks):
@@ -38,7 +41,8 @@ def logprobs(engine: FakeEngine, gen: Generation, shape: str, text: bool = False
 
 def _choice(engine: FakeEngine, profile: Profile, index: int, gen: Generation, want_logprobs: bool,
             output_mode: str, prompt_start: int) -> dict:
-    lps = logprobs(engine, gen, profile.generate_logprobs, output_mode == "text") if want_logprobs else None
+    lps = logprobs(engine, gen, profile.generate_logprobs, output_mode == "text",
+                   "generate" in profile.top_logprobs_past_k) if want_logprobs else None
     experts_ = (experts.cached(gen, "npy" if profile.kind == "dynamo" else profile.routed_experts, prompt_start)
                 if "generate" in profile.experts_routes else None)
     if profile.kind == "dynamo":  # Dynamo's native route (recorded)
@@ -88,7 +92,8 @@ def stream_chunks(engine: FakeEngine, profile: Profile, gen: Generation, want_lo
     """A streamed vLLM generate answer (recorded from vLLM 0.31): a chunk per token, the last one with its
     finish_reason; no usage."""
     rid = new_id("generate-tokens-")
-    lps = logprobs(engine, gen, profile.generate_logprobs)["content"] if want_logprobs else None
+    lps = logprobs(engine, gen, profile.generate_logprobs,
+                   past_k="generate" in profile.top_logprobs_past_k)["content"] if want_logprobs else None
     out = []
     for k, t in enumerate(gen.token_ids):
         choice: dict = {"index": 0, "logprobs": {"content": [lps[k]]} if lps else None,

