@@ -1,13 +1,7 @@
-"""The consoles every `harness` subcommand prints to (one floor below the CLI modules)."""
+"""Moved to `harness.cli.output`; this path stays importable for one release."""
 
-from __future__ import annotations
+import warnings
 
-import os
-import sys
+from .cli.output import err, out  # noqa: F401
 
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-from rich.console import Console  # noqa: E402
-
-err = Console(stderr=True, soft_wrap=True)  # an error is one line, however narrow the terminal
-out = Console(width=None if sys.stdout.isatty() else 140)
+warnings.warn("harness.cli_output moved to harness.cli.output", DeprecationWarning, stacklevel=2)

@@ -16,7 +16,7 @@ import httpx
 
 from .wire.urls import root_of
 from .recording.format import Cassette, Interaction, cassette_files
-from .recording.inspect import turn_kind, turn_tokens
+from .captures.turns import turn_kind, turn_tokens
 from .wire.shape import diff
 
 # (fake kind, regex on a difference line, reason). Empty today: every difference the real

@@ -17,7 +17,8 @@ from fake_servers.server import FakeConfig, RunningServer
 from harness.client import ClientConfig, TitoClient
 from harness.recording.format import Cassette
 from harness.recording.proxy import Recorder, create_proxy_app, recording_meta
-from harness.recording.repro import emit_test, repro_cassette
+from harness.captures.emit import emit_ours_test as emit_test
+from harness.captures.repro import repro_cassette
 from harness.serve import AppThread
 
 ROOT = Path(__file__).resolve().parents[1]

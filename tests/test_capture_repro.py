@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 
 from fake_servers.server import FakeConfig, RunningServer
-from harness.capture_repro import CaptureServer, resend
+from harness.captures.emit import CaptureServer
+from harness.captures.repro import resend
 from harness.captures import audit
 from harness.recording.format import Cassette
 from harness.recording.proxy import Recorder, create_proxy_app

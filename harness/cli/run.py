@@ -1,21 +1,18 @@
-"""The `harness` command. Thin: each subcommand parses arguments and calls the library."""
+"""`harness demo`, `rollout`, `parity`, `fake`: running the client and the fakes."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import logging
 import os
-import sys
 import time
 
 from rich.table import Table
 
-from .cli_output import err, out
+from .output import err, out
 
 
-def _table(report, title: str) -> Table:
+def rollout_table(report, title: str) -> Table:
     t = Table(title=title, title_justify="left")
     for col in ("turn", "mode", "reason", "route", "prompt", "completion", "logprobs", "finish", "note"):
         t.add_column(col, justify="right" if col in ("turn", "prompt", "completion") else "left")
@@ -29,8 +26,8 @@ def _table(report, title: str) -> Table:
     return t
 
 
-def _print_report(report, title: str) -> None:
-    out.print(_table(report, title))
+def print_report(report, title: str) -> None:
+    out.print(rollout_table(report, title))
     s = report.summary
     cont = "ok" if report.continuity_ok() else "[red]BROKEN[/]"
     parity = report.parity
@@ -50,8 +47,8 @@ def _print_report(report, title: str) -> None:
 
 
 def cmd_rollout(args) -> int:
-    from .client import ClientConfig, TitoError
-    from .rollout import run_rollout
+    from ..client import ClientConfig, TitoError
+    from ..rollout import run_rollout
 
     config = ClientConfig(base_url=args.base_url, model=args.model, renderer_transport=args.transport,
                           tito_route=args.tito_route, tokenizer=args.tokenizer, api_key=args.api_key,
@@ -64,13 +61,13 @@ def cmd_rollout(args) -> int:
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
-        _print_report(report, f"{args.transport} rollout against {args.base_url} ({args.model})")
+        print_report(report, f"{args.transport} rollout against {args.base_url} ({args.model})")
     return 0
 
 
 def cmd_parity(args) -> int:
-    from .client import ClientConfig, TitoError
-    from .parity_probe import probe
+    from ..client import ClientConfig, TitoError
+    from ..parity_probe import probe
 
     config = ClientConfig(base_url=args.base_url, model=args.model, renderer_transport=args.transport,
                           tokenizer=args.tokenizer, template=args.template, api_key=args.api_key, parity_policy="off")
@@ -121,7 +118,7 @@ def cmd_fake(args) -> int:
         return 2
     from harness.wire.profiles import profile_label
 
-    from .serve import BindError, serve_forever
+    from ..serve import BindError, serve_forever
 
     try:
         serve_forever(app, args.host, args.port,
@@ -133,52 +130,11 @@ def cmd_fake(args) -> int:
     return 0
 
 
-def cmd_profiles(args) -> int:
-    from harness.wire.profiles import DEFAULTS, PROFILES, differences_markdown
-
-    if args.json:
-        print(json.dumps({"defaults": DEFAULTS, "profiles": [p.describe() for p in PROFILES.values()]}))
-        return 0
-    t = Table(title="server profiles (harness fake KIND --profile NAME)", title_justify="left")
-    for col in ("profile", "kind", "version", "facts from", "what it is"):
-        t.add_column(col)
-    for p in PROFILES.values():
-        default = " (default)" if DEFAULTS.get(p.kind) == p.name else ""
-        t.add_row(p.name + default, p.kind, p.version, p.source, p.summary)
-    out.print(t)
-    if args.differences:
-        print(differences_markdown())
-    return 0
-
-
-def cmd_tokenizer_build(args) -> int:
-    from .tokenizer import build_tokenizer, default_tokenizer_dir, load_tokenizer
-
-    t0 = time.perf_counter()
-    path = build_tokenizer(args.dir, args.template) if args.dir else default_tokenizer_dir(args.template)
-    tok = load_tokenizer(str(path))
-    out.print(f"tokenizer ({args.template}) in {path} ({time.perf_counter() - t0:.1f} s): vocab {len(tok)}, "
-              f"'Hello world' -> {tok.encode('Hello world')}")
-    return 0
-
-
-def cmd_faults(args) -> int:
-    from .wire.faults import CATALOGUE
-
-    t = Table(title="fault catalogue (x-fake-fault: NAME[=VALUE][@PROBABILITY][*TIMES])", title_justify="left")
-    for col in ("fault", "what the server does", "client behaviour exercised", "servers"):
-        t.add_column(col)
-    for f in CATALOGUE.values():
-        t.add_row(f.name, f.does, f.exercises, ", ".join(f.servers))
-    out.print(t)
-    return 0
-
-
 def cmd_demo(args) -> int:
     from fake_servers.server import FakeConfig, RunningServer
 
-    from .client import ClientConfig
-    from .rollout import run_rollout
+    from ..client import ClientConfig
+    from ..rollout import run_rollout
 
     t0 = time.perf_counter()
     out.print("[bold]Starting a fake vLLM and a fake Dynamo in process (real Qwen2.5 tokenizer)...[/]")
@@ -188,40 +144,26 @@ def cmd_demo(args) -> int:
         for transport, url, route in runs:
             cfg = ClientConfig(base_url=url, model="tiny-qwen", renderer_transport=transport, tito_route=route)
             report = asyncio.run(run_rollout(cfg, args.turns, args.max_tokens))
-            _print_report(report, f"{transport} against the fake {'vLLM' if transport == 'vllm_generate' else 'Dynamo'} at {url}")
+            print_report(report, f"{transport} against the fake {'vLLM' if transport == 'vllm_generate' else 'Dynamo'} at {url}")
             ok = ok and report.continuity_ok()
-    from .cli_cassettes import _print_repro
-    from .recording.repro import repro_cassette
+    from ..captures.repro import repro_cassette
+    from .captures import print_repro
 
-    from .recording.format import shipped
+    from ..recording.format import shipped
 
     for name in ("vllm-0.32-cpu", "dynamo-1.6.1-vllm-0.31-cpu"):
         path = shipped(f"real/{name}/rollout_4_turns_tools.yaml")
         out.print(f"[bold]Replaying a rollout recorded from a real server ({name}) through the client...[/]")
         report = repro_cassette(path)
-        _print_repro(report, f"cassettes/real/{name}/{path.name}")
+        print_repro(report, f"cassettes/real/{name}/{path.name}")
         ok = ok and [t.mode for t in report.turns] == ["mito", "tito", "tito", "tito"]
     out.print(f"[bold]demo finished in {time.perf_counter() - t0:.1f} s[/]")
     return 0 if ok else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .cli_cassettes import add_parsers as add_cassette_parsers
-    from .cli_compat import add_parser as add_compat
-
-    p = argparse.ArgumentParser(prog="harness", description="TITO client test harness for vLLM and NVIDIA Dynamo")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logs (each turn's tito/mito decision)")
-    sub = p.add_subparsers(dest="command", required=True)
-    _add_run_parsers(sub)
-    add_cassette_parsers(sub)  # record, chaos, cassette, replay, audit, inspect, repro, view, record-suite, conformance
-    _add_info_parsers(sub)
-    add_compat(sub)
-    return p
-
-
-def _add_run_parsers(sub) -> None:
+def add_parsers(sub) -> None:
     """demo, rollout, parity, fake: running the client and the fakes."""
-    from .client.config import TRANSPORTS
+    from ..client.config import TRANSPORTS
 
 
     d = sub.add_parser("demo", help="fake vLLM + fake Dynamo in process, a rollout on each transport, a cassette replay")
@@ -281,39 +223,3 @@ def _add_run_parsers(sub) -> None:
     f.add_argument("--no-generate", action="store_true", help="vllm: no /inference/v1/generate")
     f.add_argument("--no-tool-parser", action="store_true", help="vllm: refuse tools as a server without --enable-auto-tool-choice")
     f.set_defaults(func=cmd_fake)
-
-
-
-def _add_info_parsers(sub) -> None:
-    """tokenizer, profiles, faults: what ships with the harness."""
-    t = sub.add_parser("tokenizer", help="the offline Qwen2.5 tokenizer")
-    tsub = t.add_subparsers(dest="tokenizer_command", required=True)
-    tb = tsub.add_parser("build", help="build the tokenizer (into DIR, or the cache) and check it")
-    tb.add_argument("dir", nargs="?")
-    tb.add_argument("--template", choices=("chatml", "thinking"), default="chatml")
-    tb.set_defaults(func=cmd_tokenizer_build)
-
-    pr = sub.add_parser("profiles", help="list the server profiles the fakes answer as")
-    pr.add_argument("--json", action="store_true")
-    pr.add_argument("--differences", action="store_true", help="also print the table of differences (Markdown)")
-    pr.set_defaults(func=cmd_profiles)
-
-    fl = sub.add_parser("faults", help="list the fake servers' fault catalogue")
-    fl.set_defaults(func=cmd_faults)
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.verbose:  # our own debug lines; the libraries' (httpcore, faker, asyncio, ...) stay at warnings
-        for name in ("harness", "fake_servers"):
-            logging.getLogger(name).setLevel(logging.DEBUG)
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:  # Ctrl-C before a server was up (e.g. waiting for an upstream): nothing written
-        err.print("interrupted", highlight=False)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Export: one row per exchange of a capture (where it sits, what it was, its tokens, the audit's
+anomaly kinds), as columns or a Parquet file for DuckDB, Spark or Trino."""
+
+from __future__ import annotations
+
+from .index import exchanges
+from .linking import Linker
+
+
+COLUMNS = ("exchange", "conversation", "turn", "mode", "method", "path", "status", "prompt_ids", "completion_ids",
+           "completion_logprobs", "finish_reason", "duration_ms", "recorded_at", "faults", "anomalies")
+
+
+def export_rows(source):
+    """One row per exchange, in order, read once: where it sits (conversation, turn), what it was (mode,
+    route, status, latency) and its tokens (ids and logprobs as lists), with the audit's anomaly kinds."""
+    linker = Linker(keep_tokens=True, on_close=lambda conv: None)
+    for n, _, i in exchanges(source):
+        placed = linker.add(n, i)
+        conv, k, t, kinds = placed if placed else (None, None, None, [])
+        yield {"exchange": n, "conversation": conv.id if conv else None, "turn": k, "mode": t.mode if t else None,
+               "method": i.method, "path": i.path, "status": i.status, "prompt_ids": t.prompt_ids if t else None,
+               "completion_ids": t.completion_ids if t else None,
+               "completion_logprobs": t.completion_logprobs if t else None,
+               "finish_reason": t.finish_reason if t else None, "duration_ms": i.duration_ms,
+               "recorded_at": i.recorded_at, "faults": list(i.faults or []), "anomalies": kinds}
+        if t is not None:  # the row has them; the conversation need not keep them
+            t.prompt_ids = t.completion_ids = t.completion_logprobs = None
+
+
+def export_columns(source) -> dict[str, list]:
+    cols: dict[str, list] = {name: [] for name in COLUMNS}
+    for row in export_rows(source):
+        for key, v in row.items():
+            cols[key].append(v)
+    return cols
+
+
+def export_parquet(source, out, batch: int = 4096) -> int:
+    """Write `export_rows` as a Parquet file (pyarrow), a batch at a time; returns the rows written."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError("Parquet export needs pyarrow: pip install 'tito-harness[analytics]'") from None
+    ids, lps, strs = pa.list_(pa.int32()), pa.list_(pa.float32()), pa.list_(pa.string())
+    schema = pa.schema([("exchange", pa.int64()), ("conversation", pa.int64()), ("turn", pa.int32()),
+                        ("mode", pa.string()), ("method", pa.string()), ("path", pa.string()), ("status", pa.int32()),
+                        ("prompt_ids", ids), ("completion_ids", ids), ("completion_logprobs", lps),
+                        ("finish_reason", pa.string()), ("duration_ms", pa.float64()), ("recorded_at", pa.float64()),
+                        ("faults", strs), ("anomalies", strs)])
+    rows = 0
+    with pq.ParquetWriter(out, schema, compression="zstd") as writer:
+        pending: list[dict] = []
+        for row in export_rows(source):
+            pending.append(row)
+            if len(pending) >= batch:
+                writer.write_batch(pa.RecordBatch.from_pylist(pending, schema=schema))
+                rows, pending = rows + len(pending), []
+        if pending or not rows:
+            writer.write_batch(pa.RecordBatch.from_pylist(pending, schema=schema))
+            rows += len(pending)
+    return rows
