@@ -59,6 +59,8 @@ class ServerState:
     received: deque = field(default_factory=lambda: deque(maxlen=1000))  # the last requests (Received)
     started: float = field(default_factory=time.time)
     profile: object = None  # the harness.wire.profiles.Profile being served
+    control_paths: set = field(default_factory=set)  # the RL control plane's paths (their faults are drawn apart)
+    control: object = None  # fake_servers.control.Control when the control plane is on
 
 
 @dataclass
@@ -177,7 +179,8 @@ def _fault_middleware(style: ErrorStyle):
         seen = Received(request.method, request.path_qs, dict(request.headers), await request.read())
         state.received.append(seen)
         try:
-            active = state.plan.draw(request.headers.get(FAULT_HEADER))
+            active = state.plan.draw(request.headers.get(FAULT_HEADER),
+                                     "control" if request.path in state.control_paths else "data")
         except FaultSpecError as exc:
             seen.status = 400
             return style.bad_fault_header(str(exc))

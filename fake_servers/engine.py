@@ -98,6 +98,7 @@ class Generation:
     routed_experts: np.ndarray | None = None  # (prompt + completion tokens, layers, top_k)
     derived: dict = field(default_factory=dict)  # per-answer pieces built once (logprob entries, text deltas)
     ranks: list[int] = field(default_factory=list)  # per position: the sampled token's rank (1: the likeliest)
+    versions: tuple = ()  # (weight version, start, end) spans when a pause and new weights split the answer
     top_k: int = 0  # the top logprobs asked for (a route cuts `top_logprobs` at it, or lists the dict whole)
 
 
@@ -203,12 +204,16 @@ class FakeEngine:
         if prompt_len >= limit:
             raise ContextLengthExceeded(prompt_len, max_tokens, limit)
 
-    def generate(self, prompt_ids: list[int], params: SamplingParams, check_context: bool = True) -> Generation:
+    def generate(self, prompt_ids: list[int], params: SamplingParams, check_context: bool = True,
+                 policy: str = "") -> Generation:
+        """`policy`: the weights answering (a control plane's update or a LoRA adapter; "" the base weights)."""
         if check_context:
             self.check_length(len(prompt_ids), params.max_tokens)
         digest = hashlib.blake2b(digest_size=16)
         digest.update(np.asarray(prompt_ids, dtype=np.int64).tobytes())
         digest.update(orjson.dumps([params.temperature, params.top_p, params.seed, self.config.seed]))
+        if policy:
+            digest.update(policy.encode())
         sampling_seed = int.from_bytes(digest.digest()[:8], "little")  # what sampling depends on
         digest.update(params.key())  # ... and what only cuts or annotates the answer
         key = digest.digest()
@@ -219,14 +224,14 @@ class FakeEngine:
         return hit
 
     def samples(self, prompt_ids: list[int], params: SamplingParams, n: int, work_limit: int,
-                check_context: bool = True) -> list[Generation]:
+                check_context: bool = True, policy: str = "") -> list[Generation]:
         """`n` answers, each its own sample (seed + i), until their completion tokens pass `work_limit`: then
         WorkLimitExceeded (a real server would generate them all; a fake must stay bounded)."""
         gens, work = [], 0
         base = params.seed or 0
         for i in range(n):
             gen = self.generate(prompt_ids, dataclasses.replace(params, seed=base + i) if n > 1 else params,
-                                check_context)
+                                check_context, policy)
             work += len(gen.token_ids)
             if work > work_limit:
                 raise WorkLimitExceeded(n, work_limit)

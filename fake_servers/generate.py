@@ -40,7 +40,7 @@ def logprobs(engine: FakeEngine, gen: Generation, shape: str, text: bool = False
 
 
 def _choice(engine: FakeEngine, profile: Profile, index: int, gen: Generation, want_logprobs: bool,
-            output_mode: str, prompt_start: int) -> dict:
+            output_mode: str, prompt_start: int, version: str = "default") -> dict:
     lps = logprobs(engine, gen, profile.generate_logprobs, output_mode == "text",
                    "generate" in profile.top_logprobs_past_k) if want_logprobs else None
     experts_ = (experts.cached(gen, "npy" if profile.kind == "dynamo" else profile.routed_experts, prompt_start)
@@ -59,15 +59,17 @@ def _choice(engine: FakeEngine, profile: Profile, index: int, gen: Generation, w
     if "sampling_mask" in keys:
         choice["sampling_mask"] = None
     if "weight_versions" in keys:
-        choice["weight_versions"] = [{"version": "default", "start": 0, "end": len(gen.token_ids)}]
+        choice["weight_versions"] = [{"version": v, "start": a, "end": b} for v, a, b in gen.versions] or [
+            {"version": version, "start": 0, "end": len(gen.token_ids)}]
     choice["logprobs"] = lps
     return choice
 
 
 def answer(engine: FakeEngine, profile: Profile, model: str, prompt_ids: list[int], gens: list[Generation],
-           want_logprobs: bool, output_mode: str = "tokens", prompt_start: int = 0) -> dict:
-    """The answer of `n` samples (a choice each)."""
-    choices = [_choice(engine, profile, i, gen, want_logprobs, output_mode, prompt_start) for i, gen in enumerate(gens)]
+           want_logprobs: bool, output_mode: str = "tokens", prompt_start: int = 0, version: str = "default") -> dict:
+    """The answer of `n` samples (a choice each); `version`: the engine's weight version (`weight_versions`)."""
+    choices = [_choice(engine, profile, i, gen, want_logprobs, output_mode, prompt_start, version)
+               for i, gen in enumerate(gens)]
     if profile.kind == "dynamo":  # Dynamo's native route (recorded): no usage, no model, no prompt ids
         return {"request_id": new_id("", dashed=True), "choices": choices, "prompt_logprobs": None,
                 "kv_transfer_params": None}

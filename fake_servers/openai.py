@@ -126,11 +126,12 @@ def interleaved(steps: list[tuple[int, int, dict]]) -> list[dict]:
     return [chunk for _, _, chunk in sorted(steps, key=lambda s: (s[0], s[1]))]
 
 
-async def stream(request, engine: FakeEngine, chunks: list[dict], last: dict | None = None):
-    """An SSE answer of `chunks` (then `last`, a usage chunk, when given), paced like the engine."""
-    if engine.config.ttft:
+async def stream(request, engine: FakeEngine, chunks: list[dict], last: dict | None = None, paced: bool = True):
+    """An SSE answer of `chunks` (then `last`, a usage chunk, when given), paced like the engine (`paced`: False
+    when the request was paced token by token already, by a control plane)."""
+    if paced and engine.config.ttft:
         await asyncio.sleep(engine.config.ttft)
-    async with SSE(request, engine.config.per_token) as sse:
+    async with SSE(request, engine.config.per_token if paced else 0.0) as sse:
         for chunk in chunks:
             await sse.send(chunk)
         if last is not None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from harness.wire.control_plane import CONTROL_PLANES
 from harness.wire.faults import TEMPLATE_FAULTS, FaultPlan, parse_specs
 from harness.wire.profiles import Profile, get_profile
 
 from . import dynamo, vllm
 from .base import STATE, ServerState
+from .capacity import Capacity
+from .control import Control
 from .engine import EngineConfig, FakeEngine, MoEShape
 from .templates import variants
 
@@ -40,6 +44,12 @@ class FakeConfig:
     generate_route: bool | None = None  # vLLM: force /inference/v1/generate on or off (None: profile)
     tool_parser: str | None = "hermes"  # vLLM: None = started without --enable-auto-tool-choice
     worker_down_seconds: float | None = None  # Dynamo `down` worker failures: how long (None: the profile's)
+    dev_mode: bool | None = None  # vLLM: VLLM_SERVER_DEV_MODE=1 (None: read the environment)
+    enable_rl: bool | None = None  # Dynamo: --enable-rl / DYN_ENABLE_RL (None: read the environment)
+    system_port: int | None = None  # Dynamo: the worker's system server (DYN_SYSTEM_PORT; None: env, else 0 = free)
+    rl_port: int | None = None  # Dynamo: the frontend's RL discovery listener (DYN_RL_PORT; None: env, else 0)
+    max_num_seqs: int = 256  # requests running at once; the excess waits (/metrics num_requests_waiting)
+    kv_blocks: int = 4096  # KV-cache blocks of 16 tokens (/metrics kv_cache_usage_perc)
 
     @classmethod
     def for_profile(cls, prof: Profile, **overrides) -> "FakeConfig":
@@ -57,6 +67,27 @@ class FakeConfig:
             if on is not None and self.kind == "vllm":
                 (routes.add if on else routes.discard)(name)
         return dataclasses.replace(prof, routes=frozenset(routes))
+
+
+def control_plane_of(cfg: FakeConfig, profile: Profile):
+    """The profile's RL control plane when its switch is on, as the real server takes it (None: off)."""
+    plane = CONTROL_PLANES.get(profile.control_plane) if profile.control_plane else None
+    if plane is None:
+        return None
+    on = {"always": True, "dev_mode": cfg.dev_mode if cfg.dev_mode is not None else env_on("VLLM_SERVER_DEV_MODE"),
+          "enable_rl": cfg.enable_rl if cfg.enable_rl is not None else env_on("DYN_ENABLE_RL")}[plane.switch]
+    return plane if on else None
+
+
+def env_on(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_port(value: int | None, name: str) -> int:
+    if value is not None:
+        return value
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw.isdigit() else 0
 
 
 def _tokenizer(cfg: FakeConfig):
@@ -90,6 +121,9 @@ def build_app(cfg: FakeConfig | None = None, **overrides) -> web.Application:
         profile = dataclasses.replace(profile, worker_down_seconds=cfg.worker_down_seconds)
     state = ServerState(kind=cfg.kind, engine=engine, plan=FaultPlan(cfg.faults, cfg.fault_seed),
                         template_faults=templates, profile=profile)
+    plane = control_plane_of(cfg, profile)
+    state.control = Control(engine, plane, Capacity(cfg.max_num_seqs, 16, cfg.kv_blocks))
+    state.control.ports = (env_port(cfg.system_port, "DYN_SYSTEM_PORT"), env_port(cfg.rl_port, "DYN_RL_PORT"))
     if cfg.kind == "vllm":
         return vllm.create_app(state, profile, cfg.tool_parser)
     return dynamo.create_app(state, profile)

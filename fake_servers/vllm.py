@@ -16,10 +16,11 @@ from aiohttp import web
 from harness.wire import mutate, vllm_requests
 from harness.wire.profiles import ROUTES, Profile
 
-from . import errors, experts, generate
+from . import control_routes, errors, experts, generate, metrics
 from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json
 from .engine import ContextLengthExceeded, Generation, SamplingParams, WorkLimitExceeded
 from .openai import interleaved, logprobs_content, render_messages, sampling_from, stream, text_pieces, usage
+from .control_routes import VLLMControl
 from .validate import FAKE_WORK_TOKENS, VLLM_MODEL_VOCAB, sample_logprobs, vllm_sampling_limits
 
 def _bad_body(exc: BadBody) -> web.Response:
@@ -80,7 +81,7 @@ class VLLMHandlers:
         except vllm_requests.RequestError as exc:
             return errors.vllm_body(exc.body)
         model = body.get("model")
-        if model and model != self.model:  # (no model, or "", is the served one)
+        if model and model != self.model and model not in self.state.control.loras:  # (no model, or "": the served one)
             return errors.vllm_model_not_found(model, self.model)
         return body
 
@@ -118,10 +119,13 @@ class VLLMHandlers:
             return errors.vllm_error(400, str(exc))
         return vllm_requests.prompt_cut(ids, body.get("truncate_prompt_tokens"))
 
-    def _choices(self, prompt_ids: list[int], params: SamplingParams, n: int) -> list[Generation] | web.Response:
-        """The `n` answers of a request; past the fake's work limit, vLLM's error shape saying so."""
+    def _choices(self, prompt_ids: list[int], params: SamplingParams, n: int,
+                 model: str | None = None) -> list[Generation] | web.Response:
+        """The `n` answers of a request (by the policy serving `model`: a LoRA adapter's, or the engine's);
+        past the fake's work limit, vLLM's error shape saying so."""
+        policy = self.state.control.policy_for(model)
         try:
-            return self.engine.samples(prompt_ids, params, n, FAKE_WORK_TOKENS)
+            return self.engine.samples(prompt_ids, params, n, FAKE_WORK_TOKENS, policy=policy)
         except WorkLimitExceeded as exc:
             return errors.vllm_error(400, f"{exc}. (parameter=n, value={n})", "BadRequestError", "n")
 
@@ -147,7 +151,17 @@ class VLLMHandlers:
             "permission": [{"id": f"modelperm-{created:x}", "object": "model_permission", "created": created,
                             "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
                             "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False,
-                            "organization": "*", "group": None, "is_blocking": False}]}]})
+                            "organization": "*", "group": None, "is_blocking": False}]}]
+                         + [self._lora_card(name, path, created) for name, (path, _, _) in self.state.control.loras.items()]})
+
+    def _lora_card(self, name: str, path: str, created: int) -> dict:
+        """A loaded LoRA adapter as vLLM's /v1/models lists it."""
+        return {"id": name, "object": "model", "created": created, "owned_by": "vllm", "root": path,
+                "parent": self.model, "max_model_len": None,
+                "permission": [{"id": f"modelperm-{created:x}", "object": "model_permission", "created": created,
+                                "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
+                                "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False,
+                                "organization": "*", "group": None, "is_blocking": False}]}
 
     async def health(self, request):
         return web.Response(status=200)
@@ -225,16 +239,14 @@ class VLLMHandlers:
         if len(prompt_ids) > limit and not tokens_route:
             return errors.vllm_chat_too_long(limit)
         try:
-            gens = self._choices(prompt_ids, params, body.get("n") or 1)
+            gens = self._choices(prompt_ids, params, body.get("n") or 1, body.get("model"))
         except ContextLengthExceeded as exc:
             return errors.vllm_decoder_too_long(exc.prompt_len, limit)
         if isinstance(gens, web.Response):
             return gens
-        delay = self.engine.config.ttft + self.engine.config.per_token * max(len(g.token_ids) for g in gens)
+        gens, pace = await self.state.control.flow(request, body, prompt_ids, gens, params, bool(body.get("stream")))
         if body.get("stream"):
-            return await self._stream(request, body, prompt_ids, gens, params)
-        if delay:
-            await asyncio.sleep(delay)
+            return await self._stream(request, body, prompt_ids, gens, params, pace)
         return await send_json(request, mutate.apply(active, self._chat_body(body, prompt_ids, gens, params,
                                                                             "chat_tokens" if tokens_route else "chat")))
 
@@ -267,7 +279,8 @@ class VLLMHandlers:
                 "prompt_text": None, "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None,
                 **{k: None for k in sorted(self.profile.chat_keys)}}
 
-    async def _stream(self, request, body, prompt_ids, gens: list[Generation], params: SamplingParams):
+    async def _stream(self, request, body, prompt_ids, gens: list[Generation], params: SamplingParams,
+                      pace: bool = True):
         """A streamed chat answer: a first chunk per choice (its role), then a chunk per token of each choice,
         the choices interleaved step by step (recorded from vLLM 0.32), then usage when asked."""
         want_ids = bool(body.get("return_token_ids"))
@@ -297,7 +310,7 @@ class VLLMHandlers:
                     chunk["system_fingerprint"] = self.fingerprint
                 steps.append((i + 1, index, chunk))
         return await stream(request, self.engine, interleaved(steps),
-                            self._usage_chunk(head, prompt_ids, gens) if usage_asked else None)
+                            self._usage_chunk(head, prompt_ids, gens) if usage_asked else None, pace)
 
     def _usage_chunk(self, head: dict, prompt_ids, gens: list[Generation]) -> dict:
         u = usage(len(prompt_ids), sum(len(g.token_ids) for g in gens))
@@ -322,14 +335,12 @@ class VLLMHandlers:
                                faults_of(request))
         prompt_ids = list(body["token_ids"])
         try:
-            gens = self._choices(prompt_ids, params, sp.get("n") or 1)
+            gens = self._choices(prompt_ids, params, sp.get("n") or 1, body.get("model"))
         except ContextLengthExceeded as exc:
             return errors.vllm_decoder_too_long(exc.prompt_len, self.engine.config.max_model_len)
         if isinstance(gens, web.Response):
             return gens
-        delay = self.engine.config.ttft + self.engine.config.per_token * max(len(g.token_ids) for g in gens)
-        if delay:
-            await asyncio.sleep(delay)
+        gens, _ = await self.state.control.flow(request, body, prompt_ids, gens, params)
         if body.get("stream"):
             async with SSE(request) as sse:
                 for chunk in generate.stream_chunks(self.engine, self.profile, gens[0], params.logprobs):
@@ -337,7 +348,7 @@ class VLLMHandlers:
             return sse.resp
         start = sp.get("routed_experts_prompt_start")
         out = generate.answer(self.engine, self.profile, self.model, prompt_ids, gens, params.logprobs, mode,
-                              start if isinstance(start, int) else 0)
+                              start if isinstance(start, int) else 0, self.state.control.version or "default")
         return await send_json(request, mutate.apply(faults_of(request), out))
 
     async def completions(self, request):
@@ -366,13 +377,15 @@ class VLLMHandlers:
         params = sampling_from({**body, "logprobs": n_logprobs is not None, "top_logprobs": n_logprobs or 0},
                                faults_of(request))
         try:
-            gens = self._choices(prompt_ids, params, body.get("n") or 1)
+            gens = self._choices(prompt_ids, params, body.get("n") or 1, body.get("model"))
         except ContextLengthExceeded as exc:
             return errors.vllm_decoder_too_long(exc.prompt_len, self.engine.config.max_model_len)
         if isinstance(gens, web.Response):
             return gens
+        # (a completion was never paced as a whole: only a control plane paces it, token by token)
+        gens, pace = await self.state.control.flow(request, body, prompt_ids, gens, params, streamed=True)
         if body.get("stream"):
-            return await self._stream_completions(request, body, prompt_ids, gens, params)
+            return await self._stream_completions(request, body, prompt_ids, gens, params, pace)
         want_ids = bool(body.get("return_token_ids"))
         out = {"id": new_id("cmpl-"), "object": "text_completion", "created": int(time.time()), "model": self.model,
                "choices": [{"index": i, "text": gen.text, "logprobs": self._completion_logprobs(gen, params),
@@ -386,7 +399,8 @@ class VLLMHandlers:
         return await send_json(request, mutate.apply(faults_of(request), out))
 
 
-    async def _stream_completions(self, request, body, prompt_ids, gens: list[Generation], params: SamplingParams):
+    async def _stream_completions(self, request, body, prompt_ids, gens: list[Generation], params: SamplingParams,
+                                  pace: bool = True):
         """A streamed /v1/completions answer (recorded from vLLM 0.30 and 0.32): a chunk per token of each
         choice, the choices interleaved step by step, the last one of a choice with its finish_reason; the
         system fingerprint on the last chunk, or on the usage chunk when `stream_options.include_usage`."""
@@ -409,7 +423,7 @@ class VLLMHandlers:
         if not usage_asked:  # (the usage chunk carries it when there is one)
             chunks[-1]["system_fingerprint"] = self.fingerprint
         return await stream(request, self.engine, chunks,
-                            self._usage_chunk(head, prompt_ids, gens) if usage_asked else None)
+                            self._usage_chunk(head, prompt_ids, gens) if usage_asked else None, pace)
 
     def _completion_logprobs(self, gen: Generation, params: SamplingParams) -> dict | None:
         if not params.logprobs:
@@ -431,4 +445,8 @@ def create_app(state: ServerState, profile: Profile, tool_parser: str | None = "
     handlers = {"models": h.models, "health": h.health, "version": h.version, "tokenize": h.tokenize,
                 "detokenize": h.detokenize, "chat": h.chat, "chat_tokens": h.chat_tokens, "generate": h.generate,
                 "completions": h.completions}
-    return make_app(state, STYLE, [(*ROUTES[name], handlers[name]) for name in ROUTES if profile.serves(name)])
+    app = make_app(state, STYLE, [(*ROUTES[name], handlers[name]) for name in ROUTES if profile.serves(name)])
+    metrics.add_routes(app, profile.metrics)
+    if state.control.plane is not None:
+        control_routes.attach(app, state.control.plane, VLLMControl(state.control, state.control.plane, h.model))
+    return app

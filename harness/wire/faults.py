@@ -19,6 +19,7 @@ class Fault:
     does: str
     exercises: str
     servers: tuple[str, ...] = ("vllm", "dynamo")
+    scope: str = "data"  # "data": fires on answers; "control": on the RL control plane's routes only
 
 
 _F = Fault
@@ -70,9 +71,22 @@ CATALOGUE: dict[str, Fault] = {f.name: f for f in [
        "tokenizer parity guard"),
     _F("template_tools_format", "the server's chat template renders tool definitions in another format",
        "tokenizer parity guard"),
+    _F("pause_never_drains", "a pause that waits for in-flight requests (vLLM `mode=wait`, Dynamo `wait`) never "
+       "answers: the requests it waits for never finish until `resume`",
+       "the orchestrator's pause timeout; a step that cannot start", scope="control"),
+    _F("update_fails", "a weight update fails as the real server fails (vLLM: 500 from the engine's RPC; Dynamo: "
+       "`status: error`, `Call to collective_rpc method failed`); the policy stays",
+       "the orchestrator notices a failed update instead of training on stale rollouts", scope="control"),
+    _F("slow_update", "a weight update takes VALUE seconds more (default 5.0), generation staying paused",
+       "update timeouts, pause durations in the step summary", scope="control"),
+    _F("worker_gone", "Dynamo's `/v1/rl/workers` lists no worker (as when a worker's lease expired)",
+       "discovery retries; a step that finds no worker to pause", ("dynamo",), scope="control"),
+    _F("version_not_applied", "a version tag answers success but the reported version stays the old one",
+       "the `stale_version` audit: answers after new weights under an old tag", scope="control"),
 ]}
 
 HTTP_FAULTS = ("http_429", "http_500", "http_503")
+CONTROL_FAULTS = tuple(f.name for f in CATALOGUE.values() if f.scope == "control")
 TEMPLATE_FAULTS = ("template_system_default", "template_no_newline", "template_tools_format")
 
 
@@ -167,12 +181,15 @@ class FaultPlan:
     def describe(self) -> dict:
         return {"seed": self.seed, "faults": [r.to_dict() for r in self.rules]}
 
-    def draw(self, header: str | None) -> Active:
-        """Decide which faults fire for a request carrying `header` (may be None)."""
+    def draw(self, header: str | None, scope: str = "data") -> Active:
+        """Decide which faults fire for a request carrying `header` (may be None); `scope`: the route's kind
+        ("control" for the RL control plane's routes), so a control fault's count is not spent on answers."""
         extra = parse_specs(header) if header else []
         active = Active()
         with self._lock:
             for rule in [*self.rules, *extra]:
+                if CATALOGUE[rule.name].scope != scope:
+                    continue
                 if rule.times is not None and rule.fired >= rule.times:
                     continue
                 if rule.probability < 1.0 and self._rng.random() >= rule.probability:
