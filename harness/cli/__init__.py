@@ -6,10 +6,10 @@ import argparse
 import logging
 import sys
 
-from . import captures, cassette, compat, conformance, info, record, run
+from . import captures, cassette, compat, conformance, info, record, rl_step, run
 from .output import err
 
-GROUPS = (run, record, cassette, captures, conformance, info, compat)  # in the order `harness --help` lists them
+GROUPS = (run, rl_step, record, cassette, captures, conformance, info, compat)  # in the order `harness --help` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

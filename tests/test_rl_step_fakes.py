@@ -1,0 +1,119 @@
+"""`harness rl-step` end to end on the fakes: each pause mode with rollouts in flight, a weight update from
+a directory, the versions each turn was sampled under, and the exit codes (0 kept promises, 1 broken, 2 bad
+input or nothing there).
+
+The in-flight turns are paced by the fake (400 tokens, 5 ms each): the step pauses once the fake's
+/metrics counts them running, so what is counted is what the pause did to them."""
+
+import json
+
+import pytest
+
+from fake_servers.server import FakeConfig, RunningServer
+from harness.cli import main
+
+ROLLOUTS = 3
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt-step-1")
+    (d / "model.safetensors").write_bytes(b"step 1 weights")
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def vllm():
+    with RunningServer(FakeConfig(kind="vllm", profile="vllm-0.32", dev_mode=True, per_token=0.005)) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def prime_rl():
+    with RunningServer(FakeConfig(kind="vllm", profile="prime-rl", per_token=0.005)) as srv:
+        yield srv
+
+
+def step(capsys, srv, *args) -> tuple[int, dict]:
+    rc = main(["rl-step", "--base-url", srv.base_url, "--model", "tiny-qwen", "--rollouts", str(ROLLOUTS),
+               "--inflight-tokens", "400", "--json", *args])
+    text = capsys.readouterr().out
+    return rc, json.loads(text) if text.strip() else {}
+
+
+def failed(report: dict) -> list:
+    return [c for c in report["checks"] if not c["ok"]]
+
+
+def test_keep_freezes_the_turns_in_flight_and_they_finish_under_both_policies(capsys, vllm, weights):
+    rc, r = step(capsys, vllm, "--mode", "keep", "--weights", weights, "--version", "step-1")
+    assert rc == 0, failed(r)
+    assert r["in_flight_at_pause"] == ROLLOUTS and r["kept"] == ROLLOUTS and r["aborted"] == 0
+    assert r["paused_request"] == "held" and r["drain_seconds"] is None
+    assert r["version_before"] == "default" and r["reported_versions"] == ["step-1"]
+    assert r["versions_per_turn"] == {"1": ["default"], "2": ["default", "step-1"], "3": ["step-1"]}
+    assert r["off_policy_turns"] == ROLLOUTS  # each kept turn: one completion, two policies
+    assert r["answers_differ"] is True
+    kept = [t for t in r["turns"] if t["turn"] == 1]
+    assert all(t["tokens"] == 400 and t["finish_reason"] == "length" for t in kept)
+    calls = [e["call"] for e in r["events"]]
+    assert calls.index("pause keep") < calls.index("update /collective_rpc") < calls.index("resume")
+
+
+def test_abort_cuts_every_turn_in_flight_and_the_step_sends_them_again(capsys, vllm):
+    rc, r = step(capsys, vllm, "--mode", "abort", "--version", "step-2")
+    assert rc == 0, failed(r)
+    assert r["aborted"] == ROLLOUTS and r["retried"] == ROLLOUTS and r["kept"] == 0
+    cut = [t for t in r["turns"] if t["phase"] == "in flight"]
+    assert all(t["finish_reason"] == "abort" and t["tokens"] < 400 for t in cut)
+    retries = [t for t in r["turns"] if t["retry_of"] == 1]
+    assert len(retries) == ROLLOUTS and all(t["versions"] == ["step-2"] for t in retries)
+    assert r["answers_differ"] is False  # only the label changed
+
+
+def test_wait_drains_before_the_pause_answers(capsys, vllm):
+    rc, r = step(capsys, vllm, "--mode", "wait", "--version", "step-3")
+    assert rc == 0, failed(r)
+    assert r["finished_while_pausing"] == ROLLOUTS and r["aborted"] == r["kept"] == 0
+    assert r["drain_seconds"] is not None and r["drain_seconds"] <= r["pause_seconds"] + 0.05
+    assert r["versions_per_turn"]["2"] == ["step-2"]  # drained under the weights they started on
+
+
+def test_prime_rl_updates_from_a_weight_dir_in_keep_mode(capsys, prime_rl, weights):
+    rc, r = step(capsys, prime_rl, "--kind", "prime-rl", "--weights", weights)
+    assert rc == 0, failed(r)
+    assert r["mode"] == "keep" and r["kept"] == ROLLOUTS and r["answers_differ"] is True
+    assert r["reported_versions"] is None  # prime-rl's server reports no version label
+    assert [e["call"] for e in r["events"]] == ["pause keep", "update /update_weights", "resume"]
+    assert main(["rl-step", "--base-url", prime_rl.base_url, "--model", "tiny-qwen", "--kind", "prime-rl",
+                 "--mode", "abort"]) == 2
+    assert "prime-rl pauses in mode keep, not 'abort'" in capsys.readouterr().err
+
+
+def test_a_version_tag_not_applied_fails_the_step(capsys, vllm):
+    vllm.set_faults(["version_not_applied"])
+    try:
+        rc, r = step(capsys, vllm, "--mode", "keep", "--version", "step-9")
+    finally:
+        vllm.set_faults([])
+    assert rc == 1
+    assert [c["promise"] for c in failed(r)] == ["every engine reports the new version label"]
+    assert r["reported_versions"] != ["step-9"]
+
+
+def test_without_dev_mode_the_pause_is_refused_and_the_step_fails(capsys):
+    with RunningServer(FakeConfig(kind="vllm", profile="vllm-0.32", dev_mode=False)) as srv:
+        rc = main(["rl-step", "--base-url", srv.base_url, "--model", "tiny-qwen", "--rollouts", "1"])
+    assert rc == 1
+    assert "answered 404" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--base-url", "http://127.0.0.1:1/v1"], "127.0.0.1:1"),
+    (["--weights", "/nonexistent/ckpt"], "not a directory"),
+    (["--kind", "dynamo"], "--discovery-url"),
+])
+def test_bad_input_or_nothing_there_exits_2_with_one_line(capsys, vllm, args, words):
+    argv = ["rl-step", "--base-url", vllm.base_url, "--model", "tiny-qwen", *args]
+    assert main(argv) == 2
+    assert words in capsys.readouterr().err
