@@ -20,7 +20,7 @@ from aiohttp import web
 from harness.wire import dynamo_requests, mutate
 from harness.wire.profiles import ROUTES, Profile
 
-from . import errors, experts, generate
+from . import dynamo_rl, errors, experts, generate, metrics
 from .base import BadBody, ErrorStyle, ServerState, faults_of, json_ok, make_app, new_id, read_json, send_json
 from .engine import ContextLengthExceeded, Generation, SamplingParams, WorkLimitExceeded
 from .openai import interleaved, logprobs_content, render_messages, sampling_from, stream, text_pieces
@@ -47,14 +47,14 @@ KV_BLOCK = 128
 WORKER_ID = 7587889019327385345
 
 
-def _bad_body(exc: BadBody) -> web.Response:
+def _bad_body(exc: BadBody, struct: str = "NvCreateChatCompletionRequest") -> web.Response:
     if exc.exc is not None:
         col = getattr(exc.exc, "pos", len(exc.raw)) + 1
         return errors.dynamo_deserialize(f"EOF while parsing a value at line 1 column {col}"
                                          if col > len(exc.raw) else f"expected value at line 1 column {col}")
-    return errors.dynamo_deserialize("invalid type: sequence, expected struct NvCreateChatCompletionRequest"
-                                     " at line 1 column 1" if isinstance(exc.value, list) else
-                                     "invalid type: value, expected struct NvCreateChatCompletionRequest at line 1 column 1")
+    return errors.dynamo_deserialize(f"invalid type: sequence, expected struct {struct} at line 1 column 1"
+                                     if isinstance(exc.value, list) else
+                                     f"invalid type: value, expected struct {struct} at line 1 column 1")
 
 
 STYLE = ErrorStyle(
@@ -104,6 +104,9 @@ class PrefixCache:
                 break
             reused = (i + 1) * KV_BLOCK
         return reused
+
+    def clear(self) -> None:
+        self._blocks.clear()
 
     def store(self, ids: list[int]) -> None:
         for key in self._hashes(ids):
@@ -186,7 +189,8 @@ class DynamoHandlers:
             params.top_logprobs = max(params.top_logprobs, 1)
         n = (body.get("n") or 1) if w.n_choices else 1  # (the mocker answers one choice whatever n is)
         try:
-            gens = self.engine.samples(prompt_ids, params, n, FAKE_WORK_TOKENS, check_context=w.checks_context)
+            gens = self.engine.samples(prompt_ids, params, n, FAKE_WORK_TOKENS, check_context=w.checks_context,
+                                       policy=self.state.control.policy_for(body.get("model")))
         except ContextLengthExceeded as exc:
             return errors.dynamo_context_length(exc.max_model_len, exc.prompt_len)
         except WorkLimitExceeded as exc:
@@ -194,11 +198,10 @@ class DynamoHandlers:
         gen = gens[0]  # (engine_data and the other nvext fields describe one choice)
         reused = self.cache.hit(prompt_ids)
         self.cache.store(prompt_ids + gen.token_ids)
+        gens, pace = await self.state.control.flow(request, body, prompt_ids, gens, params, bool(body.get("stream")))
+        gen = gens[0]
         if body.get("stream"):
-            return await self._stream(request, body, extra, prompt_ids, gens, params, reused)
-        delay = self.engine.config.ttft + self.engine.config.per_token * max(len(g.token_ids) for g in gens)
-        if delay:
-            await asyncio.sleep(delay)
+            return await self._stream(request, body, extra, prompt_ids, gens, params, reused, pace)
         choices, as_ids = [], bool(body.get("return_tokens_as_token_ids"))
         for index, g in enumerate(gens):
             lps = logprobs_content(self.engine, g, params, dynamo=True, as_ids=as_ids,
@@ -258,7 +261,7 @@ class DynamoHandlers:
             ext["engine_data"] = self._engine_data(prompt_ids, gen, params, reused)
         return ext
 
-    async def _stream(self, request, body, extra, prompt_ids, gens: list[Generation], params, reused):
+    async def _stream(self, request, body, extra, prompt_ids, gens: list[Generation], params, reused, pace=True):
         """Ids per chunk; the chunk with finish_reason carries engine_data (and, behind a vLLM
         worker, the last token itself); `n` choices interleaved step by step; a usage chunk last when asked."""
         cid, created = new_id("chatcmpl-", dashed=True), int(time.time())
@@ -271,7 +274,7 @@ class DynamoHandlers:
         usage_asked = (body.get("stream_options") or {}).get("include_usage")
         return await stream(request, self.engine, interleaved(steps),
                             {"id": cid, "choices": [], **tail, "usage": self._usage(prompt_ids, gens, reused)}
-                            if usage_asked else None)
+                            if usage_asked else None, pace)
 
     def _choice_chunks(self, index: int, gen: Generation, extra, prompt_ids, params, reused,
                        as_ids: bool = False) -> list[dict]:
@@ -309,6 +312,77 @@ class DynamoHandlers:
         out.append(final)
         return out
 
+    async def completions(self, request):
+        """/v1/completions (recorded from Dynamo 1.6.1): the prompt as text (tokenized as sent, no template) or ids,
+        or several of either, one choice per prompt (n per prompt where the worker answers n); nvext as on chat."""
+        try:
+            body = await read_json(request, lossy=True)
+        except BadBody as exc:
+            return _bad_body(exc, "NvCreateCompletionRequest")
+        raw = (await request.read()).decode("utf-8", "replace")
+        if json_depth(body, SERDE_DEPTH):
+            return errors.dynamo_deserialize("recursion limit exceeded at line 1 column 1")
+        bad = dynamo_requests.deserialize_completion(body, raw)
+        if not bad and time.time() < self.down_until:
+            bad = dynamo_requests.not_ready(self.model)
+        bad = bad or dynamo_requests.validate_completion(body, self.model, self.profile.version)
+        if bad:
+            return errors.dynamo_json(*bad)
+        prompts = [p if isinstance(p, list) else self.engine.encode(p) for p in dynamo_requests.completion_prompts(body)]
+        if any(t >= self.engine.vocab_size for p in prompts for t in p):
+            return errors.dynamo_error(400, "Invalid request")
+        active = faults_of(request)
+        params = sampling_from({k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}, active)
+        w = self.worker
+        if w.needs_max_tokens and params.max_tokens is None:
+            if self.profile.worker_failure == "down":
+                self.down_until = time.time() + self.down_seconds
+                return errors.dynamo_json(*dynamo_requests.worker_failed())
+            return errors.dynamo_error(400, f"`max_output_tokens` (or `max_tokens`) is required by the {w.name} worker")
+        if not w.samples_eos:
+            params.ignore_eos = True
+        n = (body.get("n") or 1) if w.n_choices else 1
+        gens: list[Generation] = []
+        try:
+            for ids in prompts:
+                gens += self.engine.samples(ids, params, n, FAKE_WORK_TOKENS - sum(len(g.token_ids) for g in gens),
+                                            check_context=w.checks_context)
+        except ContextLengthExceeded as exc:
+            return errors.dynamo_context_length(exc.max_model_len, exc.prompt_len)
+        except WorkLimitExceeded as exc:
+            return errors.dynamo_error(400, str(exc))
+        all_ids = [t for p in prompts for t in p]
+        reused = self.cache.hit(prompts[0])
+        self.cache.store(prompts[0] + gens[0].token_ids)
+        usage = self._usage(all_ids, gens, reused)
+        usage["prompt_tokens_details"] = {"audio_tokens": None, **usage["prompt_tokens_details"]}
+        extra = set((body.get("nvext") or {}).get("extra_fields") or [])
+        head = {"id": new_id("cmpl-", dashed=True)}
+        tail = {"created": int(time.time()), "model": self.model, "system_fingerprint": None,
+                "object": "text_completion"}
+        if body.get("stream"):
+            steps = []
+            for index, gen in enumerate(gens):
+                pieces = text_pieces(self.engine, gen)
+                last_in_final = w.last_id_in_final_chunk and pieces
+                for k, piece in enumerate(pieces[:-1] if last_in_final else pieces):
+                    steps.append((k, index, {**head, "choices": [{"text": piece, "index": index}], **tail,
+                                             "usage": None}))
+                final = {"text": pieces[-1] if last_in_final else "", "index": index, "finish_reason": gen.finish_reason}
+                steps.append((len(pieces), index, {**head, "choices": [final], **tail, "usage": None}))
+            last = {**head, "choices": [], **tail, "usage": usage} if (body.get("stream_options") or {}).get(
+                "include_usage") else None
+            return await stream(request, self.engine, interleaved(steps), last)
+        delay = self.engine.config.ttft + self.engine.config.per_token * max(len(g.token_ids) for g in gens)
+        if delay:
+            await asyncio.sleep(delay)
+        out = {**head, "choices": [{"text": g.text, "index": i, "finish_reason": g.finish_reason}
+                                   for i, g in enumerate(gens)], **tail, "usage": usage}
+        ext = self._nvext(extra - {"engine_data"}, prompts[0], gens[0], params, reused, gens[0].token_ids)
+        if ext:
+            out["nvext"] = ext
+        return await send_json(request, mutate.apply(active, out))
+
     async def generate(self, request):
         """Dynamo's native /inference/v1/generate (vLLM worker, aggregated, token input)."""
         try:
@@ -332,14 +406,13 @@ class DynamoHandlers:
                                faults_of(request))
         params.top_logprobs = max(params.top_logprobs, 1) if params.logprobs else 0
         try:
-            gens = self.engine.samples(list(ids), params, sp.get("n") or 1, FAKE_WORK_TOKENS)
+            gens = self.engine.samples(list(ids), params, sp.get("n") or 1, FAKE_WORK_TOKENS,
+                                       policy=self.state.control.policy)
         except ContextLengthExceeded:
             return errors.dynamo_generate_error(400, "Invalid request", "invalid_request_error")
         except WorkLimitExceeded as exc:
             return errors.dynamo_generate_error(400, str(exc), "invalid_request_error")
-        delay = self.engine.config.ttft + self.engine.config.per_token * max(len(g.token_ids) for g in gens)
-        if delay:
-            await asyncio.sleep(delay)
+        gens, _ = await self.state.control.flow(request, body, list(ids), gens, params)
         start = sp.get("routed_experts_prompt_start")
         out = generate.answer(self.engine, self.profile, self.model, list(ids), gens, params.logprobs, "tokens",
                               start if isinstance(start, int) else 0)
@@ -348,5 +421,11 @@ class DynamoHandlers:
 
 def create_app(state: ServerState, profile: Profile) -> web.Application:
     h = DynamoHandlers(state, profile)
-    handlers = {"models": h.models, "health": h.health, "chat": h.chat, "generate": h.generate}
-    return make_app(state, STYLE, [(*ROUTES[name], handlers[name]) for name in ROUTES if profile.serves(name)])
+    handlers = {"models": h.models, "health": h.health, "chat": h.chat, "generate": h.generate,
+                "completions": h.completions}
+    app = make_app(state, STYLE, [(*ROUTES[name], handlers[name]) for name in ROUTES if profile.serves(name)])
+    metrics.add_routes(app, profile.metrics)
+    state.control.caches.append(h.cache)
+    if state.control.plane is not None:
+        dynamo_rl.attach_side_apps(app, state)
+    return app
