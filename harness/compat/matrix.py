@@ -19,10 +19,10 @@ MOE = "2,2,8"
 
 
 def adapters():
-    from . import openai_sdk, ours, renderers_client, verifiers_token, verifiers_train
+    from . import openai_sdk, ours, prime_rl_admin, renderers_client, verifiers_token, verifiers_train
 
     return [*ours.ADAPTERS, *openai_sdk.ADAPTERS, *renderers_client.ADAPTERS, *verifiers_token.ADAPTERS,
-            *verifiers_train.ADAPTERS]
+            *verifiers_train.ADAPTERS, *prime_rl_admin.ADAPTERS]
 
 
 def client_names() -> list[str]:
