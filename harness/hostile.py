@@ -273,10 +273,50 @@ DYNAMO_GENERATE_RULES: list[tuple[str, dict, dict]] = [
 ]
 
 
+# Dynamo's /v1/completions: the prompt in each form serde's untagged Prompt takes (and some it does not), each of
+# the request's fields at and past its boundary, nvext, and what the frontend refuses before the worker sees it
+DYNAMO_COMPLETION_RULES: list[tuple[str, dict]] = [
+    ("prompt_text", {}), ("prompt_ids", {"prompt": [9707, 11]}), ("prompt_texts", {"prompt": ["Hello", "Hi"]}),
+    ("prompt_id_lists", {"prompt": [[9707], [11]]}), ("prompt_one_text_in_a_list", {"prompt": ["Hello"]}),
+    ("prompt_number", {"prompt": 12}), ("prompt_null", {"prompt": None}), ("prompt_empty_list", {"prompt": []}),
+    ("prompt_empty_text", {"prompt": ""}), ("prompt_fraction", {"prompt": [1.5]}), ("prompt_negative_id", {"prompt": [-1]}),
+    ("prompt_id_past_u32", {"prompt": [2 ** 32]}), ("prompt_id_past_vocab", {"prompt": [999999]}),
+    ("prompt_object", {"prompt": {"text": "Hello"}}), ("prompt_mixed_list", {"prompt": ["a", 1]}),
+    ("no_prompt", {"prompt": ...}), ("no_model", {"model": ...}), ("model_blank", {"model": " "}),
+    ("model_empty", {"model": ""}), ("model_unknown", {"model": "other"}),
+    ("max_tokens_zero", {"max_tokens": 0}), ("max_tokens_past_limit", {"max_tokens": 1048577}),
+    ("max_tokens_text", {"max_tokens": "4"}), ("max_tokens_null", {"max_tokens": None}),
+    ("max_tokens_negative", {"max_tokens": -1}), ("temperature_3", {"temperature": 3}), ("top_p_0", {"top_p": 0}),
+    ("top_p_past_1", {"top_p": 1.5}), ("n_2", {"n": 2, "temperature": 0.5}), ("n_2_temperature_0", {"n": 2, "temperature": 0}),
+    ("n_0", {"n": 0}), ("n_200", {"n": 200}), ("logprobs_1", {"logprobs": 1}), ("logprobs_6", {"logprobs": 6}),
+    ("logprobs_true", {"logprobs": True}), ("echo", {"echo": True}), ("suffix", {"suffix": "x"}),
+    ("best_of_2", {"best_of": 2}), ("best_of_below_n", {"best_of": 1, "n": 2, "temperature": 0.5}),
+    ("stop_text", {"stop": "a"}), ("stop_list", {"stop": ["a", "b"]}), ("stop_ids", {"stop": [1, 2]}),
+    ("stop_5", {"stop": ["a", "b", "c", "d", "e"]}), ("stop_33", {"stop": [str(i) for i in range(33)]}),
+    ("presence_penalty_3", {"presence_penalty": 3}), ("frequency_penalty_minus_3", {"frequency_penalty": -3}),
+    ("logit_bias_fine", {"logit_bias": {"1": 1}}), ("logit_bias_word_key", {"logit_bias": {"x": 1}}),
+    ("logit_bias_past_100", {"logit_bias": {"1": 200}}), ("user_empty", {"user": ""}), ("seed_negative", {"seed": -1}),
+    ("stream", {"stream": True}), ("stream_usage", {"stream": True, "stream_options": {"include_usage": True}}),
+    ("stream_options_without_stream", {"stream_options": {"include_usage": True}}),
+    ("nvext_extra_fields", {"nvext": {"extra_fields": ["completion_token_ids"]}}),
+    ("nvext_extra_fields_all", {"nvext": {"extra_fields": ["completion_token_ids", "engine_data", "worker_id",
+                                                           "timing"]}}),
+    ("nvext_unknown_key", {"nvext": {"bogus": 1}}), ("nvext_not_an_object", {"nvext": 5}),
+    ("nvext_token_data", {"nvext": {"token_data": [9707, 11]}}), ("nvext_greed", {"nvext": {"greed_sampling": True}}),
+    ("nvext_annotations_not_a_list", {"nvext": {"annotations": "x"}}),
+    ("unknown_field", {"bogus": 1}), ("unknown_field_null", {"bogus": None}),
+    ("min_tokens", {"min_tokens": 2}), ("ignore_eos", {"ignore_eos": True}), ("top_k_minus_2", {"top_k": -2}),
+    ("repetition_penalty_0", {"repetition_penalty": 0}), ("min_p_2", {"min_p": 2}),
+    ("skip_special_tokens_text", {"skip_special_tokens": "yes"}), ("stop_token_ids", {"stop_token_ids": [1]}),
+    ("prompt_embeds", {"prompt_embeds": "AAAA"}), ("return_tokens_as_token_ids", {"return_tokens_as_token_ids": True}),
+    ("chat_template_args", {"chat_template_args": {"a": 1}}), ("messages", {"messages": [{"role": "user", "content": "x"}]}),
+]
+
+
 def rule_bodies(route: str, model: str) -> list[tuple[str, str, bytes]]:
     """One body per rule (name, path, body): of Dynamo's chat path (`dynamo-chat`: DYNAMO_RULES), of its native
-    generate route (`dynamo-generate`: DYNAMO_GENERATE_RULES), of vLLM's chat path (`vllm-chat`: VLLM_RULES, then
-    TEMPLATE_RULES)."""
+    generate route (`dynamo-generate`: DYNAMO_GENERATE_RULES), of its /v1/completions (`dynamo-completions`:
+    DYNAMO_COMPLETION_RULES), of vLLM's chat path (`vllm-chat`: VLLM_RULES, then TEMPLATE_RULES)."""
     if route == "dynamo-chat":
         base = {"model": model, "messages": HELLO, "max_tokens": 4}
         return [(f"rule_{n}", "/v1/chat/completions", _j({**base, **fields})) for n, fields in DYNAMO_RULES]
@@ -290,7 +330,14 @@ def rule_bodies(route: str, model: str) -> list[tuple[str, str, bytes]]:
             body = {"model": model, "token_ids": [9707, 11], "sampling_params": {"max_tokens": 3, **sampling}, **top}
             out.append((f"rule_{n}", "/inference/v1/generate", _j(body)))
         return out
-    raise ValueError(f"no rule suite for {route!r}; known: dynamo-chat, dynamo-generate, vllm-chat")
+    if route == "dynamo-completions":
+        base = {"model": model, "prompt": "Hello", "max_tokens": 4}
+        out = []
+        for n, fields in DYNAMO_COMPLETION_RULES:
+            body = {k: v for k, v in {**base, **fields}.items() if v is not ...}  # (... leaves a field out)
+            out.append((f"rule_{n}", "/v1/completions", _j(body)))
+        return out
+    raise ValueError(f"no rule suite for {route!r}; known: dynamo-chat, dynamo-completions, dynamo-generate, vllm-chat")
 
 
 # -- random hostile bodies: one or two fields of a valid request set to a wrong type or a boundary ---------

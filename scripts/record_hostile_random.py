@@ -30,7 +30,7 @@ def main() -> int:
     ap.add_argument("--upstream", required=True)
     ap.add_argument("--profile", required=True)
     ap.add_argument("--route", choices=("chat", "generate", "completions", "tokenize", "dynamo-chat", "dynamo-generate",
-                                        "vllm-chat"),
+                                        "dynamo-completions", "vllm-chat"),
                     required=True)
     ap.add_argument("--rules", action="store_true", help="the one-body-per-rule suite (harness.hostile.rule_bodies)")
     ap.add_argument("--n", type=int, default=120)

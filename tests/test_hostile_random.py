@@ -38,24 +38,31 @@ def test_the_fake_answers_every_random_hostile_body_as_the_real_server(server):
 @pytest.mark.parametrize("server", RULE_SERVERS)
 def test_each_rule_gets_the_real_status_error_body_and_prompt(server):
     """One body per rule (harness.hostile: DYNAMO_RULES and DYNAMO_GENERATE_RULES for Dynamo's chat and native
-    generate, TEMPLATE_RULES for how vLLM and Dynamo read a request's chat template arguments), recorded from each
-    server here: the fake of the profile answers with the same status, every error body is the real one to the
-    byte (the validation pass in its order and words, serde's required fields and columns, each version's rules,
-    the worker's own refusals), and every accepted chat renders the real prompt (usage.prompt_tokens)."""
+    generate, DYNAMO_COMPLETION_RULES for its /v1/completions, TEMPLATE_RULES for how vLLM and Dynamo read a
+    request's chat template arguments), recorded from each server here: the fake of the profile answers with the
+    same status, every error body is the real one to the byte (the validation pass in its order and words, serde's
+    required fields and columns, each version's rules, the worker's own refusals), and every accepted request
+    reads the real prompt (usage.prompt_tokens)."""
+    differ = []
+    for path in sorted((RULES / server).glob("*.yaml")):
+        differ += _rule_differences(server, path)
+    assert not differ, differ
+
+
+def _rule_differences(server: str, path: Path) -> list[str]:
     import httpx
 
     from fake_servers.server import RunningServer
     from harness.conformance import fake_config
     from harness.wire.profiles import parse_label
 
-    (path,) = (RULES / server).glob("*.yaml")
     cassette = Cassette.load(path)
-    route = ("dynamo-generate" if path.stem == "generate" else "vllm-chat" if server.startswith("vllm") else
-             "dynamo-chat")
+    route = {"generate": "dynamo-generate", "completions": "dynamo-completions"}.get(
+        path.stem, "vllm-chat" if server.startswith("vllm") else "dynamo-chat")
     posts = [i for i in cassette.interactions if i.method == "POST"]
     assert [i.request_body for i in posts] == [b for _, _, b in rule_bodies(route, "tiny-qwen")]
     report = run_conformance(path)
-    assert not [c for c in report.checks if c.problems]
+    assert not [f"{path.stem}#{c.index}: {c.problems[:2]}" for c in report.checks if c.problems]
     differ = []
     profile = parse_label(cassette.meta["profile"])
     with RunningServer(fake_config(profile.kind, [cassette], profile)) as srv:  # (set up like the recorded server)
@@ -70,7 +77,7 @@ def test_each_rule_gets_the_real_status_error_body_and_prompt(server):
                               f"{r.json()['usage']['prompt_tokens']}")
             elif i.status == 200 and "choices" in real and _token_names(real) != _token_names(r.json()):
                 differ.append(f"#{n}: logprob tokens named {_token_names(real)}, fake {_token_names(r.json())}")
-    assert not differ, differ
+    return [f"{path.stem} {d}" for d in differ]
 
 
 def _token_names(answer: dict) -> set[str]:

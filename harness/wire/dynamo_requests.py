@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .serde import SerdeError, check, located, unexpected, where
+from .serde import SerdeError, check, key_end, located, unexpected, where
 from .shape import json_type
 
 S, B = "string", "bool"
@@ -249,8 +249,8 @@ def _debug(v) -> str:
     return "Object {" + ", ".join(f"{json.dumps(k)}: {_debug(x)}" for k, x in v.items()) + "}"
 
 
-def _passthrough(body: dict, rules: ChatRules) -> str | None:
-    unknown = sorted(k for k in body if k not in CHAT and k not in PASSTHROUGH)  # (the frontend's order is a hash's)
+def _passthrough(body: dict, rules: ChatRules, known: dict = CHAT) -> str | None:
+    unknown = sorted(k for k in body if k not in known and k not in PASSTHROUGH)  # (the frontend's order is a hash's)
     if unknown:
         return "Unsupported parameter(s): " + ", ".join(f"`{k}`" for k in unknown)
     for name, (t, message) in PASSTHROUGH.items():
@@ -550,3 +550,126 @@ def check_generate(body: dict, raw: str) -> tuple[int, dict] | None:
     if _worker_refuses(sp):
         return _worker_error("Invalid request")
     return None
+
+
+# -- /v1/completions (NvCreateCompletionRequest: async-openai's CreateCompletionRequest and CommonExt, both
+# flattened, beside nvext), held to Dynamo 1.6.1's recorded answers (cassettes/hostile/rules/*/completions.yaml) --
+
+PROMPT = ("untagged", "Prompt", [S, ("seq", S), ("seq", "u32"), ("seq", ("seq", "u32"))])
+COMPLETION = {
+    "model": S, "prompt": PROMPT, "suffix": S, "max_tokens": "u32", "temperature": "f32", "top_p": "f32", "n": "u8",
+    "stream": B, "stream_options": CHAT["stream_options"], "logprobs": "u8", "echo": B, "stop": STOP,
+    "presence_penalty": "f32", "frequency_penalty": "f32", "best_of": "u8", "logit_bias": ("map", "any"), "user": S,
+    "seed": "i64", **{k: CHAT[k] for k in COMMON_EXT},
+    "nvext": NVEXT, "prompt_embeds": S, "return_tokens_as_token_ids": B,
+}
+COMPLETION_DIRECT = ("nvext", "prompt_embeds", "return_tokens_as_token_ids")
+
+
+def deserialize_completion(body: dict, raw: str) -> tuple[int, dict] | None:
+    """serde's part: the request read into NvCreateCompletionRequest (its own fields where they stand, then the
+    flattened request, then CommonExt, each in the body's order; the request's required fields once it is read)."""
+    members: list[list[str]] = [[], [], []]
+    for key in body:
+        if key in COMPLETION:
+            members[0 if key in COMPLETION_DIRECT else 2 if key in COMMON_EXT else 1].append(key)
+    for member, keys in enumerate(members):
+        if member == 2:
+            for name in ("model", "prompt"):
+                if name not in body:
+                    return _deserialize(f"missing field `{name}` at {where(raw)}")
+        for key in keys:
+            try:
+                check(body[key], COMPLETION[key] if key in ("model", "prompt") else opt(COMPLETION[key]), (key,))
+            except SerdeError as e:
+                if member == 0 and e.reason.startswith("unknown field"):  # (read in place: told past the key)
+                    return _deserialize(f"{e.reason} at {key_end(raw, e.path) or where(raw)}")
+                return _deserialize(located(e, raw, flattened=member > 0))
+    return None
+
+
+def _prompt(prompt, embeds) -> str | None:
+    """validate_prompt_or_embeds: embeds when sent (base64, 100 bytes to 10 MB), else the prompt not empty."""
+    if embeds is not None:
+        import binascii
+
+        import pybase64
+        try:
+            size = len(pybase64.b64decode(embeds, validate=True))
+        except (binascii.Error, ValueError):
+            return "prompt_embeds must be valid base64-encoded data"
+        if size < 100:
+            return f"prompt_embeds decoded data must be at least 100 bytes, got {size} bytes"
+        return f"prompt_embeds decoded data exceeds maximum size of 10MB, got {size} bytes" \
+            if size > 10 * 1024 * 1024 else None
+    if prompt == "":
+        return "Prompt string cannot be empty"
+    if prompt == []:
+        return "Prompt string array cannot be empty"  # (an empty list reads as the first list variant)
+    if isinstance(prompt, list):
+        for i, p in enumerate(prompt):
+            if p == "":
+                return f"Prompt string at index {i} cannot be empty"
+            if p == []:
+                return f"Prompt integer array at index {i} cannot be empty"
+    return None
+
+
+def _best_of(best_of, n) -> str | None:
+    if best_of is not None and n is not None and best_of < n:
+        return f"Best_of must be greater than or equal to n, got best_of={best_of} and n={n}"
+    return None
+
+
+COMPLETION_VALIDATION = [
+    lambda b, r: _passthrough(b, r, COMPLETION),
+    lambda b, r: _blank("Model")(b["model"]),
+    lambda b, r: _prompt(b["prompt"], b.get("prompt_embeds")),
+    lambda b, r: "Suffix is too long, maximum 10000 characters" if len(b.get("suffix") or "") > 10000 else None,
+    lambda b, r: _max_tokens("Max tokens", b.get("max_tokens")),
+    lambda b, r: _RANGE["temperature"](b.get("temperature")),
+    lambda b, r: _RANGE["top_p"](b.get("top_p")),
+    lambda b, r: f"n must be between 1 and 128, got {b['n']}" if b.get("n") is not None and not 1 <= b["n"] <= 128
+    else None,
+    lambda b, r: f"Logprobs must be between 0 and 5, got {b['logprobs']}"
+    if b.get("logprobs") is not None and b["logprobs"] > 5 else None,
+    lambda b, r: _stop(b.get("stop")),
+    lambda b, r: _RANGE["presence_penalty"](b.get("presence_penalty")),
+    lambda b, r: _RANGE["frequency_penalty"](b.get("frequency_penalty")),
+    lambda b, r: f"Best_of must be between 0 and 20, got {b['best_of']}"
+    if b.get("best_of") is not None and b["best_of"] > 20 else _best_of(b.get("best_of"), b.get("n")),
+    lambda b, r: _logit_bias(b.get("logit_bias"), r),
+    lambda b, r: _blank("User ID")(b.get("user")),
+    lambda b, r: _RANGE["repetition_penalty"](b.get("repetition_penalty")),
+    lambda b, r: _RANGE["min_p"](b.get("min_p")),
+    lambda b, r: _RANGE["top_k"](b.get("top_k")),
+    lambda b, r: _n_with_temperature(b.get("n"), b.get("temperature")),
+]
+
+
+def validate_completion(body: dict, served_model: str | None = None, version: str = "1.6.1") -> tuple[int, dict] | None:
+    """Dynamo's part, on a completion request serde took: the handler's checks, the validation pass, the model."""
+    rules = rules_for(version)
+    if body.get("stream_options") and not body.get("stream"):
+        return _validation("The 'stream_options' field is only allowed when 'stream' is set to true.")
+    if rules.stop_count_first and _stop_count(body.get("stop")):
+        return 400, {"message": _stop_count(body["stop"]), "type": "Bad Request", "code": 400}
+    for rule in COMPLETION_VALIDATION:
+        message = rule(body, rules)
+        if message:
+            return _validation(message)
+    if served_model is not None and body.get("model") != served_model:
+        return 404, {"message": "Model not found", "type": "Not Found", "code": 404}
+    return None
+
+
+def completion_prompts(body: dict) -> list:
+    """The prompts a completion request asks for, each text or ids (one choice each; nvext.token_data replaces
+    them with one prompt of ids, recorded)."""
+    token_data = (body.get("nvext") or {}).get("token_data")
+    if token_data is not None:
+        return [list(token_data)]
+    prompt = body["prompt"]
+    if isinstance(prompt, str) or (prompt and all(isinstance(t, int) for t in prompt)):
+        return [prompt]
+    return list(prompt)

@@ -95,7 +95,7 @@ class Profile:
 
 
 _VLLM_ROUTES = frozenset({"models", "health", "version", "tokenize", "detokenize", "chat", "generate", "completions"})
-_DYNAMO_ROUTES = frozenset({"models", "health", "chat"})
+_DYNAMO_ROUTES = frozenset({"models", "health", "chat", "completions"})
 _ALL_OPENAI = frozenset({"chat", "chat_tokens", "completions", "generate"})
 _DYNAMO_PAST_K = frozenset({"chat", "completions", "generate"})  # (the vLLM worker's logprobs dict, passed whole)
 

@@ -147,34 +147,62 @@ def _ws(raw: str, i: int) -> int:
     return i
 
 
-def value_end(raw: str, path: tuple) -> int | None:
-    """Index just past the value at `path` in the JSON text (serde's column for it), or None."""
+def _value_start(raw: str, path: tuple) -> int | None:
+    """Index where the value at `path` starts in the JSON text, or None."""
     dec = json.JSONDecoder()
     i = _ws(raw, 0)
-    try:
-        for key in path:
-            if raw[i] == "{" and isinstance(key, str):
-                i = _ws(raw, i + 1)
-                while raw[i] != "}":
-                    k, i = scanstring(raw, i + 1)
-                    i = _ws(raw, _ws(raw, i) + 1)
-                    if k == key:
-                        break
-                    _, i = dec.raw_decode(raw, i)
-                    i = _ws(raw, i)
-                    i = _ws(raw, i + 1) if raw[i] == "," else i
-                else:
-                    return None
-            elif raw[i] == "[" and isinstance(key, int):
-                i = _ws(raw, i + 1)
-                for _ in range(key):
-                    _, i = dec.raw_decode(raw, i)
-                    i = _ws(raw, _ws(raw, i) + 1)
+    for key in path:
+        if raw[i] == "{" and isinstance(key, str):
+            i = _ws(raw, i + 1)
+            while raw[i] != "}":
+                k, i = scanstring(raw, i + 1)
+                i = _ws(raw, _ws(raw, i) + 1)
+                if k == key:
+                    break
+                _, i = dec.raw_decode(raw, i)
+                i = _ws(raw, i)
+                i = _ws(raw, i + 1) if raw[i] == "," else i
             else:
                 return None
-        return dec.raw_decode(raw, i)[1]
+        elif raw[i] == "[" and isinstance(key, int):
+            i = _ws(raw, i + 1)
+            for _ in range(key):
+                _, i = dec.raw_decode(raw, i)
+                i = _ws(raw, _ws(raw, i) + 1)
+        else:
+            return None
+    return i
+
+
+def value_end(raw: str, path: tuple) -> int | None:
+    """Index just past the value at `path` in the JSON text (serde's column for it), or None."""
+    try:
+        i = _value_start(raw, path)
+        return None if i is None else json.JSONDecoder().raw_decode(raw, i)[1]
     except (ValueError, IndexError, RecursionError):
         return None
+
+
+def key_end(raw: str, path: tuple) -> str | None:
+    """serde_json's "line L column C" just past the key of the field at `path` (where a struct read in place, not
+    from a buffered copy, tells an unknown field), or None where it cannot be found."""
+    try:
+        i = _value_start(raw, path[:-1])
+        if i is None or raw[i] != "{":
+            return None
+        dec = json.JSONDecoder()
+        i = _ws(raw, i + 1)
+        while raw[i] != "}":
+            k, i = scanstring(raw, i + 1)
+            if k == path[-1]:
+                line_start = raw.rfind("\n", 0, i) + 1
+                return f"line {raw.count(chr(10), 0, i) + 1} column {len(raw[line_start:i].encode())}"
+            _, i = dec.raw_decode(raw, _ws(raw, _ws(raw, i) + 1))
+            i = _ws(raw, i)
+            i = _ws(raw, i + 1) if raw[i] == "," else i
+    except (ValueError, IndexError, RecursionError):
+        return None
+    return None
 
 
 def where(raw: str, path: tuple = (), past: int = 0) -> str:
