@@ -157,6 +157,23 @@ class RunningServer:
         assert self.app is not None
         return self.app[STATE]
 
+    @property
+    def control(self):
+        """The engine's RL state (fake_servers.control.Control): policy, version, pause, flights."""
+        return self.state.control
+
+    @property
+    def system_url(self) -> str | None:
+        """Dynamo with --enable-rl: the worker's system server (POST /engine/<route>)."""
+        port = self.state.control.system_port
+        return None if port is None else f"http://127.0.0.1:{port}"
+
+    @property
+    def rl_url(self) -> str | None:
+        """Dynamo with --enable-rl: the frontend's RL discovery listener (GET /v1/rl/workers)."""
+        port = self.state.control.rl_port
+        return None if port is None else f"http://127.0.0.1:{port}"
+
     def set_faults(self, specs, seed: int | None = None) -> None:
         """Catalogue faults for the requests to come (`harness faults` lists them), e.g. ["reset@0.5"]."""
         self.state.plan.set(specs, seed)

@@ -98,6 +98,18 @@ def cmd_parity(args) -> int:
     return 1 if mismatches else (3 if unknown == len(rows) else 0)
 
 
+def rl_ports(app) -> str:
+    """What a control plane adds to the start-up line: its plane, and Dynamo's system and RL ports."""
+    from fake_servers.base import STATE
+
+    c = app[STATE].control
+    if c is None or c.plane is None:
+        return ""
+    ports = f"; system server http://127.0.0.1:{c.system_port}, /v1/rl/workers on port {c.rl_port}" \
+        if c.system_port is not None else ""
+    return f" (control plane {c.plane.name}{ports})"
+
+
 def cmd_fake(args) -> int:
     from fake_servers.server import FakeConfig, build_app
 
@@ -109,7 +121,8 @@ def cmd_fake(args) -> int:
                      profile=args.profile, dynamo_backend=args.backend, native_generate=args.native_generate,
                      chat_tokens_route=False if args.no_chat_tokens else None,
                      generate_route=False if args.no_generate else None,
-                     tool_parser=None if args.no_tool_parser else "hermes")
+                     tool_parser=None if args.no_tool_parser else "hermes", enable_rl=args.enable_rl,
+                     system_port=args.system_port, rl_port=args.rl_port, max_num_seqs=args.max_num_seqs)
     try:
         app = build_app(cfg)
         prof = cfg.resolve_profile()
@@ -123,7 +136,7 @@ def cmd_fake(args) -> int:
     try:
         serve_forever(app, args.host, args.port,
                       lambda port: print(f"fake {args.kind} ({profile_label(prof)}) serving {args.model} on "
-                                         f"http://{args.host}:{port}/v1", flush=True))
+                                         f"http://{args.host}:{port}/v1{rl_ports(app)}", flush=True))
     except BindError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
@@ -222,4 +235,12 @@ def add_parsers(sub) -> None:
     f.add_argument("--no-chat-tokens", action="store_true", help="vllm: no /v1/chat/completions/tokens even if the profile has it")
     f.add_argument("--no-generate", action="store_true", help="vllm: no /inference/v1/generate")
     f.add_argument("--no-tool-parser", action="store_true", help="vllm: refuse tools as a server without --enable-auto-tool-choice")
+    f.add_argument("--enable-rl", action="store_true", default=None,
+                   help="dynamo: the worker's RL engine routes and the frontend's /v1/rl/workers (or DYN_ENABLE_RL=1); "
+                        "vLLM's come with VLLM_SERVER_DEV_MODE=1, prime-rl profiles always have theirs")
+    f.add_argument("--system-port", type=int, default=None, help="dynamo: the worker's system server (or "
+                   "DYN_SYSTEM_PORT; default a free port, printed)")
+    f.add_argument("--rl-port", type=int, default=None, help="dynamo: the RL discovery listener (or DYN_RL_PORT; "
+                   "default a free port, printed)")
+    f.add_argument("--max-num-seqs", type=int, default=256, help="requests running at once; the excess waits")
     f.set_defaults(func=cmd_fake)
