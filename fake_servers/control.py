@@ -224,7 +224,7 @@ class Control:
                 if f.tokens == total:
                     break
                 while self._blocked(f):
-                    f.state = "frozen" if self.paused else "running"
+                    f.state = "frozen" if self.paused and self.mode == "keep" else "running"
                     f.kick.clear()
                     await f.kick.wait()
                     f.state = "running"

@@ -36,7 +36,10 @@ def system_app(state: ServerState) -> web.Application:
 
         if plane.name in METRIC_SETS:
             app.router.add_get("/metrics", metrics.metrics_route(plane.name))
-    app.router.add_get("/health", lambda request: json_ok({"status": "ready"}))
+    async def health(request):
+        return json_ok({"status": "ready"})
+
+    app.router.add_get("/health", health)
     return app
 
 
