@@ -88,6 +88,12 @@ def readable_json(body: bytes) -> tuple[str | None, bool]:
     stripped = text.lstrip()
     if stripped[:1] in ("{", "[") and len(body) < 4 * 1024 * 1024:
         try:
+            value = orjson.loads(body)
+            if orjson.dumps(value) == body and _compact(value) == body:  # orjson's pretty form reads back the same
+                return pretty_json(value), True
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError, TypeError):
+            pass
+        try:
             value = json.loads(text)
         except (ValueError, RecursionError):  # (nested past the parser's depth: kept as the exact text)
             return text, False
@@ -222,7 +228,12 @@ def _stored_bytes(text, compact: bool) -> bytes:
         return b""
     if isinstance(text, bytes):
         return text
-    return _compact(json.loads(text)) if compact else text.encode("utf-8")
+    if not compact:
+        return text.encode("utf-8")
+    try:
+        return _compact(orjson.loads(text))
+    except orjson.JSONDecodeError:  # (NaN, integers past 64 bits: the stdlib reads them)
+        return _compact(json.loads(text))
 
 
 def _headers(h) -> dict[str, list[str]]:
@@ -286,9 +297,10 @@ class Cassette:
 
     def to_yaml(self) -> str:
         meta = {"schema_version": SCHEMA_VERSION, **{k: v for k, v in self.meta.items() if k != "schema_version"}}
-        data = {"version": VCR_VERSION, "meta": meta, "interactions": [i.to_vcr() for i in self.interactions]}
-        return (yaml.dump(data, Dumper=_ReadableDumper, sort_keys=False, allow_unicode=True, width=120)
-                + end_line(len(self.interactions)))
+        head = yaml.dump({"version": VCR_VERSION, "meta": meta}, Dumper=_ReadableDumper, sort_keys=False,
+                         allow_unicode=True, width=120)
+        items = items_yaml(self.interactions)
+        return head + ("interactions:\n" + items if items else "interactions: []\n") + end_line(len(self.interactions))
 
     def save(self, path: str | os.PathLike, blob_threshold: int | None = None) -> None:
         """Write atomically; large base64 blobs go to the blob folder beside the file (blobs.py)."""
@@ -361,8 +373,14 @@ def load_span(f, span: Span, path=None, store=None, resolve_blobs: bool = True) 
     """One interaction read from an open cassette file at its span."""
     f.seek(span.start)
     raw = f.read(span.end - span.start)
+    from .layout import parse
+
     try:
-        items = yaml.load(raw, Loader=_Loader)
+        fast = parse(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        fast = None
+    try:
+        items = [fast] if fast is not None else yaml.load(raw, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise CassetteError(f"{path}: the interaction at byte {span.start} is not valid YAML: {exc}") from None
     if not isinstance(items, list) or len(items) != 1:
@@ -437,8 +455,24 @@ def interactions_yaml(interactions: list[Interaction], total: int) -> str:
     """Interactions as the tail of a cassette file: appending this text keeps the file a cassette
     (`interactions` is the last key, and PyYAML writes its items unindented); `total`: how many the
     file then holds, for its end line."""
-    return yaml.dump([i.to_vcr() for i in interactions], Dumper=_ReadableDumper, sort_keys=False,
-                     allow_unicode=True, width=120) + end_line(total)
+    return items_yaml(interactions) + end_line(total)
+
+
+def items_yaml(interactions) -> str:
+    """Interactions as top-level sequence items, in the recorder's layout (layout.py); one a value of which
+    that layout does not write goes through PyYAML (without the document end marker it may add)."""
+    from .layout import emit
+
+    out = []
+    for i in interactions:
+        d = i.to_vcr()
+        text = emit(d)
+        if text is None:
+            text = yaml.dump([d], Dumper=_ReadableDumper, sort_keys=False, allow_unicode=True, width=120)
+            if text.endswith("\n...\n"):
+                text = text[:-4]
+        out.append(text)
+    return "".join(out)
 
 
 _END = re.compile(rb"# end of cassette: ([0-9]+) interactions?\n\Z")
