@@ -11,8 +11,6 @@ import asyncio
 import hashlib
 from collections import OrderedDict, deque
 
-from harness.wire import metrics as wire_metrics
-
 PENDING_PROMPTS = 4096  # prompts kept for the prefix cache's count at the next scrape
 
 
@@ -56,7 +54,7 @@ class PrefixBlocks:
 
 
 class Capacity:
-    def __init__(self, max_num_seqs: int = 256, block_size: int = 16, num_blocks: int = 4096):
+    def __init__(self, max_num_seqs: int = 256, block_size: int = 128, num_blocks: int = 8192):
         self.max_num_seqs = max_num_seqs
         self.block_size = block_size
         self.num_blocks = num_blocks
@@ -68,8 +66,8 @@ class Capacity:
         self.prompt_tokens = 0
         self.generation_tokens = 0
         self.success: dict[str, int] = {}
-        self.prompt_hist = [0] * len(wire_metrics.TOKEN_BUCKETS)
-        self.generation_hist = [0] * len(wire_metrics.TOKEN_BUCKETS)
+        self.prompt_seen: dict[int, int] = {}  # prompt length -> requests (put in buckets at scrape)
+        self.generation_seen: dict[int, int] = {}
         self.prompt_sum = self.generation_sum = self.finished = 0
         self.contexts: dict[int, object] = {}  # flight id -> flight (its context in KV blocks, at scrape)
         self.sleep_level = 0
@@ -114,8 +112,8 @@ class Capacity:
         self.finished += 1
         self.prompt_sum += prompt_len
         self.generation_sum += generated
-        wire_metrics.observe(self.prompt_hist, "tokens", prompt_len)
-        wire_metrics.observe(self.generation_hist, "tokens", generated)
+        self.prompt_seen[prompt_len] = self.prompt_seen.get(prompt_len, 0) + 1
+        self.generation_seen[generated] = self.generation_seen.get(generated, 0) + 1
 
     def kv_blocks_used(self) -> int:
         b = self.block_size
@@ -124,8 +122,7 @@ class Capacity:
     def snapshot(self) -> dict:
         """What /metrics reports now (computed at scrape)."""
         self.prefix.settle()
-        reasons = {r: self.success.get(r, 0) for r in ("stop", "length", "abort", "error")}
-        reasons.update(self.success)
+        reasons = dict(self.success)
         return {
             "running": self.running, "waiting": self.waiting,
             "waiting_by_reason": {"capacity": self.waiting, "deferred": 0},
@@ -137,8 +134,9 @@ class Capacity:
             "prompt_by_source": {"local_compute": self.prompt_tokens - self.prefix.hits,
                                  "local_cache_hit": self.prefix.hits, "external_kv_transfer": 0},
             "generation_tokens": self.generation_tokens, "success": reasons,
-            "prompt_len": (tuple(self.prompt_hist), self.prompt_sum, self.finished),
-            "generation_len": (tuple(self.generation_hist), self.generation_sum, self.finished),
-            "cache_info": {(str(self.block_size), "auto", "0", str(self.num_blocks)): 1},
-            "frontend_requests": {("unary", "success"): self.finished},
+            "prompt_len": (dict(self.prompt_seen), self.prompt_sum, self.finished),
+            "generation_len": (dict(self.generation_seen), self.generation_sum, self.finished),
+            "cache_info": 1,
+            "frontend_requests": {("chat_completions", "unary", "success"): self.finished},
+            "http_requests": {("/v1/chat/completions", "POST", "2xx"): self.finished},
         }

@@ -17,8 +17,8 @@ PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 def render(state, families_name: str, model: str) -> str:
     families = wire_metrics.METRIC_SETS[families_name]
     snap = state.control.capacity.snapshot()
-    base = {"model_name": model, "engine": "0", "model": model, "endpoint": "chat_completions"}
-    return wire_metrics.render(families, base, snap)
+    base = {"model_name": model, "engine": "0", "model": model}
+    return wire_metrics.render(families, base, snap, state.started)
 
 
 def metrics_route(families_name: str):

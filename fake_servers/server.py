@@ -36,7 +36,7 @@ class FakeConfig:
     tokenizer: object = None  # a tokenizer object, a path/name, or None for the default Qwen2.5
     template: str = "chatml"
     think: bool | None = None  # completions open with <think> blocks; default: template == "thinking"
-    empty_rate: float = 0.0  # share of answers that are only the stop token (an empty completion)
+    empty_rate: float | None = None  # share of answers that are only the stop token (None: the real servers' rate)
     profile: str | None = None  # a name from harness.wire.profiles (default: the kind's default)
     dynamo_backend: str | None = None  # Dynamo: "vllm" (engine_data, logprobs), "mocker" or "sglang"
     native_generate: bool = False  # Dynamo: serve /inference/v1/generate (vLLM backend)
@@ -49,7 +49,7 @@ class FakeConfig:
     system_port: int | None = None  # Dynamo: the worker's system server (DYN_SYSTEM_PORT; None: env, else 0 = free)
     rl_port: int | None = None  # Dynamo: the frontend's RL discovery listener (DYN_RL_PORT; None: env, else 0)
     max_num_seqs: int = 256  # requests running at once; the excess waits (/metrics num_requests_waiting)
-    kv_blocks: int = 4096  # KV-cache blocks of 16 tokens (/metrics kv_cache_usage_perc)
+    kv_blocks: int = 8192  # KV-cache blocks of 128 tokens, as vLLM 0.32 CPU has them (/metrics kv_cache_usage_perc)
 
     @classmethod
     def for_profile(cls, prof: Profile, **overrides) -> "FakeConfig":
@@ -122,7 +122,7 @@ def build_app(cfg: FakeConfig | None = None, **overrides) -> web.Application:
     state = ServerState(kind=cfg.kind, engine=engine, plan=FaultPlan(cfg.faults, cfg.fault_seed),
                         template_faults=templates, profile=profile)
     plane = control_plane_of(cfg, profile)
-    state.control = Control(engine, plane, Capacity(cfg.max_num_seqs, 16, cfg.kv_blocks))
+    state.control = Control(engine, plane, Capacity(cfg.max_num_seqs, 128, cfg.kv_blocks))
     state.control.ports = (env_port(cfg.system_port, "DYN_SYSTEM_PORT"), env_port(cfg.rl_port, "DYN_RL_PORT"))
     if cfg.kind == "vllm":
         return vllm.create_app(state, profile, cfg.tool_parser)

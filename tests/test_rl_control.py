@@ -288,10 +288,24 @@ def test_metrics_families_are_the_profiles_rows(servers):
             got = wire_metrics.parse_families(c.get(srv.root_url + "/metrics").text)
             want = wire_metrics.METRIC_SETS[PROFILES[srv.cfg.profile or ("vllm-0.32" if key == "vllm" else
                                                                          "dynamo-1.6.1")].metrics]
-            assert {n[:-6] if t == "counter" else n for n, (t, _) in got.items()} == {f.name for f in want}
+            expected = {}
             for f in want:
-                name = f.name + "_total" if f.type == "counter" else f.name
-                assert got[name] == (f.type, frozenset(f.labels)), name
+                expected[f.name + "_total" if f.type == "counter" else f.name] = (f.type, frozenset(f.labels))
+                if f.created:
+                    expected[f.name + "_created"] = ("gauge", frozenset(f.labels))
+            assert got == expected
+
+
+def test_metrics_equal_the_recorded_real_server(servers):
+    """Every family of real vLLM 0.32's /metrics (scraped in dev mode, tests/data), with its type and label names,
+    and no other, in the same order."""
+    from pathlib import Path
+
+    recorded = (Path(__file__).parent / "data" / "real_metrics_vllm-0.32.txt").read_text()
+    fake = httpx.get(servers["vllm"].root_url + "/metrics", timeout=10).text
+    assert wire_metrics.parse_families(fake) == wire_metrics.parse_families(recorded)
+    order = [ln.split(" ")[2] for ln in recorded.splitlines() if ln.startswith("# TYPE")]
+    assert [ln.split(" ")[2] for ln in fake.splitlines() if ln.startswith("# TYPE")] == order
 
 
 def test_control_faults_fire_on_control_routes_only(servers, tmp_path):

@@ -1,188 +1,150 @@
-"""`/metrics` as each server exports it: metric families per version (name, type, labels, help) and the
-Prometheus text rendering. Pure data and functions: the fakes fill the values from their capacity model.
+"""`/metrics` as each server exports it: metric families per version (name, type, labels, help, buckets) and
+the Prometheus text rendering. Pure data and functions: the fakes fill the values from their capacity model.
 
-vLLM's families are read from `vllm/v1/metrics/loggers.py` of each wheel (the ones it registers whatever
-the configuration; counters are written `_total`, histograms `_bucket`/`_sum`/`_count`, as
-prometheus_client writes them). Dynamo's frontend families are its `dynamo_frontend_*` names.
+vLLM 0.32's families are the recorded ones (`metric_rows.py`, generated from a scrape of the real server);
+0.31's are 0.32's without the two families its `vllm/v1/metrics/loggers.py` does not register. The text is
+written as vLLM's multiprocess registry writes it: label names sorted, counters as `_total` with a `_created`
+gauge family after them, histograms as `_bucket`/`_count`/`_sum` then `_created`. Dynamo's frontend families
+are read from its documentation (not recorded here yet).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .metric_rows import VLLM_032
+
 
 @dataclass(frozen=True)
 class Family:
     name: str
-    type: str  # "gauge" | "counter" | "histogram"
-    labels: tuple[str, ...]
+    type: str  # "gauge" | "counter" | "histogram" | "summary"
+    labels: tuple[str, ...]  # every label name, sorted as exported
     help: str
-    source: str = "requests"  # what the fake's capacity model fills it from (a key of its snapshot), "" for 0
+    buckets: tuple[float, ...] = ()  # histogram bounds (+Inf added)
+    series: tuple[tuple[str, ...], ...] = ()  # the values of its fixed labels, one tuple per series
+    created: bool = False  # it writes a `NAME_created` gauge family
+    fixed: tuple[str, ...] = ()  # its fixed label names (the rest come from the server: model, engine, handler)
 
 
-_ENGINE = ("model_name", "engine")
+# what a fake's capacity model fills each family from (a key of its snapshot); the rest stay 0
+SOURCES = {
+    "vllm:num_requests_running": "running", "vllm:num_requests_waiting": "waiting",
+    "vllm:num_requests_waiting_by_reason": "waiting_by_reason", "vllm:engine_sleep_state": "sleep_state",
+    "vllm:kv_cache_usage_perc": "kv_usage", "vllm:prefix_cache_queries": "prefix_queries",
+    "vllm:prefix_cache_hits": "prefix_hits", "vllm:prompt_tokens": "prompt_tokens",
+    "vllm:prompt_tokens_by_source": "prompt_by_source", "vllm:prompt_tokens_cached": "prefix_hits",
+    "vllm:generation_tokens": "generation_tokens", "vllm:request_success": "success",
+    "vllm:request_prompt_tokens": "prompt_len", "vllm:request_generation_tokens": "generation_len",
+    "vllm:cache_config_info": "cache_info", "vllm:lora_requests_info": "lora_info",
+    "http_requests": "http_requests",
+    "dynamo_frontend_inflight_requests": "running", "dynamo_frontend_queued_requests": "waiting",
+    "dynamo_frontend_requests": "frontend_requests", "dynamo_frontend_input_sequence_tokens": "prompt_len",
+    "dynamo_frontend_output_sequence_tokens": "generation_len",
+}
+
+_VLLM_032 = tuple(Family(*row) for row in VLLM_032)
+_NOT_IN_031 = {"vllm:admission_rejections", "vllm:prompt_tokens_cached_by_source"}
+_TOKENS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)
+_SECONDS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 _F = Family
-
-_VLLM_COMMON = [
-    _F("vllm:num_requests_running", "gauge", _ENGINE, "Number of requests in model execution batches.", "running"),
-    _F("vllm:num_requests_waiting", "gauge", _ENGINE, "Number of requests waiting to be processed.", "waiting"),
-    _F("vllm:num_requests_waiting_by_reason", "gauge", _ENGINE + ("reason",),
-       "Number of requests waiting, broken down by reason.", "waiting_by_reason"),
-    _F("vllm:engine_sleep_state", "gauge", _ENGINE + ("sleep_state",),
-       "Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine is awake; "
-       "weights_offloaded = 1 means sleep level 1; discard_all = 1 means sleep level 2.", "sleep_state"),
-    _F("vllm:kv_cache_usage_perc", "gauge", _ENGINE, "KV-cache usage. 1 means 100 percent usage.", "kv_usage"),
-    _F("vllm:prefix_cache_queries", "counter", _ENGINE,
-       "Prefix cache queries, in terms of number of queried tokens.", "prefix_queries"),
-    _F("vllm:prefix_cache_hits", "counter", _ENGINE, "Prefix cache hits, in terms of number of cached tokens.",
-       "prefix_hits"),
-    _F("vllm:external_prefix_cache_queries", "counter", _ENGINE,
-       "External prefix cache queries from KV connector cross-instance cache sharing, in terms of number of "
-       "queried tokens.", ""),
-    _F("vllm:external_prefix_cache_hits", "counter", _ENGINE,
-       "External prefix cache hits from KV connector cross-instance cache sharing, in terms of number of cached "
-       "tokens.", ""),
-    _F("vllm:mm_cache_queries", "counter", _ENGINE, "Multi-modal cache queries, in terms of number of queried items.", ""),
-    _F("vllm:mm_cache_hits", "counter", _ENGINE, "Multi-modal cache hits, in terms of number of cached items.", ""),
-    _F("vllm:num_preemptions", "counter", _ENGINE, "Cumulative number of preemption from the engine.", ""),
-    _F("vllm:prompt_tokens", "counter", _ENGINE, "Number of prefill tokens processed.", "prompt_tokens"),
-    _F("vllm:prompt_tokens_by_source", "counter", _ENGINE + ("source",),
-       "Number of prompt tokens by source.", "prompt_by_source"),
-    _F("vllm:prompt_tokens_cached", "counter", _ENGINE,
-       "Number of cached prompt tokens (local + external).", "prefix_hits"),
-    _F("vllm:generation_tokens", "counter", _ENGINE, "Number of generation tokens processed.", "generation_tokens"),
-    _F("vllm:request_success", "counter", _ENGINE + ("finished_reason",),
-       "Count of successfully processed requests.", "success"),
-]
-_HISTOGRAMS = [
-    ("vllm:request_prompt_tokens", "Number of prefill tokens processed.", "prompt_len"),
-    ("vllm:request_generation_tokens", "Number of generation tokens processed.", "generation_len"),
-    ("vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.", ""),
-    ("vllm:request_max_num_generation_tokens", "Histogram of maximum number of requested generation tokens.", ""),
-    ("vllm:request_params_n", "Histogram of the n request parameter.", ""),
-    ("vllm:request_params_max_tokens", "Histogram of the max_tokens request parameter.", ""),
-    ("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", ""),
-    ("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", ""),
-    ("vllm:request_time_per_output_token_seconds", "Histogram of time_per_output_token_seconds per request.", ""),
-    ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", ""),
-    ("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", ""),
-    ("vllm:request_inference_time_seconds", "Histogram of time spent in RUNNING phase for request.", ""),
-    ("vllm:request_prefill_time_seconds", "Histogram of time spent in PREFILL phase for request.", ""),
-    ("vllm:request_decode_time_seconds", "Histogram of time spent in DECODE phase for request.", ""),
-    ("vllm:request_num_preemptions", "Number of preemptions per request.", ""),
-    ("vllm:request_prefill_kv_computed_tokens", "Histogram of new KV tokens computed during prefill "
-     "(excluding cached tokens).", ""),
-]
-_CACHE_INFO = _F("vllm:cache_config_info", "gauge", ("block_size", "cache_dtype", "engine", "num_gpu_blocks"),
-                 "Information of the LLMEngine CacheConfig", "cache_info")
-
-
-def _hist(rows) -> list[Family]:
-    return [_F(n, "histogram", _ENGINE, h, src) for n, h, src in rows]
-
-
-_032_EXTRA = [_F("vllm:prompt_tokens_cached_by_source", "counter", _ENGINE + ("source",),
-                 "Number of cached prompt tokens by source.", "")]
-
-_FRONTEND = ("model",)
 METRIC_SETS: dict[str, tuple[Family, ...]] = {
-    "vllm-0.31": tuple([_CACHE_INFO] + _VLLM_COMMON + _hist(_HISTOGRAMS)),
-    "vllm-0.32": tuple([_CACHE_INFO] + _VLLM_COMMON + _032_EXTRA + _hist(_HISTOGRAMS)),
+    "vllm-0.32": _VLLM_032,
+    "vllm-0.31": tuple(f for f in _VLLM_032 if f.name not in _NOT_IN_031),
     "dynamo-frontend": (
-        _F("dynamo_frontend_inflight_requests", "gauge", _FRONTEND, "Number of inflight requests", "running"),
-        _F("dynamo_frontend_queued_requests", "gauge", _FRONTEND, "Number of requests in HTTP processing queue",
-           "waiting"),
+        _F("dynamo_frontend_inflight_requests", "gauge", ("model",), "Number of inflight requests"),
+        _F("dynamo_frontend_queued_requests", "gauge", ("model",), "Number of requests in HTTP processing queue"),
         _F("dynamo_frontend_requests", "counter", ("endpoint", "model", "request_type", "status"),
-           "Total number of LLM requests processed", "frontend_requests"),
-        _F("dynamo_frontend_input_sequence_tokens", "histogram", _FRONTEND, "Input sequence length in tokens",
-           "prompt_len"),
-        _F("dynamo_frontend_output_sequence_tokens", "histogram", _FRONTEND, "Output sequence length in tokens",
-           "generation_len"),
-        _F("dynamo_frontend_time_to_first_token_seconds", "histogram", _FRONTEND,
-           "Time to first token in seconds", ""),
-        _F("dynamo_frontend_inter_token_latency_seconds", "histogram", _FRONTEND, "Inter-token latency in seconds", ""),
-        _F("dynamo_frontend_request_duration_seconds", "histogram", _FRONTEND, "Duration of LLM requests", ""),
-        _F("dynamo_frontend_cached_tokens", "histogram", _FRONTEND, "Number of cached tokens (prefix cache hits) "
-           "per request", ""),
+           "Total number of LLM requests processed", (), (("chat_completions", "unary", "success"),),
+           fixed=("endpoint", "request_type", "status")),
+        _F("dynamo_frontend_input_sequence_tokens", "histogram", ("model",), "Input sequence length in tokens",
+           _TOKENS),
+        _F("dynamo_frontend_output_sequence_tokens", "histogram", ("model",), "Output sequence length in tokens",
+           _TOKENS),
+        _F("dynamo_frontend_time_to_first_token_seconds", "histogram", ("model",), "Time to first token in seconds",
+           _SECONDS),
+        _F("dynamo_frontend_inter_token_latency_seconds", "histogram", ("model",), "Inter-token latency in seconds",
+           _SECONDS),
+        _F("dynamo_frontend_request_duration_seconds", "histogram", ("model",), "Duration of LLM requests",
+           _SECONDS),
     ),
 }
-# the Dynamo vLLM worker's system port exports its engine's vLLM families
+# the Dynamo vLLM worker's system port exports its engine's (vLLM 0.31) families
 METRIC_SETS["dynamo-1.6.1-worker"] = METRIC_SETS["vllm-0.31"]
 
-# prometheus_client's default buckets per histogram kind (by name ending)
-TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
-SECOND_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
-
-def buckets_of(name: str) -> tuple:
-    return SECOND_BUCKETS if name.endswith("_seconds") else TOKEN_BUCKETS
-
-
-def _labels(names: tuple[str, ...], values: tuple) -> str:
-    if not names:
-        return ""
-    return "{" + ",".join(f'{k}="{v}"' for k, v in zip(names, values)) + "}"
+def _labels(pairs) -> str:
+    pairs = sorted(pairs)
+    return "{" + ",".join(f'{k}="{v}"' for k, v in pairs) + "}" if pairs else ""
 
 
 def _num(v) -> str:
     return repr(float(v))
 
 
-def render(families: tuple[Family, ...], base: dict, samples: dict) -> str:
-    """Prometheus text of `families`. `base`: the common label values (model_name, engine, model); `samples`:
-    a source key -> value (a number), {extra label value: number} for a family with one more label than the
-    base, or for a histogram a (counts per bucket, sum, count) triple. Everything is computed here, at scrape."""
+def _series(f: Family, base: dict, value, started: float):
+    """(label pairs, value) of each series of `f`: its fixed series (values from a dict keyed by them), else
+    one series of the server's labels; a dict value with other keys (handlers) gives a series per key."""
+    server = [(k, base.get(k, "")) for k in f.labels if k not in f.fixed]
+    if f.series:
+        for s in f.series:
+            v = value.get(s if len(s) > 1 else s[0], 0) if isinstance(value, dict) else value
+            yield server + list(zip(f.fixed, s)), v
+    elif isinstance(value, dict):  # series keyed by the server's own labels (e.g. handler, method, status)
+        own = [k for k in f.labels if k not in base]
+        for key, v in value.items():
+            key = key if isinstance(key, tuple) else (key,)
+            yield [(k, base[k]) for k in f.labels if k in base] + list(zip(own, key)), v
+    else:
+        yield server, value
+
+
+def render(families: tuple[Family, ...], base: dict, samples: dict, started: float = 0.0) -> str:
+    """Prometheus text of `families`. `base`: the server's label values (model_name, engine, model); `samples`:
+    a source key (SOURCES) -> a number, a dict of series values, or for a histogram an (observed value -> times,
+    sum, count) triple, put in buckets here. `started`: the `_created` timestamps. Computed here, at scrape, never per request."""
     out: list[str] = []
     for f in families:
-        common = tuple(base.get(k, "") for k in f.labels)
-        value = samples.get(f.source, 0) if f.source else 0
+        src = SOURCES.get(f.name)
+        value = samples.get(src, 0) if src else 0
+        rows = list(_series(f, base, value, started))
         name = f.name + "_total" if f.type == "counter" else f.name
-        out.append(f"# HELP {name} {f.help}")
-        out.append(f"# TYPE {name} {f.type}")
-        if f.type == "histogram":
-            counts, total, n = value if isinstance(value, tuple) else ((0,) * len(buckets_of(f.name)), 0, 0)
-            acc = 0
-            for le, c in zip(buckets_of(f.name), counts):
-                acc += c
-                out.append(f"{f.name}_bucket{_labels(f.labels + ('le',), common + (_num(le),))} {_num(acc)}")
-            out.append(f"{f.name}_bucket{_labels(f.labels + ('le',), common + ('+Inf',))} {_num(n)}")
-            out.append(f"{f.name}_count{_labels(f.labels, common)} {_num(n)}")
-            out.append(f"{f.name}_sum{_labels(f.labels, common)} {_num(total)}")
-        elif isinstance(value, dict):
-            for extra, v in value.items():
-                extra = extra if isinstance(extra, tuple) else (extra,)
-                names = f.labels
-                vals = tuple(base.get(k, "") for k in names[:len(names) - len(extra)]) + extra
-                out.append(f"{name}{_labels(names, vals)} {_num(v)}")
-        else:
-            out.append(f"{name}{_labels(f.labels, common)} {_num(value)}")
+        out += [f"# HELP {name} {f.help}", f"# TYPE {name} {f.type}"]
+        for pairs, v in rows:
+            if f.type == "histogram":
+                seen, total, n = v if isinstance(v, tuple) else ({}, 0, 0)
+                for le in f.buckets:
+                    acc = sum(c for x, c in seen.items() if x <= le)
+                    out.append(f"{f.name}_bucket{_labels(pairs + [('le', _num(le))])} {_num(acc)}")
+                out.append(f"{f.name}_bucket{_labels(pairs + [('le', '+Inf')])} {_num(n)}")
+                out.append(f"{f.name}_count{_labels(pairs)} {_num(n)}")
+                out.append(f"{f.name}_sum{_labels(pairs)} {_num(total)}")
+            elif f.type == "summary":
+                n, total = v if isinstance(v, tuple) else (0, 0)
+                out.append(f"{f.name}_count{_labels(pairs)} {_num(n)}")
+                out.append(f"{f.name}_sum{_labels(pairs)} {_num(total)}")
+            else:
+                out.append(f"{name}{_labels(pairs)} {_num(v)}")
+        if f.created:
+            out += [f"# HELP {f.name}_created {f.help}", f"# TYPE {f.name}_created gauge"]
+            out += [f"{f.name}_created{_labels(pairs)} {_num(started)}" for pairs, _ in rows]
     return "\n".join(out) + "\n"
-
-
-def observe(buckets: list, name: str, value: float) -> None:
-    """Count `value` into a histogram's per-bucket counts (`buckets`: one slot per bound)."""
-    for i, le in enumerate(buckets_of(name)):
-        if value <= le:
-            buckets[i] += 1
-            return
 
 
 def parse_families(text: str) -> dict[str, tuple[str, frozenset[str]]]:
     """Family name -> (type, label names) of a Prometheus text (recorded or rendered): for comparing sets."""
     types: dict[str, str] = {}
     labels: dict[str, set] = {}
+    current = None
     for line in text.splitlines():
         if line.startswith("# TYPE "):
-            _, _, fam, kind = line.split(" ", 3)
-            types[fam] = kind
-            labels.setdefault(fam, set())
-        elif line and not line.startswith("#"):
-            head = line.split(" ", 1)[0]
-            metric, _, rest = head.partition("{")
-            fam = next((f for f in (metric, metric.rsplit("_", 1)[0]) if f in types), metric)
-            for part in rest.rstrip("}").split(","):
-                if "=" in part:
-                    k = part.split("=", 1)[0]
-                    if k != "le":
-                        labels.setdefault(fam, set()).add(k)
-    return {f: (types.get(f, "untyped"), frozenset(labels.get(f, ()))) for f in types}
+            _, _, current, kind = line.split(" ", 3)
+            types[current] = kind
+            labels.setdefault(current, set())
+        elif line and not line.startswith("#") and current is not None:
+            rest = line.split(" ", 1)[0].partition("{")[2]
+            for part in rest.rstrip("}").split('",'):
+                k = part.split("=", 1)[0]
+                if k and k not in ("le", "quantile"):
+                    labels[current].add(k)
+    return {f: (types[f], frozenset(labels[f])) for f in types}
