@@ -1,10 +1,14 @@
 """The recording proxy at production pace: throughput and latency through it against direct calls,
 and what a routed-experts answer costs on disk.
 
-    python bench/recorder.py [--duration 10] [--only small|moe]
+    python bench/recorder.py [--duration 10] [--only ceiling|small|moe|kill]
 
-Two loads, each against a latency-bound fake vLLM (as a GPU server is) in its own process, driven
-by wrk directly and then through `harness record` (mode all, into a temp cassette):
+First the ceiling: an upstream that costs almost no CPU (a bare aiohttp handler that waits 50 ms and
+answers a small chat body), 64 connections, driven by wrk directly, through a bare aiohttp reverse proxy
+(forwards, records nothing) and through `harness record`, in one run (targets: record >= 0.95x the bare
+proxy's req/s, <= 5 ms added p50 against direct). Then two loads, each against a latency-bound fake vLLM
+(as a GPU server is) in its own process, driven by wrk directly and then through `harness record` (mode
+all, into a temp cassette):
 - small chat answers, 50 ms upstream latency, 64 connections (targets: proxy >= 0.9x direct req/s,
   <= 5 ms added at p50);
 - routed-experts answers (--moe 48,8,128, an 8k-token prompt on /inference/v1/generate: ~4 MB of
@@ -35,6 +39,92 @@ from fake_server import BODIES, free_port, wait_port, wrk  # noqa: E402
 
 PROMPT = 8000
 MOE = (48, 8, 128)
+
+# an upstream that costs almost no CPU: waits 50 ms, answers a small chat body
+CHEAP = r'''
+import asyncio, sys
+from aiohttp import web
+ANSWER = (b'{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"tiny-qwen","choices":[{"index":0,'
+          b'"message":{"role":"assistant","content":"Hello! How can I help you today?"},"logprobs":null,'
+          b'"finish_reason":"stop","token_ids":[9707,0,2585,646,358,1492,498,3351,30]}],'
+          b'"usage":{"prompt_tokens":10,"total_tokens":19,"completion_tokens":9}}')
+async def handle(request):
+    await request.read()
+    await asyncio.sleep(0.05)
+    return web.Response(body=ANSWER, content_type="application/json")
+app = web.Application()
+app.router.add_route("*", "/{tail:.*}", handle)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None, backlog=4096)
+'''
+
+# the ceiling: a bare aiohttp reverse proxy (forwards request and answer, records nothing)
+BARE_PROXY = r'''
+import sys
+import aiohttp
+from aiohttp import web
+UP = sys.argv[2]
+DROP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+async def start(app):
+    app["s"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+async def stop(app):
+    await app["s"].close()
+async def handle(request):
+    body = await request.read()
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in DROP}
+    async with request.app["s"].request(request.method, UP + request.path_qs, headers=headers, data=body) as up:
+        data = await up.read()
+        out = {k: v for k, v in up.headers.items() if k.lower() not in DROP | {"content-encoding"}}
+        return web.Response(status=up.status, body=data, headers=out)
+app = web.Application()
+app.on_startup.append(start)
+app.on_cleanup.append(stop)
+app.router.add_route("*", "/{tail:.*}", handle)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None, backlog=4096)
+'''
+
+
+def serve_code(code: str, *args: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", code, str(port), *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return proc, port
+
+
+def ceiling(duration: int, conns: int = 64) -> None:
+    """Direct, a bare reverse proxy and `harness record` in front of the cheap upstream, in one run; the
+    direct and bare-proxy figures are each the mean of a run before and after the recorder's."""
+    cassette = Path(tempfile.mkdtemp()) / "ceiling.yaml"
+    procs = []
+    try:
+        up, uport = serve_code(CHEAP)
+        procs.append(up)
+        bare, bport = serve_code(BARE_PROXY, f"http://127.0.0.1:{uport}")
+        procs.append(bare)
+        rec, rport = serve(["record", "--upstream", f"http://127.0.0.1:{uport}", "--cassette", str(cassette),
+                            "--mode", "all", *QUIET], ENV)
+        procs.append(rec)
+        body, path = BODIES["vllm"], "/v1/chat/completions"
+        for port in (uport, bport, rport):
+            wrk(port, body, conns, 1, path)  # warm-up: connections, caches
+        d1, b1 = wrk(uport, body, conns, duration, path), wrk(bport, body, conns, duration, path)
+        r = wrk(rport, body, conns, duration, path)
+        settle(cassette)
+        b2, d2 = wrk(bport, body, conns, duration, path), wrk(uport, body, conns, duration, path)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(120)
+        shutil.rmtree(cassette.parent, ignore_errors=True)
+    mean = lambda a, b: {k: (a[k] + b[k]) / 2 for k in ("rps", "p50_ms")} | {"errors": a["errors"] + b["errors"]}
+    d, b = mean(d1, d2), mean(b1, b2)
+    print(f"cheap upstream (a bare handler waiting 50 ms), {conns} connections, {duration} s each:")
+    print(f"  {'path':<40}{'req/s':>9}{'p50 ms':>9}{'errors':>8}")
+    for label, m in (("direct", d), ("bare aiohttp reverse proxy (ceiling)", b), ("harness record", r)):
+        print(f"  {label:<40}{m['rps']:>9.0f}{m['p50_ms']:>9.1f}{m['errors']:>8}")
+    print(f"  harness record: {r['rps'] / b['rps']:.2f}x the bare proxy's req/s (target >= 0.95x), "
+          f"{r['p50_ms'] - d['p50_ms']:+.1f} ms p50 against direct (target <= 5 ms); the bare proxy "
+          f"{b['rps'] / d['rps']:.2f}x direct, {b['p50_ms'] - d['p50_ms']:+.1f} ms")
 
 
 def serve(args: list[str], env: dict | None = None) -> tuple[subprocess.Popen, int]:
@@ -110,7 +200,7 @@ def report(label, d, v, target):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--duration", type=int, default=10)
-    p.add_argument("--only", choices=("small", "moe", "kill"), default=None)
+    p.add_argument("--only", choices=("ceiling", "small", "moe", "kill"), default=None)
     p.add_argument("--wrk-threads", type=int, default=1)
     p.add_argument("--lines", action="store_true", help="let the recorder print its line per exchange (its default)")
     p.add_argument("--fsync-ms", type=float, default=0,
@@ -121,6 +211,10 @@ def main():
         QUIET.clear()
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install wrk")
+    if a.only in (None, "ceiling"):
+        ceiling(a.duration)
+    if a.only == "ceiling":
+        return
     print(f"{'load':<34}{'direct':>9}{'proxy':>9}{'ratio':>9}{'d p50':>9}{'p p50':>9}{'added':>9}   (req/s, ms)")
     if a.only in (None, "small"):
         d, v, cassette = run("small", ["--latency", "0.05,0"], BODIES["vllm"], "/v1/chat/completions", 64, a.duration)

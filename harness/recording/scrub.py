@@ -44,6 +44,9 @@ _SENTINELS = [b"bearer", b"sk-", b"hf_", b"nvapi-", b"gh", b"akia", b"xox", b"ey
               b"access", b"auth"]
 _SENTINELS_STR = [x.decode() for x in _SENTINELS]
 assert all(any(s.decode() in h for s in _SENTINELS) for _, hs in BODY_PATTERNS for h in hs)
+# one pass over the lower-cased text finds any of them (instead of 13 searches)
+_SENTINEL_RX = re.compile(b"|".join(re.escape(x) for x in _SENTINELS))
+_SENTINEL_RX_STR = re.compile("|".join(re.escape(x) for x in _SENTINELS_STR))
 
 
 @dataclass
@@ -73,8 +76,8 @@ class Scrubber:
     def headers(self, headers: dict) -> dict:
         """Header dict (values str or list) with secret values replaced."""
         if self._hints_b is not None and not any(map(self.is_secret_header, headers)):
-            joined = "\n".join(x for v in headers.values() for x in (v if isinstance(v, list) else (v,))).lower()
-            if not any(h in joined for h in _SENTINELS_STR):  # nothing to replace: the same mapping back
+            joined = "\n".join(x for v in headers.values() for x in (v if isinstance(v, list) else (v,)))
+            if not _SENTINEL_RX_STR.search(joined.lower()):  # nothing to replace: the same mapping back
                 return headers
         out = {}
         for k, v in headers.items():
@@ -118,8 +121,7 @@ class Scrubber:
         if not body:
             return body
         if self._hints_b is not None and len(body) < 256 * 1024:  # (large bodies: routed experts, skipped below)
-            low = body.lower()
-            if not any(h in low for h in self._hints_b):
+            if not _SENTINEL_RX.search(body.lower()):
                 return body  # no pattern can match
         from ..wire.routed_experts import find_blobs
 
