@@ -73,7 +73,8 @@ class Report:
 
 def fake_config(kind: str, cassettes: list[Cassette], profile=None):
     """A fake set up like the recorded server: model, context window, routes, backend (the
-    profile's, when the cassette names one)."""
+    profile's, when the cassette names one). Its engine never answers only the stop token unasked: each recorded
+    answer says how its own draw went, which a replay cannot draw again."""
     from fake_servers.server import FakeConfig
 
     inters = [i for c in cassettes for i in c.interactions]
@@ -94,9 +95,9 @@ def fake_config(kind: str, cassettes: list[Cassette], profile=None):
     if profile is not None:  # a server started without --enable-auto-tool-choice refuses tools
         no_tools = any(i.status == 400 and b"enable-auto-tool-choice" in i.response_body for i in inters)
         return FakeConfig.for_profile(profile, model=model, max_model_len=max_len,
-                                      tool_parser=None if no_tools else "hermes")
+                                      tool_parser=None if no_tools else "hermes", empty_rate=0.0)
     return FakeConfig(kind=kind, model=model, max_model_len=max_len, dynamo_backend="mocker" if mocker else "vllm",
-                      chat_tokens_route=("/v1/chat/completions/tokens", 404) not in statuses)
+                      chat_tokens_route=("/v1/chat/completions/tokens", 404) not in statuses, empty_rate=0.0)
 
 
 def _invariants(inter: Interaction, fake_inter: Interaction) -> list[str]:

@@ -31,7 +31,7 @@ def test_the_rate_is_a_share_of_answers_and_leaves_the_others_as_they_were():
     from harness.tokenizer import load_tokenizer
 
     tok = load_tokenizer()
-    plain, some = FakeEngine(tok, EngineConfig()), FakeEngine(tok, EngineConfig(empty_rate=0.3))
+    plain, some = FakeEngine(tok, EngineConfig(empty_rate=0.0)), FakeEngine(tok, EngineConfig(empty_rate=0.3))
     empty = 0
     for seed in range(200):
         a, b = (e.generate([9707, 1879], SamplingParams(seed=seed, max_tokens=64)) for e in (plain, some))
@@ -46,7 +46,7 @@ def test_the_rate_is_a_share_of_answers_and_leaves_the_others_as_they_were():
                                                     ("dynamo", "dynamo_generate", {"native_generate": True})])
 async def test_the_empty_completion_fault_once_then_a_stitched_turn(kind, transport, extra):
     """The catalogue fault `empty_completion*1`: the first answer is only the stop token, on every route."""
-    with RunningServer(FakeConfig(kind=kind, **extra)) as srv:
+    with RunningServer(FakeConfig(kind=kind, empty_rate=0.0, **extra)) as srv:  # (only the fault empties)
         srv.set_faults(["empty_completion*1"])
         cfg = ClientConfig(base_url=srv.base_url, model=MODEL, renderer_transport=transport, tito_route="generate")
         async with TitoClient(cfg) as client:

@@ -75,3 +75,31 @@ def test_greedy_decoding_never_lists_more_than_asked(fakes):
         "model": MODEL, "messages": HELLO, "max_tokens": 8, "temperature": 0, "logprobs": True,
         "top_logprobs": 1}).json()
     assert set(_widths(a)) == {1}
+
+
+def _only_stop(answer) -> bool:
+    return answer["usage"]["completion_tokens"] == 1 and not (answer["choices"][0]["message"]["content"] or "")
+
+
+@pytest.mark.parametrize("server", ["vllm", "dynamo"])
+def test_a_seeded_sample_is_only_the_stop_token_at_the_real_rate(fakes, server):
+    """Real vLLM 0.32 answered 37 of 80 chat requests (temperature 1.0, max_tokens 8, seeds 0..79) with only the stop
+    token (NATURAL_EMPTY_RATE); the fakes draw so, per seed, behind a worker that samples the stop token."""
+    from fake_servers.engine import NATURAL_EMPTY_RATE
+
+    answers = [_chat(fakes[server], seed) for seed in range(80)]
+    empty = sum(_only_stop(a) for a in answers)
+    assert abs(empty - 80 * NATURAL_EMPTY_RATE) <= 12, empty
+    assert [_only_stop(_chat(fakes[server], seed)) for seed in range(10)] == [_only_stop(a) for a in answers[:10]]
+
+
+def test_greedy_unseeded_and_never_stopping_workers_are_not_emptied(fakes):
+    def ask(srv, **fields):
+        return httpx.post(srv.root_url + "/v1/chat/completions", json={
+            "model": MODEL, "messages": HELLO, "max_tokens": 8, **fields}).json()
+
+    assert not any(_only_stop(ask(fakes["vllm"], temperature=0, seed=s)) for s in range(20))
+    assert not any(_only_stop(ask(fakes["vllm"], messages=[{"role": "user", "content": f"Hi {s}"}]))
+                   for s in range(20))  # (an unseeded request: the one sample kept for its prompt)
+    with RunningServer(FakeConfig(kind="dynamo", dynamo_backend="mocker")) as mocker:  # never samples the stop token
+        assert all(ask(mocker, seed=s, temperature=1.0)["usage"]["completion_tokens"] == 8 for s in range(20))

@@ -223,8 +223,9 @@ def add_parsers(sub) -> None:
     f.add_argument("--fault-seed", type=int, default=0)
     f.add_argument("--moe", default=None, help="LAYERS,TOP_K,EXPERTS: answer with routed experts")
     f.add_argument("--latency", default=None, help="TTFT,PER_TOKEN seconds")
-    f.add_argument("--empty-rate", type=float, default=0.0,
-                   help="share of answers that are only the stop token, as real models often give (default 0)")
+    f.add_argument("--empty-rate", type=float, default=None,
+                   help="share of answers that are only the stop token (default: the real servers' rate for a "
+                        "seeded request at temperature > 0)")
     f.add_argument("--tokenizer", default=None)
     f.add_argument("--profile", default=None, help="server version to answer as (harness profiles; default: "
                    "vllm-0.32 / dynamo-1.6.1)")
