@@ -5,12 +5,14 @@ Which routes a fake serves, and the bodies they answer, are the profile's contro
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 
 import orjson
 from aiohttp import web
 
-from harness.wire.control_plane import DYNAMO_WORDS, PAUSE_MODES, VLLM_WORDS, ControlPlane, Route, fill
+from harness.wire.control_plane import (CHECKSUM_PARAMS, CHECKSUM_PREFIX, DYNAMO_WORDS, PAUSE_MODES, RPC_METHODS,
+                                        VLLM_WORDS, ControlPlane, Route, fill)
 
 from . import errors
 from .base import STATE, faults_of, json_ok
@@ -156,8 +158,7 @@ class VLLMControl:
                 return info
         await _update_delay(request)
         if "update_fails" in faults_of(request):
-            return errors.vllm_error(500, "injected fault update_fails: the weight transfer failed",
-                                     "InternalServerError")
+            return self._rpc_failed("injected fault update_fails: the weight transfer failed")
         self.c.set_policy(policy_after(self.c.policy, info))
         return _answer(route)
 
@@ -191,7 +192,8 @@ class VLLMControl:
                             {"expected": expected})
         if action == "reset":
             return json_ok({"status": "reset"})
-        checksums = {"model.weights": self.c.policy or "base"}
+        checksums = {CHECKSUM_PREFIX + name: hashlib.sha256(f"{self.c.policy}:{name}".encode()).hexdigest()
+                     for name in CHECKSUM_PARAMS}
         if action == "checksum":
             return json_ok({"checksums": checksums})
         baseline = body.get("baseline")
@@ -213,13 +215,22 @@ class VLLMControl:
         method = body.get("method")
         if method is None:
             return _detail(400, VLLM_WORDS["missing_method"])
+        if method not in RPC_METHODS:
+            return self._rpc_failed(VLLM_WORDS["no_attribute"].format(method=method))
         kwargs = body.get("kwargs") or {}
-        path = kwargs.get("weights_path") or kwargs.get("weight_path") if isinstance(kwargs, dict) else None
-        if method in ("reload_weights", "update_weights_from_path") and path:
-            if not os.path.isdir(path):
-                return errors.vllm_error(500, VLLM_WORDS["weights_dir_missing"].format(path=path), "InternalServerError")
+        args = body.get("args") or []
+        path = (kwargs.get("weights_path") or kwargs.get("weight_path")) if isinstance(kwargs, dict) else None
+        path = path or (args[0] if isinstance(args, list) and args and isinstance(args[0], str) else None)
+        if path:
+            await _update_delay(request)
+            if not os.path.isdir(path) or "update_fails" in faults_of(request):
+                return self._rpc_failed(VLLM_WORDS["weights_dir_missing"].format(path=path))
             self.c.set_policy(policy_of_dir(path))
         return json_ok({"results": [None]})
+
+    @staticmethod
+    def _rpc_failed(why: str) -> web.Response:
+        return errors.vllm_error(500, VLLM_WORDS["rpc_failed"].format(why=why), "InternalServerError")
 
     async def server_info(self, request, route):
         return json_ok({"vllm_config": f"model='{self.model}'", "vllm_env": {"VLLM_SERVER_DEV_MODE": True},
@@ -247,7 +258,7 @@ class VLLMControl:
         path = body.get("weight_dir") if isinstance(body, dict) else None
         await _update_delay(request)
         if not isinstance(path, str) or not os.path.isdir(path) or "update_fails" in faults_of(request):
-            return errors.vllm_error(500, VLLM_WORDS["weights_dir_missing"].format(path=path), "InternalServerError")
+            return self._rpc_failed(VLLM_WORDS["weights_dir_missing"].format(path=path))
         self.c.set_policy(policy_of_dir(path))
         return _answer(route)
 

@@ -166,7 +166,20 @@ VLLM_WORDS = {
     "lora_not_found": "The lora adapter '{name}' cannot be found.",
     "lora_path_not_found": "Loading lora {name} failed: No adapter found for {path}",
     "weights_dir_missing": "[Errno 2] No such file or directory: '{path}'",
+    # (recorded from vLLM 0.32 CPU: POST /collective_rpc {"method": "no_such_method"} answered 500 so)
+    "rpc_failed": "Call to collective_rpc method failed: Worker failed with error '{why}', please check the stack "
+                  "trace above for the root cause",
+    "no_attribute": "'CPUWorker' object has no attribute '{method}'",
 }
+# what /weight_checker's checksums are keyed by on vLLM 0.32 (recorded: the tiny model's 16 parameters, each
+# prefixed with its rank's place)
+CHECKSUM_PREFIX = "dp0:pp0:pcp0:tp0:"
+CHECKSUM_PARAMS = ("model.embed_tokens.weight",) + tuple(
+    f"model.layers.{i}.{p}" for i in range(2) for p in (
+        "self_attn.qkv_proj.weight", "self_attn.qkv_proj.bias", "self_attn.o_proj.weight", "mlp.gate_up_proj.weight",
+        "mlp.down_proj.weight", "input_layernorm.weight", "post_attention_layernorm.weight")) + ("model.norm.weight",)
+# the worker methods the fake's collective_rpc knows (a path-taking one loads weights from that directory)
+RPC_METHODS = ("reload_weights", "update_weights_from_path", "liveness_probe", "reset_weights")
 DYNAMO_WORDS = {
     "not_object": "request body must be a JSON object",
     "bad_mode": "Invalid mode '{mode}'; expected keep|wait|abort",
