@@ -150,6 +150,7 @@ class Project:
     last_output: str = ""
     written_tests: set = field(default_factory=set)
     ran: list = field(default_factory=list)
+    ports: dict = field(default_factory=dict)
 
     def env(self) -> dict:
         env = dict(os.environ)
@@ -163,7 +164,7 @@ def rewrite(block: Block, code: str, project: Project) -> str:
     fake_ports = {u.rsplit(":", 1)[1] for u in (project.fakes.root_url(lb) for lb in block.fakes.values())}
     ports = set(re.findall(r"--port[ =](\d{2,5})\b", code)) | set(re.findall(r"(?:127\.0\.0\.1|localhost):(\d{2,5})", code))
     for port in sorted(ports - fake_ports - {"0"}, key=len, reverse=True):
-        new = str(free_port())
+        new = project.ports.setdefault(port, str(free_port()))  # the same port of a page stays the same
         code = re.sub(rf"(--port[ =]|127\.0\.0\.1:|localhost:){port}\b", rf"\g<1>{new}", code)
     return code
 
@@ -241,21 +242,24 @@ def start_job(words: list[str], project: Project, where: str) -> None:
             time.sleep(0.05)
 
 
-def stop_jobs(project: Project, sig=signal.SIGINT, where: str = "") -> None:
-    for proc in project.jobs:
-        if proc.poll() is None:
-            proc.send_signal(sig)
-    for proc in project.jobs:
-        try:
-            out, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-            raise AssertionError(f"{where}: a background job did not stop on {sig!r}:\n{out}")
-        if sig == signal.SIGINT:
-            assert proc.returncode in (0, -signal.SIGINT, 130), f"{where}: job exited {proc.returncode}:\n{out}"
-        project.last_output = out
-    project.jobs.clear()
+def job(words: list[str], project: Project, where: str) -> subprocess.Popen:
+    spec = next((w for w in words if w.startswith("%")), "%1")
+    n = int(spec[1:])
+    assert 1 <= n <= len(project.jobs), f"{where}: no background job {spec}"
+    return project.jobs[n - 1]
+
+
+def wait_job(proc: subprocess.Popen, project: Project, where: str) -> str:
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"{where}: a background job did not stop:\n{out}")
+    assert proc.returncode in (0, -signal.SIGINT, -signal.SIGTERM, 130), \
+        f"{where}: a background job exited {proc.returncode}:\n{out}"
+    project.last_output = out
+    return out
 
 
 def run_command(line: str, project: Project, where: str) -> str:
@@ -267,12 +271,14 @@ def run_command(line: str, project: Project, where: str) -> str:
         assert words[0] != "harness" or words[1] in SERVING, f"{where}: only servers run in the background"
         start_job(words[:-1], project, where)
         return ""
-    if words[:2] == ["kill", "-INT"] or words == ["kill", "%1"]:
-        stop_jobs(project, signal.SIGINT, where)
+    if words[0] == "kill":
+        sig = signal.SIGINT if "-INT" in words else signal.SIGTERM
+        proc = job(words, project, where)
+        if proc.poll() is None:
+            proc.send_signal(sig)
         return ""
-    if words == ["wait"]:
-        stop_jobs(project, signal.SIGINT, where)
-        return project.last_output
+    if words[0] == "wait":
+        return wait_job(job(words, project, where), project, where)
     if words[0] == "cd":
         project.cwd = (project.cwd / words[1]).resolve()
         return ""
