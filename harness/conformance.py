@@ -9,8 +9,10 @@ Differences listed in ALLOWLIST (each with its reason) are reported but do not f
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -95,9 +97,47 @@ def fake_config(kind: str, cassettes: list[Cassette], profile=None):
     if profile is not None:  # a server started without --enable-auto-tool-choice refuses tools
         no_tools = any(i.status == 400 and b"enable-auto-tool-choice" in i.response_body for i in inters)
         return FakeConfig.for_profile(profile, model=model, max_model_len=max_len,
-                                      tool_parser=None if no_tools else "hermes", empty_rate=0.0)
+                                      tool_parser=None if no_tools else "hermes", empty_rate=0.0,
+                                      **control_switches(profile, inters))
     return FakeConfig(kind=kind, model=model, max_model_len=max_len, dynamo_backend="mocker" if mocker else "vllm",
                       chat_tokens_route=("/v1/chat/completions/tokens", 404) not in statuses, empty_rate=0.0)
+
+
+def control_switches(profile, inters) -> dict:
+    """The RL switches the recorded server ran with: on when it answered a route of its profile's control plane
+    with anything but 404 (vLLM's dev mode, Dynamo's --enable-rl)."""
+    from harness.wire.control_plane import CONTROL_PLANES, RL_DISCOVERY_PATH
+
+    plane = CONTROL_PLANES.get(profile.control_plane or "")
+    if plane is None:
+        return {}
+    paths = {r.path for r in plane.routes} | {RL_DISCOVERY_PATH}
+    on = any(i.path in paths and i.status != 404 for i in inters)
+    return {"dev_mode": on, "enable_rl": on}
+
+
+def _clients(srv, client: httpx.Client) -> dict:
+    """Where a recorded path goes on the fake: Dynamo's engine routes to its worker's system server, the RL
+    discovery route to its listener, everything else to the frontend (or vLLM's one server)."""
+    out = {}
+    if getattr(srv, "system_url", None):
+        out["/engine/"] = httpx.Client(base_url=srv.system_url, timeout=60)
+    if getattr(srv, "rl_url", None):
+        out["/v1/rl/"] = httpx.Client(base_url=srv.rl_url, timeout=60)
+    return out
+
+
+def _until_held(control, future) -> None:
+    """Wait until the fake holds the request just sent (or it was answered), so the next one follows it."""
+    import time
+
+    while not future.done():
+        try:
+            if any(f.state == "held" for f in list(control.flights.values())):
+                return
+        except RuntimeError:  # (the flights changed while read from this thread)
+            pass
+        time.sleep(0.002)
 
 
 def _invariants(inter: Interaction, fake_inter: Interaction) -> list[str]:
@@ -120,7 +160,9 @@ def compare(cassette_name: str, index: int, inter: Interaction, client: httpx.Cl
             profile: str = "", sides: tuple[str, str] = ("real", "fake")) -> Check:
     headers = {k: v[-1] for k, v in inter.request_headers.items()
                if k.lower() in ("content-type", "accept")}
-    resp = client.request(inter.method, inter.path, content=inter.request_body or None, headers=headers)
+    parts = urlsplit(inter.uri)  # the query too: the control plane reads it (POST /pause?mode=keep)
+    resp = client.request(inter.method, parts.path + (f"?{parts.query}" if parts.query else ""),
+                          content=inter.request_body or None, headers=headers)
     fake = Interaction(inter.method, inter.uri, {}, inter.request_body, resp.status_code, "",
                        {k: [v] for k, v in resp.headers.items()}, resp.content)
     check = Check(profile or kind, cassette_name, index, f"{inter.method} {inter.path}", inter.status, resp.status_code)
@@ -135,8 +177,22 @@ def compare(cassette_name: str, index: int, inter: Interaction, client: httpx.Cl
         for line in diff(real_body, fake_body, sides=sides):
             reason = next((r for k, p, r in ALLOWLIST if k == kind and re.search(p, line)), None)
             (check.allowed if reason else check.problems).append(line)
+    if inter.path == "/metrics" and inter.status == resp.status_code == 200:
+        check.problems.extend(_metric_differences(inter.response_body.decode("utf-8", "replace"), resp.text, sides))
     check.problems.extend(_invariants(inter, fake))
     return check
+
+
+def _metric_differences(real: str, fake: str, sides: tuple[str, str]) -> list[str]:
+    """/metrics families that differ in name, type or label names (values move with load and are not compared)."""
+    from harness.wire.metrics import parse_families
+
+    a, b = parse_families(real), parse_families(fake)
+    out = [f"metrics: {name} only on the {sides[0]} side" for name in sorted(set(a) - set(b))]
+    out += [f"metrics: {name} only on the {sides[1]} side" for name in sorted(set(b) - set(a))]
+    out += [f"metrics: {name} is {a[name]} {sides[0]}, {b[name]} {sides[1]}"
+            for name in sorted(set(a) & set(b)) if a[name] != b[name]]
+    return out
 
 
 def profile_of(cassette: Cassette):
@@ -181,10 +237,24 @@ def run_conformance(path: str | Path, kind: str | None = None) -> Report:
         key = (label, cfg.kind, cfg.model, cfg.max_model_len, cfg.dynamo_backend, cfg.chat_tokens_route, cfg.tool_parser)
         groups.setdefault(key, []).append((name, c, cfg))
     for key, items in groups.items():
-        with RunningServer(items[0][2]) as srv, httpx.Client(base_url=srv.root_url, timeout=60) as client:
+        with RunningServer(items[0][2]) as srv, httpx.Client(base_url=srv.root_url, timeout=60) as client, \
+                ThreadPoolExecutor(8) as pool:
+            routed = _clients(srv, client)
             for name, c, _ in items:
-                for n, inter in enumerate(c.interactions):
-                    report.checks.append(compare(name, n, inter, client, key[1], key[0]))
+                pending = []
+                # (in arrival order: a request that arrived while paused finished after the resume)
+                for n, inter in sorted(enumerate(c.interactions), key=lambda ni: ni[1].recorded_at or 0.0):
+                    target = next((cl for prefix, cl in routed.items() if inter.path.startswith(prefix)), client)
+                    control = srv.state.control
+                    if control.paused and inter.path not in srv.state.control_paths and target is client:
+                        # sent while the recorded server was paused: held until a later resume, as it was
+                        pending.append(pool.submit(compare, name, n, inter, target, key[1], key[0]))
+                        _until_held(control, pending[-1])
+                        continue
+                    pending.append(compare(name, n, inter, target, key[1], key[0]))
+                report.checks.extend(p if isinstance(p, Check) else p.result() for p in pending)
+            for cl in routed.values():
+                cl.close()
     return report
 
 
