@@ -162,10 +162,10 @@ def rewrite(block: Block, code: str, project: Project) -> str:
     for url, label in block.fakes.items():
         code = code.replace(url, project.fakes.root_url(label))
     fake_ports = {u.rsplit(":", 1)[1] for u in (project.fakes.root_url(lb) for lb in block.fakes.values())}
-    ports = set(re.findall(r"--port[ =](\d{2,5})\b", code)) | set(re.findall(r"(?:127\.0\.0\.1|localhost):(\d{2,5})", code))
+    ports = set(re.findall(r"--(?:system-|rl-)?port[ =](\d{2,5})\b", code)) | set(re.findall(r"(?:127\.0\.0\.1|localhost):(\d{2,5})", code))
     for port in sorted(ports - fake_ports - {"0"}, key=len, reverse=True):
         new = project.ports.setdefault(port, str(free_port()))  # the same port of a page stays the same
-        code = re.sub(rf"(--port[ =]|127\.0\.0\.1:|localhost:){port}\b", rf"\g<1>{new}", code)
+        code = re.sub(rf"(--(?:system-|rl-)?port[ =]|127\.0\.0\.1:|localhost:){port}\b", rf"\g<1>{new}", code)
     return code
 
 
