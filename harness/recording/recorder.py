@@ -14,6 +14,7 @@ import logging
 import queue
 import signal
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def _writer_process(conn, path, blob_threshold, cassette, journal) -> None:
 
 _FLUSH, _CLOSE = object(), object()  # control items on the writer's queue
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+BATCH_GATHER = 0.005  # s the writer lets exchanges queue before it takes a batch (the journal holds them meanwhile)
 
 
 def _start_quiet(proc) -> None:
@@ -256,6 +258,8 @@ class Recorder:
         while True:
             batch, control = [], None
             item = self._queue.get()
+            if item is not _FLUSH and item is not _CLOSE:
+                time.sleep(BATCH_GATHER)  # let a batch gather: one wake-up of this thread a batch, not one an exchange
             while True:
                 if item is _FLUSH or item is _CLOSE:
                     control = item
