@@ -31,36 +31,38 @@ def _fresh_parity_verdicts():
     yield
 
 
-def kill_mid_traffic(proc, send, seconds: float, threads: int = 4, kill=None) -> list[int]:
-    """Send requests from `threads` threads (`send(client, thread, n)` returns a status) for `seconds`,
-    then SIGKILL `proc` (or call `kill`) with traffic still in flight. Returns the statuses answered."""
+def kill_mid_traffic(proc, send, answered: int, threads: int = 4, kill=None, limit: float = 120.0) -> list[int]:
+    """Send requests from `threads` threads (`send(client, thread, n)` returns a status) until `answered` of them
+    were answered, then SIGKILL `proc` (or call `kill`) with traffic still in flight. Returns the statuses
+    answered. A count, not a timed window: a loaded machine only takes longer (`limit` seconds at most)."""
     import threading
-    import time
 
     import httpx
 
-    stop, answered = threading.Event(), []
+    stop, enough, statuses = threading.Event(), threading.Event(), []
 
     def hammer(k):
         with httpx.Client() as client:
             n = 0
             while not stop.is_set():
                 try:
-                    answered.append(send(client, k, n))
+                    statuses.append(send(client, k, n))
                 except httpx.HTTPError:
                     return
+                if len(statuses) >= answered:
+                    enough.set()
                 n += 1
 
     workers = [threading.Thread(target=hammer, args=(k,)) for k in range(threads)]
     for t in workers:
         t.start()
-    time.sleep(seconds)
+    enough.wait(limit)
     (kill or proc.kill)()
     proc.wait(10)
     stop.set()
     for t in workers:
         t.join(10)
-    return answered
+    return statuses
 
 
 def record_drift(path, tok) -> tuple[list[int], list[int], list[int], list[int]]:

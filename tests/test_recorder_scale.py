@@ -259,7 +259,7 @@ def test_kill_9_under_moe_load_leaves_a_loadable_cassette_with_every_blob(tmp_pa
         done = kill_mid_traffic(proc, lambda c, k, n: c.post(
             f"http://127.0.0.1:{port}/inference/v1/generate", timeout=5, json={
                 "model": MODEL, "token_ids": [9707] * 200, "sampling_params": {"max_tokens": 8, "seed": k * 1000 + n}}
-        ).status_code, 1.5)
+        ).status_code, 20)
     time.sleep(0.5)  # (the orphaned writer process finishes the batch it holds, in one append)
     c = Cassette.load(cassette)  # a whole cassette, every blob it names present
     assert len(done) >= 10 and len(c.interactions) >= 1

@@ -192,13 +192,13 @@ def test_kill_9_loses_no_answered_exchange(fake_vllm_server, tmp_path, target):
 
         def send(client, k, n):
             prompt = f"t{k}-{n}"
-            r = client.post(f"http://127.0.0.1:{port}/tokenize", timeout=5, json={"model": MODEL, "prompt": prompt})
+            r = client.post(f"http://127.0.0.1:{port}/tokenize", timeout=30, json={"model": MODEL, "prompt": prompt})
             if r.status_code == 200:
                 answered.append(prompt)
             return r.status_code
 
         killer = proc.kill if target == "process" else (lambda: os.killpg(proc.pid, signal.SIGKILL))
-        kill_mid_traffic(proc, send, 1.0, threads=8, kill=killer)
+        kill_mid_traffic(proc, send, 60, threads=8, kill=killer)
     finally:
         if proc.poll() is None:
             proc.kill()
