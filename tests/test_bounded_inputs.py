@@ -38,6 +38,11 @@ def test_the_fake_refuses_what_real_vllm_refuses_in_bounded_time_and_memory(fake
     took = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    if took >= 1.0:  # once more: work that grows with the input is slow again, a pause of the machine is not
+        t0 = time.perf_counter()
+        httpx.post(fake.root_url + rec.path, content=rec.request_body, headers={"content-type": "application/json"},
+                   timeout=30)
+        took = time.perf_counter() - t0
     assert (got.status_code, message(got.status_code, got.json())) == (rec.status, message(rec.status, rec.response_json()))
     assert took < 1.0 and peak < 200 * 1024 * 1024, (took, peak)
 

@@ -126,7 +126,9 @@ async def test_proxy_streams_sse_live(tmp_path):
                     async for line in r.aiter_lines():
                         if line.startswith("data:"):
                             stamps.append(time.perf_counter() - t0)
-    assert stamps[0] < 0.35 and stamps[-1] > 1.0  # ~1.2 s of tokens, the first event after ~0.1 s
+    # ~1.2 s of tokens: the first event arrives while most are still to come (a machine that is slow only
+    # stretches the gap; a proxy that buffered the answer would send every event at once)
+    assert stamps[-1] - stamps[0] > 0.8
 
 
 def test_streamed_completions_carry_the_same_choices_as_the_whole_answer():
