@@ -135,6 +135,10 @@ def cmd_audit(args) -> int:
     reuse = report.cache_reuse()
     out.print("prefix-cache reuse: " + (f"{100 * reuse:.0f}% of {report.prompt_tokens} prompt tokens"
                                         if reuse is not None else "not reported by the server"), highlight=False)
+    for step in report.steps:  # the RL control plane's steps (harness.captures.policy)
+        out.print(f"step at exchange {step['pause_exchange']}: pause {step['mode']}, paused "
+                  f"{step['paused_seconds']} s, {step['in_flight']} in flight, {step['updates']} update(s), "
+                  f"versions {', '.join(map(str, step['versions'])) or '-'}", highlight=False)
     if report.anomalies:
         t = Table(title="anomalies", title_justify="left")
         for col in ("conversation", "turn", "exchange", "kind", "detail"):
