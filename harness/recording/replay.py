@@ -264,11 +264,88 @@ def create_replay_app(index: ReplayIndex, tally: Tally | None = None) -> web.App
     return app
 
 
-def load_index(paths, ignore=DEFAULT_IGNORE, repeat: str = "last") -> ReplayIndex:
-    from .format import cassette_files
+class IndexedReplay:
+    """Replay over captures on disk, through each one's request index (request_index.py): start-up does
+    not read the captures, and an interaction is read from its file when a request asks for it. Answers
+    as ReplayIndex does (recorded order for repeats, then the repeat policy; the closest on a miss)."""
 
-    files = [f for p in paths for f in cassette_files(p)]
-    return ReplayIndex([Cassette.load(f) for f in files], ignore, repeat)
+    def __init__(self, sources: list, ignore=DEFAULT_IGNORE, repeat: str = "last"):
+        if repeat not in REPEAT_POLICIES:
+            raise ValueError(f"repeat policy must be one of {REPEAT_POLICIES}")
+        self.sources, self.ignore, self.repeat = sources, tuple(ignore), repeat
+        self.count = sum(s.count for s in sources)
+        self._hits: dict[bytes, list] = {}
+        self._served: dict[bytes, int] = defaultdict(int)
+
+    def _for(self, key: bytes) -> list:
+        hits = self._hits.get(key)
+        if hits is None:
+            hits = []
+            for s in self.sources:
+                if isinstance(s, ReplayIndex):
+                    hits += [(None, i) for i in s._slots[key].interactions] if key in s._slots else []
+                else:
+                    hits += [(s, k) for k in s.find(key)]
+            if hits:
+                self._hits[key] = hits
+        return hits
+
+    def lookup(self, method: str, path_qs: str, body: bytes) -> Interaction | None:
+        key = request_key(method, path_qs, body, self.ignore)
+        hits = self._for(key)
+        if not hits:
+            return None
+        n, served = len(hits), self._served[key]
+        if served < n:
+            pick = served
+        elif self.repeat == "last":
+            pick = n - 1
+        elif self.repeat == "cycle":
+            pick = served % n
+        else:
+            return None
+        self._served[key] = served + 1
+        src, k = hits[pick]
+        return k if src is None else src.interaction(k)
+
+    def closest(self, method: str, path_qs: str, body: bytes) -> dict:
+        """Explain a miss from the recorded requests on the same route (at most 200 of them are read)."""
+        route = f"{method.upper()} {urlsplit(path_qs).path}"
+        cands = ReplayIndex(ignore=self.ignore, repeat=self.repeat)
+        routes: set[str] = set()
+        base = 0
+        for s in self.sources:
+            if isinstance(s, ReplayIndex):
+                for (m, p), items in s._by_route.items():
+                    routes.add(f"{m} {p}")
+                for key, items in s._by_route.items():
+                    if f"{key[0]} {key[1]}" == route:
+                        cands._by_route[key] += [(base + k, i) for k, i in items]
+            else:
+                routes.update(s.route_names)
+                for k in s.on_route(route):
+                    i = s.interaction(k, resolve_blobs=False)
+                    cands._by_route[(i.method.upper(), i.path)].append((base + k, i))
+            base += s.count
+        key = request_key(method, path_qs, body, self.ignore)
+        cands._slots[key].interactions = [None] * len(self._hits.get(key, []))  # (how many: for its words)
+        info = cands.closest(method, path_qs, body)
+        if info.get("recorded_routes") is not None:
+            info["recorded_routes"] = sorted(routes)[:50]
+        return info
+
+
+def load_index(paths, ignore=DEFAULT_IGNORE, repeat: str = "last") -> IndexedReplay:
+    """What `harness replay` answers from: each capture through its request index beside it (built, or
+    rebuilt when stale, first); a file laid out otherwise is loaded whole."""
+    from .format import cassette_files
+    from .request_index import open_index
+
+    sources = []
+    for f in (f for p in paths for f in cassette_files(p)):
+        idx = open_index(f, tuple(ignore))
+        sources.append(idx if idx is not None else ReplayIndex([Cassette.load(f)], ignore, repeat))
+    return IndexedReplay(sources, ignore, repeat)
 
 
 def run_replay(paths, host: str = "127.0.0.1", port: int = 8080, ignore=DEFAULT_IGNORE, repeat: str = "last",
