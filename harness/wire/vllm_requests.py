@@ -16,7 +16,10 @@ import functools
 import math
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .vllm_messages import PART_PARSERS, ChatCompletionMessageParam, materialize_tool_calls
 
 INT64 = Annotated[int, Field(ge=-(2 ** 63), le=2 ** 63 - 1)]
 
@@ -61,7 +64,7 @@ class _Message(_Model):
 
 
 class ChatCompletionRequest(_Model):
-    messages: list[_Message]
+    messages: list[ChatCompletionMessageParam]  # (vLLM's union: a refused message gets each branch's errors)
     model: Optional[str] = None
     frequency_penalty: Optional[float] = None
     logit_bias: Optional[dict[str, float]] = None
@@ -112,6 +115,11 @@ class ChatCompletionRequest(_Model):
     routed_experts_prompt_start: Annotated[int, Field(ge=0)] = 0
     cache_salt: Optional[Annotated[str, Field(min_length=1, max_length=1024)]] = None
     kv_transfer_params: Optional[dict[str, Any]] = None
+
+    @model_validator(mode="after")
+    def _materialize_tool_calls_after(self):
+        materialize_tool_calls(self.messages)
+        return self
 
 
 class ChatTokensRequest(ChatCompletionRequest):  # prime-rl's /v1/chat/completions/tokens: the same, with ids
@@ -622,6 +630,32 @@ def _messages(messages: list) -> None:
                                    "BadRequestError", None)
 
 
+# the pydantic each recorded vLLM ran on (the version its error texts link to)
+PYDANTIC = {"0.30": "2.14", "0.31": "2.13", "0.32": "2.14"}
+_OUR_PYDANTIC = ".".join(pydantic.VERSION.split(".")[:2])
+
+
+def _content_parts(messages: list, version: str | None) -> None:
+    """A message's content parts, validated lazily by the openai branch of the union, as vLLM reads them when it
+    renders the chat: the first refused part raises pydantic's own text of the iterator's errors."""
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if content is None or isinstance(content, str):
+            continue
+        parts = []
+        try:
+            for part in content:  # (each part read, then parsed by its type, as vLLM renders them)
+                parser = PART_PARSERS.get(part.get("type")) if isinstance(part, dict) else None
+                if parser is not None:
+                    parser(part)
+                parts.append(part)
+        except ValidationError as exc:
+            text = str(exc).replace(f"errors.pydantic.dev/{_OUR_PYDANTIC}/",
+                                    f"errors.pydantic.dev/{PYDANTIC.get(_minor(version), '2.14')}/")
+            raise RequestError(text, "BadRequestError", None) from None
+        m["content"] = parts
+
+
 def validate(route: str, body: Any, version: str | None = None) -> dict:
     """The request as vLLM `version` reads it (values coerced as pydantic's lax mode does; only the fields
     sent), or RequestError with vLLM's answer. Routes: chat, chat_tokens, generate, completions, tokenize,
@@ -632,15 +666,17 @@ def validate(route: str, body: Any, version: str | None = None) -> dict:
     for rule in before_rules(route, version):
         rule(body)
     try:
-        parsed, errors = model.model_validate(body), []
+        parsed, errors = model.model_validate(body, from_attributes=True), []  # (as FastAPI reads a body)
     except ValidationError as exc:
         parsed, errors = None, _errors(exc)
     if route == "generate" and isinstance(body, dict) and "sampling_params" in body:
         errors = _merged(errors, sampling_errors(body["sampling_params"]), list(model.model_fields))
     if errors:
         raise validation_error(errors)
-    out = _known(parsed.model_dump(exclude_unset=True), body, model)
-    if route in ("chat", "chat_tokens"):
+    out = _known(parsed.model_dump(exclude_unset=True, exclude={"messages"}), body, model)  # (messages as sent)
+    if route == "chat":
+        _content_parts(parsed.messages, version)
+    elif route == "chat_tokens":
         _messages(out.get("messages"))
     if route in ("chat", "chat_tokens", "completions"):
         check_ranges(chat_sampling(out))
