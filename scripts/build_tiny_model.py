@@ -1,7 +1,7 @@
 """Write a tiny random Qwen2 model (about 20 M parameters) into a tokenizer directory.
 
 Run with a Python that has torch and transformers (the real-server venv):
-    python scripts/build_tiny_model.py DIR [--config-only]
+    python scripts/build_tiny_model.py DIR [--config-only] [--seed N]
 DIR must already hold the tokenizer (`harness tokenizer build DIR`). The first embedding
 coordinate is biased so that <|im_end|> is sampled about one token in three: completions then
 end with the stop token and multi-turn TITO can be exercised on a real engine.
@@ -18,6 +18,7 @@ IM_END = 151645
 p = argparse.ArgumentParser()
 p.add_argument("dir")
 p.add_argument("--config-only", action="store_true", help="config.json only (enough for the Dynamo mocker)")
+p.add_argument("--seed", type=int, default=0, help="another seed gives other weights (a second policy to update to)")
 args = p.parse_args()
 
 config = Qwen2Config(
@@ -40,7 +41,7 @@ if args.config_only:
 import torch
 from transformers import Qwen2ForCausalLM
 
-torch.manual_seed(0)
+torch.manual_seed(args.seed)
 model = Qwen2ForCausalLM(config)
 with torch.no_grad():
     emb = model.get_input_embeddings().weight

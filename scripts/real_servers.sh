@@ -12,6 +12,10 @@
 #   scripts/real_servers.sh dynamo151-mocker # Dynamo 1.5.1 frontend on 127.0.0.1:8041 + mocker engine (own venv)
 #   scripts/real_servers.sh dynamo-vllm      # Dynamo frontend on 127.0.0.1:8031 + real vLLM worker (engine_data),
 #                                            # and a second frontend on :8032 serving /inference/v1/generate
+#   scripts/real_servers.sh model2           # the same tiny model with other weights (seed 1): a second policy
+#   scripts/real_servers.sh dynamo-vllm-rl   # Dynamo frontend on 127.0.0.1:8035 + vLLM worker with --enable-rl:
+#                                            # worker system server :8036 (/engine/*), RL discovery :8037 (/v1/rl/workers)
+#   DEV_MODE=1 scripts/real_servers.sh vllm  # (vllm, vllm031) with VLLM_SERVER_DEV_MODE=1: the RL and dev routes
 #   scripts/real_servers.sh stop
 set -euo pipefail
 REAL_DIR=${REAL_DIR:-$HOME/.cache/tito-harness/real}
@@ -56,8 +60,12 @@ model)
   harness tokenizer build "$MODEL_DIR"
   "$REAL_DIR/vllm/bin/python" "$HERE/scripts/build_tiny_model.py" "$MODEL_DIR"
   ;;
+model2)
+  harness tokenizer build "$MODEL_DIR-2"
+  "$REAL_DIR/vllm/bin/python" "$HERE/scripts/build_tiny_model.py" "$MODEL_DIR-2" --seed 1
+  ;;
 vllm)
-  VLLM_CPU_KVCACHE_SPACE=1 nohup "$REAL_DIR/vllm/bin/python" -m vllm.entrypoints.openai.api_server \
+  VLLM_SERVER_DEV_MODE=${DEV_MODE:-0} VLLM_CPU_KVCACHE_SPACE=1 nohup "$REAL_DIR/vllm/bin/python" -m vllm.entrypoints.openai.api_server \
     --model "$MODEL_DIR" --served-model-name tiny-qwen --host 127.0.0.1 --port 8011 --max-model-len 2048 \
     --dtype float32 --enforce-eager --enable-scale-out --enable-auto-tool-choice --tool-call-parser hermes \
     > "$REAL_DIR/logs/vllm.log" 2>&1 &
@@ -65,7 +73,7 @@ vllm)
   ;;
 vllm031)
   STUB=$REAL_DIR/torchvision-stub; python3 "$HERE/scripts/torchvision_stub.py" "$STUB"
-  VLLM_CPU_KVCACHE_SPACE=1 PYTHONPATH=$STUB nohup "$REAL_DIR/dynvllm/bin/python" -m vllm.entrypoints.openai.api_server \
+  VLLM_SERVER_DEV_MODE=${DEV_MODE:-0} VLLM_CPU_KVCACHE_SPACE=1 PYTHONPATH=$STUB nohup "$REAL_DIR/dynvllm/bin/python" -m vllm.entrypoints.openai.api_server \
     --model "$MODEL_DIR" --served-model-name tiny-qwen --host 127.0.0.1 --port 8012 --max-model-len 2048 \
     --dtype float32 --enforce-eager --enable-scale-out --enable-auto-tool-choice --tool-call-parser hermes \
     > "$REAL_DIR/logs/vllm031.log" 2>&1 &
@@ -121,11 +129,23 @@ dynamo-vllm)
   for _ in $(seq 60); do curl -s http://127.0.0.1:8032/v1/models 2>/dev/null | grep -q tiny-qwen && break; sleep 1; done
   echo "Dynamo (vLLM worker) ready: http://127.0.0.1:8031/v1 (native generate: http://127.0.0.1:8032/v1)"
   ;;
+dynamo-vllm-rl)  # the RL control plane: the worker's /engine/* routes and the frontend's discovery listener
+  export DYN_FILE_KV=$REAL_DIR/kv-vllm-rl; rm -rf "$DYN_FILE_KV"; mkdir -p "$DYN_FILE_KV"
+  PLANES=(--discovery-backend file --request-plane tcp --event-plane zmq)
+  STUB=$REAL_DIR/torchvision-stub; python3 "$HERE/scripts/torchvision_stub.py" "$STUB"
+  DYN_ENABLE_RL=true DYN_RL_PORT=8037 nohup "$REAL_DIR/dynvllm/bin/python" -m dynamo.frontend --http-host 127.0.0.1 \
+    --http-port 8035 "${PLANES[@]}" > "$REAL_DIR/logs/dynvllm-rl-frontend.log" 2>&1 &
+  DYN_SYSTEM_ENABLED=true DYN_SYSTEM_PORT=8036 DYN_ENABLE_RL=1 VLLM_CPU_KVCACHE_SPACE=1 PYTHONPATH=$STUB nohup \
+    "$REAL_DIR/dynvllm/bin/python" -m dynamo.vllm --model "$MODEL_DIR" --served-model-name tiny-qwen --dtype float32 \
+    --enforce-eager --max-model-len 2048 --enable-rl "${PLANES[@]}" > "$REAL_DIR/logs/dynvllm-rl-worker.log" 2>&1 &
+  for _ in $(seq 240); do curl -s http://127.0.0.1:8035/v1/models 2>/dev/null | grep -q tiny-qwen && break; sleep 1; done
+  echo "Dynamo (vLLM worker, RL) ready: http://127.0.0.1:8035/v1, /engine/* on :8036, /v1/rl/workers on :8037"
+  ;;
 stop)
   pkill -f "vllm.entrypoints.openai.api_server" || true
   pkill -f "dynamo.frontend" || true; pkill -f "dynamo.mocker" || true; pkill -f "dynamo.vllm" || true
   pkill -f "vllm.entrypoints.openai.api_server" || true
   ;;
 *)
-  sed -n '2,17p' "$0"; exit 2 ;;
+  sed -n '2,21p' "$0"; exit 2 ;;
 esac
