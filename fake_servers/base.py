@@ -25,6 +25,13 @@ FAULT_HEADER = "x-fake-fault"
 ErrorFn = Callable[..., web.Response]
 
 
+class Answered(Exception):
+    """Raised deep in a handler when the answer is already decided (a paused engine refusing new work)."""
+
+    def __init__(self, response: web.Response):
+        self.response = response
+
+
 class BadBody(Exception):
     """The request body is not a JSON object; `reason` in the server's own words is added later."""
 
@@ -204,6 +211,8 @@ def _fault_middleware(style: ErrorStyle):
             return style.route_not_found(request)
         except web.HTTPMethodNotAllowed:
             return style.method_not_allowed(request)
+        except Answered as exc:
+            return exc.response
         except ConnectionResetError:  # the client went away (timeouts, the reset fault): nobody to answer
             return web.Response(status=499)
         except asyncio.CancelledError:

@@ -20,7 +20,10 @@ import os
 
 import orjson
 
-from harness.wire.control_plane import ControlPlane
+from harness.wire.control_plane import VLLM_WORDS, ControlPlane
+
+from . import errors
+from .base import Answered
 
 from .capacity import Capacity
 from .engine import FakeEngine, Generation, SamplingParams
@@ -196,6 +199,8 @@ class Control:
                 self.capacity.release()
                 self.capacity.finish(len(prompt_ids), max(len(g.token_ids) for g in gens), "stop")
             return gens
+        if self.paused and self.plane is not None and self.mode in self.plane.refused_while_paused:
+            raise Answered(errors.vllm_error(503, VLLM_WORDS["paused"], "ServiceUnavailableError"))
         total = max(len(g.token_ids) for g in gens)
         policy = self.lora_policy(lora) or self.policy
         f = Flight(rid or f"fake-{next(self._ids)}", len(prompt_ids), total, policy, self.version, lora)
@@ -203,6 +208,7 @@ class Control:
         self.flights[key] = f
         if lora:
             self.lora_active[lora] = self.lora_active.get(lora, 0) + 1
+        seated = started = False
         try:
             if self.paused and self.plane is not None and self.plane.held_while_paused:
                 f.state = "held"
@@ -211,8 +217,10 @@ class Control:
                     await f.kick.wait()
             f.state = "waiting"
             await self.capacity.admit()
+            seated = True
             f.state = "running"
             self.capacity.start(len(prompt_ids), prompt_ids, f)
+            started = True
             now = self.lora_policy(lora) or self.policy
             if now != f.policy:  # new weights while it was held: all its tokens come from them
                 f.switches.append((0, now, self.version))
@@ -234,10 +242,15 @@ class Control:
                         f.policy = now
                 if paced and cfg.per_token:
                     await asyncio.sleep(cfg.per_token)
+        except BaseException:  # the client went away (or the server stops): the engine aborts it
+            if started:
+                self.capacity.finish(len(prompt_ids), f.tokens, "abort", f)
+            raise
         finally:
             f.state = "done"
             del self.flights[key]
-            self.capacity.release()
+            if seated:
+                self.capacity.release()
             if lora:
                 self.lora_active[lora] -= 1
                 if not self.lora_active[lora]:

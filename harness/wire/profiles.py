@@ -77,6 +77,9 @@ class Profile:
 
     control_plane: str | None = None  # its RL control plane's row (harness/wire/control_plane.py), None: none read
     metrics: str | None = None  # its /metrics families (harness/wire/metrics.py METRIC_SETS), None: no /metrics
+    weight_versions_routes: frozenset[str] = frozenset()
+    """Routes whose choices carry `weight_versions` (spans when the request asks `return_weight_versions`, else
+    null: vLLM 0.33+'s chat and completions; its generate route writes them per `generate_keys`)."""
 
     def serves(self, route: str) -> bool:
         return route in self.routes
@@ -151,13 +154,16 @@ PROFILES: dict[str, Profile] = {p.name: p for p in [
             top_logprobs_past_k=_DYNAMO_PAST_K),
 ]}
 
-# each profile's RL control plane and /metrics families, by name (0.33 and 0.34 keep 0.32's routes: their
-# wheels' rl/online/api_router.py were not read apart; vLLM 0.30's and Dynamo 1.5.1's were not read)
-_CONTROL = {"vllm-0.31": ("vllm-0.31-dev", "vllm-0.31"), "vllm-0.32": ("vllm-0.32-dev", "vllm-0.32"),
-            "vllm-0.33": ("vllm-0.32-dev", "vllm-0.32"), "vllm-0.34": ("vllm-0.32-dev", "vllm-0.32"),
-            "prime-rl": ("prime-rl", "vllm-0.32"), "prime-rl-5fe1a77": ("prime-rl", "vllm-0.32"),
-            "dynamo-1.6.1": ("dynamo-1.6.1-worker", "dynamo-frontend")}
-PROFILES = {name: replace(p, control_plane=_CONTROL[name][0], metrics=_CONTROL[name][1]) if name in _CONTROL else p
+# each profile's RL control plane and /metrics families, by name (vLLM 0.33 and 0.34 read from their wheels:
+# 0.32's routes, and a pause in abort or wait mode refuses new requests 503 until resume; vLLM 0.30's and Dynamo
+# 1.5.1's were not read)
+_WV = frozenset({"chat", "completions"})
+_CONTROL = {"vllm-0.31": ("vllm-0.31-dev", "vllm-0.31", frozenset()), "vllm-0.32": ("vllm-0.32-dev", "vllm-0.32", frozenset()),
+            "vllm-0.33": ("vllm-0.33-dev", "vllm-0.32", _WV), "vllm-0.34": ("vllm-0.33-dev", "vllm-0.32", _WV),
+            "prime-rl": ("prime-rl", "vllm-0.32", frozenset()), "prime-rl-5fe1a77": ("prime-rl", "vllm-0.32", frozenset()),
+            "dynamo-1.6.1": ("dynamo-1.6.1-worker", "dynamo-frontend", frozenset())}
+PROFILES = {name: replace(p, control_plane=_CONTROL[name][0], metrics=_CONTROL[name][1],
+                          weight_versions_routes=_CONTROL[name][2]) if name in _CONTROL else p
             for name, p in PROFILES.items()}
 
 DEFAULTS = {"vllm": "vllm-0.32", "dynamo": "dynamo-1.6.1"}
