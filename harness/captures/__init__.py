@@ -18,8 +18,8 @@ The names of the old `harness.captures` module stay importable from here.
 """
 
 from .audit import Audit, audit, capture_index
-from .extract import (conversation_exchanges, exchange_map, extract, parse_exchanges, read_exchanges, select,
-                      whole_index)
+from .extract import (Selection, conversation_exchanges, exchange_map, extract, parse_exchanges, read_exchanges,
+                      read_selection, select)
 from .export import COLUMNS, export_columns, export_parquet, export_rows
 from .index import INDEX_VERSION, CaptureIndex, index_path
 from .kinds import KINDS, Kind
@@ -27,6 +27,6 @@ from .linking import INVALID, KEY, WINDOW, Anomaly, Conversation, Linker
 from .turns import Turn
 
 __all__ = ["Audit", "audit", "capture_index", "conversation_exchanges", "exchange_map", "extract", "parse_exchanges",
-           "read_exchanges", "select", "whole_index", "COLUMNS", "export_columns", "export_parquet", "export_rows",
+           "read_exchanges", "read_selection", "select", "Selection", "COLUMNS", "export_columns", "export_parquet", "export_rows",
            "INDEX_VERSION", "CaptureIndex", "index_path", "KINDS", "Kind", "INVALID", "KEY", "WINDOW", "Anomaly",
            "Conversation", "Linker", "Turn"]

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from ..recording.format import Cassette
 from .index import CaptureIndex, capture_meta, exchanges, stat
 from .linking import WINDOW, Anomaly, Conversation, Linker
-from .policy import PolicyTimeline
 
 
 @dataclass
@@ -33,8 +32,9 @@ class Audit:
     _fallbacks: dict = field(default_factory=dict)
     _anomalies: list = field(default_factory=list)
     conversations: list[Conversation] | None = None
-    steps: list = field(default_factory=list)  # RL steps (pause to resume): policy.PolicyTimeline.steps
     index: "CaptureIndex | None" = None
+    where: list[int] = field(default_factory=list)  # each exchange's conversation (-1: not a turn)
+    by_kind: dict[str, list[int]] = field(default_factory=dict)  # anomaly kind -> conversations showing it
 
     def take(self, conv: Conversation) -> None:
         self.conversation_count += 1
@@ -62,8 +62,7 @@ class Audit:
         return {"conversations": self.conversation_count, "turns": self.turns, "stitched": self.stitched,
                 "exchanges": self.exchanges, "fallbacks": self.fallbacks(), "route_probes": self.route_probes,
                 "prefix_cache_reuse": self.cache_reuse(),
-                "anomalies": [a.to_dict() for a in self.anomalies], "bug": self.meta.get("bug"),
-                **({"steps": self.steps} if self.steps else {})}
+                "anomalies": [a.to_dict() for a in self.anomalies], "bug": self.meta.get("bug")}
 
 
 
@@ -81,26 +80,23 @@ def audit(source, decode=None, keep: bool = True, on_conversation=None, window: 
 
     linker = Linker(decode, window=window, on_close=closed)
     spans, where = [], []
-    policy = PolicyTimeline()
     for n, span, inter in exchanges(source):
         placed = linker.add(n, inter)
         where.append(placed[0].id if placed else -1)
-        policy.add(n, inter, where[-1])
         if span is not None:
             spans.append(span)
         report.exchanges = n + 1
     linker.finish()
-    report._anomalies.extend(Anomaly(*row) for row in policy.anomalies({}))
-    report.steps = policy.steps()
     report.prompt_tokens, report.cached_tokens = linker.prompt_tokens, linker.cached_tokens
     if report.conversations is not None:
         report.conversations.sort(key=lambda c: c.id)
+    kinds: dict[str, set] = {}
+    for a in report._anomalies:
+        kinds.setdefault(a.kind, set()).add(a.conversation)
+    report.where, report.by_kind = where, {k: sorted(v) for k, v in kinds.items()}
     if not isinstance(source, Cassette) and len(spans) == report.exchanges:
-        kinds: dict[str, set] = {}
-        for a in report._anomalies:
-            kinds.setdefault(a.kind, set()).add(a.conversation)
         report.index = CaptureIndex(*stat(source), [s.start for s in spans], [s.end for s in spans], where,
-                                    {k: sorted(v) for k, v in kinds.items()})
+                                    report.by_kind)
         report.index.save(source)
     return report
 

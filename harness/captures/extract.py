@@ -4,11 +4,12 @@ through the capture's index, written as a small cassette with its blobs."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..recording.blobs import blob_dir
-from ..recording.format import Cassette, Interaction, atomic_write, iter_interactions, read_meta
-from .audit import audit, capture_index
+from ..recording.format import Cassette, Interaction, Span, atomic_write, iter_interactions, read_meta
+from .audit import audit
 from .index import CaptureIndex
 
 
@@ -51,59 +52,75 @@ def select(where: list[int], by_kind: dict[str, list[int]], conversations=(), ex
                             "anomaly": anomaly}
 
 
-def whole_index(cassette: Cassette) -> tuple[list[int], dict[str, list[int]]]:
-    report = audit(cassette)
-    where = [-1] * len(cassette.interactions)
-    kinds: dict[str, set] = {}
-    for c in report.conversations:
-        for n in c.exchanges:
-            where[n] = c.id
-        for a in c.anomalies:
-            kinds.setdefault(a.kind, set()).add(c.id)
-    return where, {k: sorted(v) for k, v in kinds.items()}
+@dataclass
+class Selection:
+    indices: list[int]  # each exchange's place in the capture
+    cassette: Cassette  # the selected exchanges, with the capture's meta
+    what: dict  # what was asked for, for an extract's meta
+
+
+def read_selection(path, conversations=(), exchanges=(), anomaly: str | None = None,
+                   resolve_blobs: bool = True) -> Selection:
+    """The exchanges a selection names (whole conversations for `conversations` and `anomaly`; the whole
+    capture when nothing is named), read through the capture's index: a conversation comes out of a capture of
+    any size without parsing the rest. The index is the one beside the capture while it is current, else built
+    by one audit pass (a file whose layout has no index is read whole). ValueError names what the capture
+    does not have."""
+    idx = CaptureIndex.load(path)
+    report = audit(path, keep=False) if idx is None else None
+    idx = idx if report is None else report.index
+    where, by_kind = (report.where, report.by_kind) if idx is None else (idx.conversation, idx.anomalies)
+    if conversations or exchanges or anomaly:
+        indices, what = select(where, by_kind, conversations, exchanges, anomaly)
+    else:
+        indices, what = list(range(len(where))), {}
+    spans = [Span(idx.starts[n], idx.ends[n]) for n in indices] if idx is not None else None
+    wanted = set(indices)
+    chosen = []
+    for n, _, i in iter_interactions(path, resolve_blobs=resolve_blobs, spans=spans):
+        if spans is not None or n in wanted:
+            chosen.append(i)
+    return Selection(indices, Cassette(chosen, report.meta if report is not None else read_meta(path)), what)
 
 
 def exchange_map(path) -> tuple[CaptureIndex | None, list[int], dict[str, list[int]]]:
     """The capture's index (None for a file whose layout needs a whole load), each exchange's conversation
     (-1: not a turn) and the conversations showing each anomaly kind."""
-    idx = capture_index(path)
+    idx = CaptureIndex.load(path)
     if idx is not None:
         return idx, idx.conversation, idx.anomalies
-    return None, *whole_index(Cassette.load(path, resolve_blobs=False))
+    report = audit(path, keep=False)
+    return report.index, report.where, report.by_kind
 
 
 def read_exchanges(source, indices: list[int], idx: CaptureIndex | None = None,
                    resolve_blobs: bool = False) -> tuple[list[Interaction], dict]:
-    """Chosen exchanges of a capture and its meta, read through its index (`idx`, the one `exchange_map`
-    gave; None: a whole load): a conversation comes out of a capture of any size without parsing the rest.
-    Blob markers are kept unless `resolve_blobs`."""
+    """Chosen exchanges of a capture and its meta (`idx`: the capture's index; None: a whole load)."""
     if idx is None:
         src = Cassette.load(source, resolve_blobs=resolve_blobs)
         return [src.interactions[n] for n in indices], src.meta
-    return ([i for _, _, i in iter_interactions(source, resolve_blobs=resolve_blobs, spans=idx.spans(indices))],
-            read_meta(source))
+    spans = [Span(idx.starts[n], idx.ends[n]) for n in indices]
+    return [i for _, _, i in iter_interactions(source, resolve_blobs=resolve_blobs, spans=spans)], read_meta(source)
 
 
 def conversation_exchanges(path, conversations) -> tuple[list[int], list[Interaction], dict]:
     """The exchanges of whole conversations (indices, interactions with their blobs put back, the capture's
     meta); ValueError naming an id the capture does not have."""
-    idx, where, by_kind = exchange_map(path)
-    indices, _ = select(where, by_kind, conversations)
-    interactions, meta = read_exchanges(path, indices, idx, resolve_blobs=True)
-    return indices, interactions, meta
+    sel = read_selection(path, conversations)
+    return sel.indices, sel.cassette.interactions, sel.cassette.meta
 
 
 def extract(source, out, conversations=(), exchanges=(), anomaly: str | None = None) -> Cassette:
     """A small cassette cut out of a capture: the selected exchanges in their order, the capture's
     provenance plus where they came from, blobs copied beside it. The capture's index finds them."""
-    idx, where, by_kind = exchange_map(source)
-    indices, what = select(where, by_kind, conversations, exchanges, anomaly)
-    if not indices:
+    if not (conversations or exchanges or anomaly):
         raise ValueError("nothing selected: pass --conversation ID, --exchanges 3,7-9 or --anomaly KIND")
-    interactions, meta = read_exchanges(source, indices, idx)
-    meta = {**meta, "extracted_from": {"cassette": str(Path(source).name), "exchanges": indices,
-                                       **{k: v for k, v in what.items() if v}}}
-    cut = Cassette(interactions, meta)
+    sel = read_selection(source, conversations, exchanges, anomaly, resolve_blobs=False)
+    if not sel.indices:
+        raise ValueError("nothing selected: pass --conversation ID, --exchanges 3,7-9 or --anomaly KIND")
+    meta = {**sel.cassette.meta, "extracted_from": {"cassette": str(Path(source).name), "exchanges": sel.indices,
+                                                    **{k: v for k, v in sel.what.items() if v}}}
+    cut = Cassette(sel.cassette.interactions, meta)
     copy_blobs(Path(source), Path(out), cut)
     atomic_write(Path(out), cut.to_yaml().encode("utf-8"))
     return cut

@@ -19,12 +19,12 @@ from ..client import ClientConfig, TitoClient, TitoError
 from ..recording.format import Cassette, Interaction
 from ..recording.replay import ReplayIndex, create_replay_app
 from ..wire.urls import root_of
-from .extract import conversation_exchanges
+from .extract import read_selection
 from .linking import Linker
+from .sender import HOP, send_again  # noqa: F401
 from .script import Script, rebuild
 from .turns import turn_kind, turn_tokens
 
-HOP = {"host", "content-length", "transfer-encoding", "connection", "accept-encoding"}
 
 
 @dataclass
@@ -63,90 +63,36 @@ class ResendReport:
         return {"cassette": self.cassette, "target": self.target, "turns": [t.to_dict() for t in self.turns]}
 
 
-def error_message(i: Interaction) -> str | None:
-    if i.status < 400:
-        return None
-    body = i.response_json()
-    if isinstance(body, dict):
-        e = body.get("error", body.get("detail", body.get("message")))
-        if isinstance(e, dict):
-            e = e.get("message")
-        if e is not None:
-            return str(e)[:300]
-    return i.response_body[:300].decode("utf-8", "replace")
-
-
-def compare(n: int, rec: Interaction, now: Interaction, rec_kinds: list[str], now_kinds: list[str]) -> TurnDiff:
-    d = TurnDiff(n, rec.path, rec.status, now.status, recorded_anomalies=rec_kinds, now_anomalies=now_kinds,
-                 error=error_message(now))
-    a = turn_tokens(rec) if rec.status < 400 else None
-    b = turn_tokens(now) if now.status < 400 else None
-    if a is not None and b is not None and a.completion_ids is not None and b.completion_ids is not None:
-        d.ids_same = list(a.completion_ids) == list(b.completion_ids)
-        if a.completion_logprobs and b.completion_logprobs and d.ids_same:
-            d.logprob_delta = max(abs(float(x) - float(y)) for x, y in zip(a.completion_logprobs, b.completion_logprobs))
-    elif (a is None) != (b is None):
-        d.ids_same = False
-    return d
-
-
-def target(cassette: Cassette, against: str | None, profile: str | None):
-    """A context manager serving the target: (root URL, what it is)."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def serve():
-        if against:
-            yield root_of(against), against
-            return
-        if profile:
-            from harness.wire.profiles import parse_label
-            from fake_servers.server import FakeConfig, RunningServer
-
-            prof = parse_label(profile)
-            with RunningServer(FakeConfig.for_profile(prof, model=cassette.meta.get("model") or "tiny-qwen")) as srv:
-                yield srv.root_url, f"a fake {profile}"
-            return
-        from ..serve import AppThread
-
-        with AppThread(create_replay_app(ReplayIndex([cassette]))) as srv:
-            yield f"http://127.0.0.1:{srv.port}", "the capture's replay"
-
-    return serve()
-
-
 def resend(path, conversations=(), against: str | None = None, profile: str | None = None,
            timeout: float = 120.0) -> ResendReport:
     """Send the selected exchanges (whole conversations; all of the capture when none is named) again as
-    they were sent, in their order, and compare each turn's answer with the recorded one."""
-    import httpx
-
-    if conversations:
-        indices, interactions, meta = conversation_exchanges(path, conversations)
-        cassette = Cassette(interactions, meta)
-    else:
-        cassette = Cassette.load(path)
-        indices = list(range(len(cassette.interactions)))
-    recorded, now = Linker(), Linker()
-    turns: list[TurnDiff] = []
-    with target(cassette, against, profile) as (root, what), httpx.Client(timeout=timeout) as http:
-        for n, rec in zip(indices, cassette.interactions):
-            headers = {k: v[-1] for k, v in rec.request_headers.items() if k.lower() not in HOP and v}
-            t0 = time.perf_counter()
-            try:
-                r = http.request(rec.method, root + rec.uri[rec.uri.find(rec.path):] if "://" in rec.uri else root + rec.uri,
-                                 content=rec.request_body, headers=headers)
-                got = Interaction(rec.method, rec.uri, rec.request_headers, rec.request_body, r.status_code,
-                                  r.reason_phrase, {k: [v] for k, v in r.headers.items()}, r.content,
-                                  duration_ms=(time.perf_counter() - t0) * 1000)
-            except httpx.HTTPError as exc:
-                got = Interaction(rec.method, rec.uri, rec.request_headers, rec.request_body, 599, "no answer", {},
-                                  f"{type(exc).__name__}: {exc}".encode())
-            if turn_kind(rec) is None:
-                continue
-            a, b = recorded.add(n, rec), now.add(n, got)
-            turns.append(compare(n, rec, got, a[3] if a else [], b[3] if b else []))
-    return ResendReport(str(path), what, turns)
+    they were sent, in their order, and compare each generation turn's answer now with the recorded one:
+    status, completion ids, logprobs, and the audit's anomaly kinds on either side (each side linked as a
+    capture of its own)."""
+    sel = read_selection(path, conversations)
+    target, pairs = send_again(sel.cassette, against, profile, timeout)
+    recorded, now = Linker(keep_tokens=True), Linker(keep_tokens=True)
+    turns = []
+    for n, (rec, got) in zip(sel.indices, pairs):
+        a, b = recorded.add(n, rec), now.add(n, got)
+        if a is None:
+            continue
+        d = TurnDiff(n, rec.path, rec.status, got.status, recorded_anomalies=a[3], now_anomalies=b[3] if b else [])
+        if got.status >= 400:
+            body = got.response_json()
+            e = body.get("error", body.get("detail", body.get("message"))) if isinstance(body, dict) else None
+            e = e.get("message") if isinstance(e, dict) else e
+            d.error = str(e)[:300] if e is not None else got.response_body[:300].decode("utf-8", "replace")
+        x = a[2] if rec.status < 400 else None
+        y = b[2] if b is not None and got.status < 400 else None
+        if x is not None and y is not None and x.completion_ids is not None and y.completion_ids is not None:
+            d.ids_same = x.completion_ids == y.completion_ids
+            if x.completion_logprobs and y.completion_logprobs and d.ids_same:
+                d.logprob_delta = max(abs(p - q) for p, q in zip(x.completion_logprobs, y.completion_logprobs))
+        elif (x is None or x.completion_ids is None) != (y is None or y.completion_ids is None):
+            d.ids_same = False
+        turns.append(d)
+    return ResendReport(str(path), target, turns)
 
 
 # -- our client driven through the rebuilt conversation --------------------------------------------------

@@ -48,14 +48,8 @@ def turn_tokens(i: Interaction) -> TurnTokens | None:
     body, _ = parsed_answer(i)
     if not isinstance(body, dict):
         return None
-    req = i.request_json() or {}
-    try:
-        if i.path == "/inference/v1/generate":
-            return from_generate(body, req.get("token_ids") or [])
-        nvext = req.get("nvext") if isinstance(req.get("nvext"), dict) else {}
-        return from_chat(body, req.get("tokens") or nvext.get("token_data"))
-    except AnswerError:
-        return None
+    req = i.request_json()
+    return tokens_of(i.path, req if isinstance(req, dict) else {}, body)
 
 
 @dataclass(slots=True)
@@ -89,54 +83,35 @@ def ids_of(values) -> np.ndarray | None:
         return None
 
 
-def request_turn(n: int, i: Interaction, kind: str, keep: bool):
-    """The turn as the request sent it and the answer reports it; its prompt and completion ids (numpy,
-    or None); the request's messages (messages-in); the parsed answer tokens (None for an error or an
-    answer that cannot be parsed)."""
-    req = i.request_json()
-    req = req if isinstance(req, dict) else {}
-    nvext = req.get("nvext") if isinstance(req.get("nvext"), dict) else {}
-    sent = req.get("token_ids") if i.path == "/inference/v1/generate" else (req.get("tokens") or nvext.get("token_data"))
-    extra = nvext.get("extra_fields") if isinstance(nvext.get("extra_fields"), list) else []
-    asked = (bool(req.get("return_token_ids")) or i.path == "/inference/v1/generate"
-             or bool({x for x in extra if isinstance(x, str)} & {"engine_data", "completion_token_ids"}))
-    prompt = ids_of(sent) if kind == "tito" else None
-    turn = Turn(n, kind, i.path, i.status, asked_ids=asked)
-    messages = req.get("messages") if kind == "mito" and isinstance(req.get("messages"), list) else None
-    completion = None
-    t = turn_tokens(i) if i.status < 400 else None
-    if t is not None:
-        if prompt is None and t.prompt_ids is not None:
-            prompt = ids_of(list(t.prompt_ids))
-        completion = ids_of(list(t.completion_ids)) if t.completion_ids is not None else None
-        turn.finish_reason = t.finish_reason
-        if keep and t.completion_logprobs is not None:
-            turn.completion_logprobs = [float(x) for x in t.completion_logprobs]
-    turn.prompt_len = len(prompt) if prompt is not None else None
-    turn.completion_len = len(completion) if completion is not None else None
-    if keep:
-        turn.prompt_ids = prompt.tolist() if prompt is not None else None
-        turn.completion_ids = completion.tolist() if completion is not None else None
-    return turn, prompt, completion, messages, t
-
-
-def session_of(i: Interaction) -> str | None:
+def session_of(headers: dict) -> str | None:
     """The rollout's session id (kept on disk as a digest by the scrubber), if the client sent one."""
-    for k, v in i.request_headers.items():
+    for k, v in headers.items():
         if k.lower() in SESSION_ID_HEADERS and v and v[0] and v[0] != "<SCRUBBED>":
             return v[0]
     return None
 
 
+def asked_for_ids(path: str, req: dict) -> bool:
+    """Whether the request asked for the engine's ids (return_token_ids, nvext extra_fields, or a route that
+    always answers them)."""
+    nvext = req.get("nvext") if isinstance(req.get("nvext"), dict) else {}
+    extra = nvext.get("extra_fields") if isinstance(nvext.get("extra_fields"), list) else []
+    return (bool(req.get("return_token_ids")) or path == "/inference/v1/generate"
+            or bool({x for x in extra if isinstance(x, str)} & {"engine_data", "completion_token_ids"}))
 
-def experts_layout(i: Interaction) -> str | None:
+
+def sent_ids(path: str, req: dict):
+    """The prompt ids a tokens-in request sent (None for messages-in)."""
+    nvext = req.get("nvext") if isinstance(req.get("nvext"), dict) else {}
+    return req.get("token_ids") if path == "/inference/v1/generate" else (req.get("tokens") or nvext.get("token_data"))
+
+
+def experts_layout(raw: bytes, body) -> str | None:
     """A routed-experts object whose own `data` is not the first `data` key after `"routed_experts"`: a
     client that cuts the blob out by taking the first one decodes the wrong bytes."""
-    raw = i.response_body
     at = raw.find(b'"routed_experts":{')
-    if at == -1 or i.status >= 400:
+    if at == -1:
         return None
-    body = i.response_json()
     try:
         own = body["choices"][0]["routed_experts"]["data"]
     except (KeyError, IndexError, TypeError):
@@ -148,19 +123,6 @@ def experts_layout(i: Interaction) -> str | None:
     keys = list(body["choices"][0]["routed_experts"])
     return (f"routed_experts object ({', '.join(keys)}) holds another \"data\" key before its own: a client that "
             f"takes the first \"data\" after the key decodes the wrong bytes")
-
-
-
-def cached_tokens(tokens) -> tuple[int, int] | None:
-    """(prompt tokens, of them served from the prefix cache) where the server reports it."""
-    usage = getattr(tokens, "usage", None) or {}
-    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-    if isinstance(cached, int) and isinstance(prompt, int) and prompt > 0:
-        return prompt, cached
-    return None
-
 
 
 @dataclass(slots=True)
@@ -178,18 +140,54 @@ class TurnRead:
 
 
 def read_turn(n: int, i: Interaction, keep: bool = False) -> TurnRead | None:
-    """Exchange n as a turn (None for anything but a generation request)."""
+    """Exchange n as a turn (None for anything but a generation request): the request read first, then the
+    answer parsed once, its tokens and what is wrong in it taken from that one parse."""
     kind = turn_kind(i)
     if kind is None:
         return None
-    turn, prompt, completion, messages, tokens = request_turn(n, i, kind, keep)
-    findings = [kind_of(a) for a in exchange_anomalies(i, tokens)]
-    layout = experts_layout(i)
-    if layout:
-        findings.append(("routed_experts_ambiguous", layout))
-    return TurnRead(turn, prompt, completion, messages, session_of(i),
-                    (i.path, hashlib.blake2b(i.request_body, digest_size=16).digest()), findings,
-                    cached_tokens(tokens), i.status >= 400 or (i.is_stream() and b"[DONE]" not in i.response_body))
+    req = i.request_json()
+    req = req if isinstance(req, dict) else {}
+    turn = Turn(n, kind, i.path, i.status, asked_ids=asked_for_ids(i.path, req))
+    prompt = ids_of(sent_ids(i.path, req)) if kind == "tito" else None
+    messages = req.get("messages") if kind == "mito" and isinstance(req.get("messages"), list) else None
+    read = TurnRead(turn, prompt, None, messages, session_of(i.request_headers),
+                    (i.path, hashlib.blake2b(i.request_body, digest_size=16).digest()), [], None,
+                    i.status >= 400 or (i.is_stream() and b"[DONE]" not in i.response_body))
+    body, blobs = parsed_answer(i) if i.status < 400 else (None, [])
+    t = tokens_of(i.path, req, body) if isinstance(body, dict) else None
+    read.findings = [kind_of(a) for a in findings_of(i, req, t, body, blobs)]
+    turn.prompt_len = len(prompt) if prompt is not None else None
+    if t is None:
+        return read
+    if read.prompt is None and t.prompt_ids is not None:
+        read.prompt = np.asarray(list(t.prompt_ids), dtype=np.int64)
+    if t.completion_ids is not None:
+        read.completion = np.asarray(list(t.completion_ids), dtype=np.int64)
+    turn.finish_reason = t.finish_reason
+    turn.prompt_len = len(read.prompt) if read.prompt is not None else None
+    turn.completion_len = len(read.completion) if read.completion is not None else None
+    if keep:
+        turn.completion_logprobs = [float(x) for x in t.completion_logprobs] if t.completion_logprobs is not None \
+            else None
+        turn.prompt_ids = read.prompt.tolist() if read.prompt is not None else None
+        turn.completion_ids = read.completion.tolist() if read.completion is not None else None
+    usage = t.usage if isinstance(t.usage, dict) else {}
+    details = usage.get("prompt_tokens_details") if isinstance(usage.get("prompt_tokens_details"), dict) else {}
+    cached, prompt_tokens = details.get("cached_tokens"), usage.get("prompt_tokens")
+    if isinstance(cached, int) and isinstance(prompt_tokens, int) and prompt_tokens > 0:
+        read.cache = prompt_tokens, cached  # prefix-cache use, where the server reports it
+    return read
+
+
+def tokens_of(path: str, req: dict, body: dict) -> TurnTokens | None:
+    """The ids and logprobs of a parsed answer (None for one without choices)."""
+    try:
+        if path == "/inference/v1/generate":
+            return from_generate(body, req.get("token_ids") or [])
+        nvext = req.get("nvext") if isinstance(req.get("nvext"), dict) else {}
+        return from_chat(body, req.get("tokens") or nvext.get("token_data"))
+    except AnswerError:
+        return None
 
 
 @dataclass
@@ -218,30 +216,26 @@ class Report:
         return [(r.index, a) for r in self.rows for a in r.anomalies]
 
 
-def exchange_anomalies(i: Interaction, t: TurnTokens | None) -> list[str]:
-    out = []
+def findings_of(i: Interaction, req: dict, t: TurnTokens | None, body, blobs) -> list[str]:
+    """What is wrong in one exchange by itself, from its request and its answer parsed once (body, blobs)."""
     if i.status >= 400:
-        body = i.response_json() or {}
-        err = body.get("error") if isinstance(body.get("error"), dict) else body
-        out.append(f"error {i.status}: {str((err or {}).get('message') or (err or {}).get('detail') or '')[:120]}")
-        return out
-    req = i.request_json() or {}
-    nvext = req.get("nvext") if isinstance(req.get("nvext"), dict) else {}
-    asked_ids = bool(req.get("return_token_ids")) or bool(set(nvext.get("extra_fields") or [])
-                                                           & {"engine_data", "completion_token_ids"}) \
-        or i.path == "/inference/v1/generate"
+        err = body_of_error(i)
+        return [f"error {i.status}: {str((err or {}).get('message') or (err or {}).get('detail') or '')[:120]}"]
     if t is None:
-        out.append("answer cannot be parsed (invalid JSON or no choices)")
-        return out
-    if asked_ids and t.completion_ids is None:
+        return ["answer cannot be parsed (invalid JSON or no choices)"]
+    out = []
+    asked = asked_for_ids(i.path, req)
+    if asked and t.completion_ids is None:
         out.append("missing completion token ids")
-    if asked_ids and t.prompt_ids is None:
+    if asked and t.prompt_ids is None:
         out.append("missing prompt token ids")
     if t.completion_ids is not None and t.completion_logprobs is not None and len(t.completion_ids) != len(t.completion_logprobs):
         out.append(f"logprob/id length mismatch: {len(t.completion_logprobs)} logprobs for {len(t.completion_ids)} ids")
     if t.echo_ids_differ:
         out.append("choices[0].token_ids echo differs from engine_data ids")
-    body, blobs = parsed_answer(i)
+    layout = experts_layout(i.response_body, body)
+    if layout:
+        out.append(layout)
     payload = find_payload(body) if isinstance(body, dict) else None
     if payload is not None:
         try:
@@ -249,6 +243,18 @@ def exchange_anomalies(i: Interaction, t: TurnTokens | None) -> list[str]:
         except RoutedExpertsError as exc:
             out.append(f"routed experts do not decode: {exc}")
     return out
+
+
+def body_of_error(i: Interaction) -> dict | None:
+    body = i.response_json() or {}
+    return body.get("error") if isinstance(body.get("error"), dict) else body
+
+
+def exchange_anomalies(i: Interaction, t: TurnTokens | None) -> list[str]:
+    """What is wrong in one exchange by itself (`harness inspect`)."""
+    req = i.request_json()
+    body, blobs = parsed_answer(i) if i.status < 400 else (None, [])
+    return findings_of(i, req if isinstance(req, dict) else {}, t, body, blobs)
 
 
 def analyze(cassette: Cassette) -> Report:
