@@ -44,11 +44,33 @@ TOOL_CHOICE = ("untagged", "ChatCompletionToolChoiceOption",
 STOP = ("untagged", "Stop", [S, ("seq", S), ("seq", "u32")])
 PART = ("tagged", "ChatCompletionRequestUserMessageContentPart", "type", {
     "text": required("ChatCompletionRequestMessageContentPartText", {"text": S}),
-    "image_url": struct("ChatCompletionRequestMessageContentPartImage", {"image_url": "any"}),
+    "image_url": struct("ChatCompletionRequestMessageContentPartImage", {"image_url": required(
+        "ImageUrl", {"url": S}, {"detail": "any", "uuid": "any"})}),
     "input_audio": struct("ChatCompletionRequestMessageContentPartAudio", {"input_audio": "any"}),
     "video_url": struct("ChatCompletionRequestMessageContentPartVideo", {"video_url": "any"}),
     "audio_url": struct("ChatCompletionRequestMessageContentPartAudioUrl", {"audio_url": "any"})})
 USER_CONTENT = ("untagged", "ChatCompletionRequestUserMessageContent", [S, ("seq", PART)])
+TEXT_PART = required("ChatCompletionRequestMessageContentPartText", {"text": S})
+TEXT_PARTS = ("tagged", "ChatCompletionRequestSystemMessageContentPart", "type", {"text": TEXT_PART})
+ASSISTANT_PARTS = ("tagged", "ChatCompletionRequestAssistantMessageContentPart", "type", {
+    "text": TEXT_PART, "refusal": required("ChatCompletionRequestMessageContentPartRefusal", {"refusal": S})})
+TOOL_CALL = required("ChatCompletionMessageToolCall", {"id": S, "type": TOOL_TYPE, "function": required(
+    "FunctionCall", {"name": S, "arguments": S})})
+# each message role's struct (async-openai's, role the tag): its fields in declared order, required or optional
+MESSAGE = {
+    "system": required("ChatCompletionRequestSystemMessage", {"content": (
+        "untagged", "ChatCompletionRequestSystemMessageContent", [S, ("seq", TEXT_PARTS)])}, {"name": S}),
+    "developer": required("ChatCompletionRequestDeveloperMessage", {"content": (
+        "untagged", "ChatCompletionRequestDeveloperMessageContent", [S, ("seq", TEXT_PARTS)])}, {"name": S}),
+    "user": required("ChatCompletionRequestUserMessage", {"content": USER_CONTENT}, {"name": S}),
+    "assistant": required("ChatCompletionRequestAssistantMessage", {}, {
+        "content": ("untagged", "ChatCompletionRequestAssistantMessageContent", [S, ("seq", ASSISTANT_PARTS)]),
+        "refusal": S, "name": S, "audio": "any", "tool_calls": ("seq", TOOL_CALL), "function_call": "any",
+        "reasoning_content": ("untagged", "ReasoningContent", [S, ("seq", "any")])}),
+    "tool": required("ChatCompletionRequestToolMessage", {"content": (
+        "untagged", "ChatCompletionRequestToolMessageContent", [S, ("seq", TEXT_PARTS)]), "tool_call_id": S}),
+    "function": required("ChatCompletionRequestFunctionMessage", {"name": S}, {"content": S}),
+}
 RESPONSE_FORMAT = ("tagged", "ResponseFormat", "type", {
     "text": struct("Text", {}), "json_object": struct("JsonObject", {}),
     "json_schema": required("JsonSchema", {"json_schema": required("ResponseFormatJsonSchema", {
@@ -77,7 +99,7 @@ CHAT = {
     "repetition_penalty": "f32", "include_stop_str_in_output": B, "guided_json": "any", "guided_regex": S,
     "guided_grammar": S, "guided_choice": ("seq", S), "guided_decoding_backend": S, "guided_whitespace_pattern": S,
     "chat_template_args": ("map", "any"), "chat_template_kwargs": ("map", "any"), "skip_special_tokens": B,
-    "add_generation_prompt": B, "continue_final_message": B, "mm_processor_kwargs": ("map", "any"),
+    "add_generation_prompt": B, "continue_final_message": B, "mm_processor_kwargs": "any",
     "prompt_logprobs": "u32", "thinking": "any", "return_tokens_as_token_ids": B,
 }
 # the extra fields Dynamo passes on to the worker, each read as this type (validate_no_unsupported_fields's
@@ -130,18 +152,15 @@ def _messages(messages: list) -> SerdeError | None:
             m["role"] = role = ROLES[role]
         elif role is not None and not isinstance(role, str):
             return SerdeError(f"invalid type: {unexpected(role)}, expected variant identifier", ("messages", k, "role"))
+        if role is None:
+            return SerdeError("missing field `role`", ("messages", k), ())
         if role not in ROLES and isinstance(role, str):
             return SerdeError("unknown variant `%s`, expected one of %s" % (role, ", ".join(f"`{r}`" for r in ROLES)),
                               ("messages", k), ())
-        if role in ("user", "system", "developer", "tool") and "content" not in m:
-            return SerdeError("missing field `content`", ("messages", k), ())
-        if role == "tool" and not isinstance(m.get("tool_call_id"), str):
-            return SerdeError("missing field `tool_call_id`", ("messages", k), ())
-        if role == "user":
-            try:
-                check(m.get("content"), USER_CONTENT, ("messages", k, "content"))
-            except SerdeError as e:
-                return SerdeError(e.reason, e.path, ())
+        try:  # the rest read into the role's struct (told at the body's end: messages are in a flattened member)
+            check({f: v for f, v in m.items() if f != "role"}, MESSAGE[role], ("messages", k))
+        except SerdeError as e:
+            return SerdeError(e.reason, e.path, ())
     return None
 
 
@@ -162,6 +181,8 @@ def deserialize_chat(body: dict, raw: str) -> tuple[int, dict] | None:
             try:
                 check(value, opt(t) if key not in ("messages", "model") else t, (key,))
             except SerdeError as e:
+                if e.path == (key,) and isinstance(t, tuple) and t[0] == "map":  # (a map is told where it stands)
+                    return _deserialize(f"{e.reason} at {where(raw, (key,))}")
                 return _deserialize(located(e, raw, flattened=member > 0))
             if key == "messages":
                 bad = _messages(value)
@@ -353,6 +374,9 @@ def _tools(tools, rules: ChatRules) -> str | None:
         if not TOOL_NAME.fullmatch(name):
             return (f'Function at index {i} has an invalid name: "{name}". Only a-z, A-Z, 0-9, underscores, and '
                     f"dashes are allowed.")
+        params = tool["function"].get("parameters")
+        if params is not None and not isinstance(params, dict):
+            return f'Function parameters at index {i} for "{name}" must be a JSON Schema object'
     return None
 
 
