@@ -81,7 +81,7 @@ def create_proxy_app(upstream: str, recorder: Recorder | None, faults: LiveFault
                           injected.body, None, t0, arrived, active)
             return injected
         try:
-            up = await app[SESSION].request(request.method, uri, headers=headers, data=body, allow_redirects=False)
+            up = await _send(app[SESSION], request.method, uri, headers, body)
         except aiohttp.ClientError as exc:
             log.warning("%s %s: upstream %s unreachable: %s (answered 502, not recorded)", request.method,
                         request.path, upstream, str(exc) or type(exc).__name__)
@@ -129,6 +129,18 @@ def create_proxy_app(upstream: str, recorder: Recorder | None, faults: LiveFault
     app.on_cleanup.append(on_cleanup)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
+
+
+async def _send(session: aiohttp.ClientSession, method: str, uri: str, headers, body: bytes):
+    """Send a request upstream. A kept-alive connection that the upstream closed after its last answer (uvicorn does
+    after a 500, as real vLLM was seen doing) fails at once with a reset or a disconnect, before any answer: such a
+    request never reached the server, so it goes once more, on a fresh connection. A refused connect is not retried."""
+    try:
+        return await session.request(method, uri, headers=headers, data=body, allow_redirects=False)
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            raise
+        return await session.request(method, uri, headers=headers, data=body, allow_redirects=False)
 
 
 def _interaction(request, uri, req_headers, body, status, reason, resp_headers, data, sizes, t0, arrived,
