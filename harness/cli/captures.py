@@ -18,27 +18,27 @@ def cmd_inspect(args) -> int:
     try:
         report = inspect_cassette(args.path)
     except CassetteError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
     if args.json:
         print(json.dumps({"meta": report.meta, "routes": dict(report.routes), "statuses": dict(report.statuses),
                           "rows": [r.__dict__ for r in report.rows], "anomalies": report.anomalies}))
         return 0
     meta = report.meta
-    out.print(f"[bold]{args.path}[/]: {len(report.rows)} exchanges")
+    out.print(f"[bold]{escape(args.path)}[/]: {len(report.rows)} exchanges", highlight=False)
     prov = ", ".join(f"{k}: {meta[k]}" for k in ("server", "server_version", "model", "hardware", "scenario",
                                                    "recorded_at", "recorder", "upstream") if meta.get(k))
-    out.print(f"provenance: {prov or 'none recorded'}")
-    out.print("routes: " + ", ".join(f"{k} x{v}" for k, v in report.routes.items()))
+    out.print(f"provenance: {escape(prov) or 'none recorded'}", highlight=False)
+    out.print("routes: " + escape(", ".join(f"{k} x{v}" for k, v in report.routes.items())), highlight=False)
     out.print("statuses: " + ", ".join(f"{k} x{v}" for k, v in sorted(report.statuses.items())))
     t = Table(title_justify="left")
     for col in ("#", "request", "status", "turn", "prompt", "completion", "logprobs", "finish", "anomalies"):
         t.add_column(col, justify="right" if col in ("#", "status", "prompt", "completion", "logprobs") else "left")
-    fmt = lambda v: "" if v is None else str(v)
+    fmt = lambda v: "" if v is None else escape(str(v))
     for r in report.rows:
-        t.add_row(str(r.index), f"{r.method} {r.path}", str(r.status), fmt(r.kind), fmt(r.prompt_tokens),
+        t.add_row(str(r.index), escape(f"{r.method} {r.path}"), str(r.status), fmt(r.kind), fmt(r.prompt_tokens),
                   fmt(r.completion_tokens), fmt(r.logprobs), fmt(r.finish_reason),
-                  "[red]" + "; ".join(r.anomalies) + "[/]" if r.anomalies else "")
+                  "[red]" + escape("; ".join(r.anomalies)) + "[/]" if r.anomalies else "")
     out.print(t)
     out.print(f"{len(report.anomalies)} anomal{'y' if len(report.anomalies) == 1 else 'ies'}")
     return 0
@@ -47,7 +47,8 @@ def cmd_inspect(args) -> int:
 def print_repro(report, title) -> None:
     s = report.script
     out.print(f"[bold]{title}[/]: {len(s.turns)} turns, transport {s.transport}"
-              f"{' (route ' + s.tito_route + ')' if s.transport == 'vllm_generate' else ''}, model {s.model}")
+              f"{' (route ' + s.tito_route + ')' if s.transport == 'vllm_generate' else ''}, model {escape(str(s.model))}",
+              highlight=False)
     t = Table(title_justify="left")
     for col in ("turn", "mode", "reason", "prompt", "completion", "dropped tokens", "routed experts", "error"):
         t.add_column(col)
@@ -55,7 +56,7 @@ def print_repro(report, title) -> None:
         t.add_row(str(o.index + 1), o.mode or "", o.fallback_reason or "", str(o.prompt_tokens or ""),
                   str(o.completion_tokens or ""), o.tokens_dropped or "",
                   (str(o.routed_experts) if o.routed_experts else "") + (o.routed_experts_error or ""),
-                  f"{o.error}: {o.error_message}" if o.error else "")
+                  escape(f"{o.error}: {o.error_message}") if o.error else "")
     out.print(t)
 
 
@@ -65,7 +66,7 @@ def print_resend(report, path: str) -> None:
         t.add_column(col, overflow="fold")
     for d in report.turns:
         mark = "" if d.same else "[red]"
-        t.add_row(str(d.exchange), d.path, f"{mark}{d.recorded_status} -> {d.now_status}",
+        t.add_row(str(d.exchange), escape(d.path), f"{mark}{d.recorded_status} -> {d.now_status}",
                   {None: "-", True: "same", False: "[red]differ[/]"}[d.ids_same],
                   "-" if d.logprob_delta is None else f"max diff {d.logprob_delta:.2g}",
                   escape(f"{','.join(d.recorded_anomalies) or '-'} -> {','.join(d.now_anomalies) or '-'}"),
@@ -112,14 +113,18 @@ def cmd_audit(args) -> int:
     from ..captures.audit import audit, detail_decoder
     from ..recording.format import CassetteError
 
+    from ..captures.gate import gate, parse_kinds
+
     try:
+        fail_on, ignore = parse_kinds(args.fail_on, "--fail-on"), parse_kinds(args.ignore, "--ignore") or frozenset()
         report = audit(args.path, detail_decoder(), keep=False)
-    except CassetteError as exc:
+    except (CassetteError, ValueError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
+    g = gate(report.anomalies, fail_on, ignore)
     if args.json:
-        print(json.dumps(report.to_dict()))
-        return 1 if report.anomalies else 0
+        print(json.dumps({**report.to_dict(), "gate": g.to_dict()}))
+        return 1 if g.failed else 0
     turns = report.turns
     share = f"{100 * report.stitched / turns:.0f}%" if turns else "-"
     out.print(f"[bold]{escape(args.path)}[/]: {report.exchanges} exchanges, {report.conversation_count} conversations, "
@@ -146,8 +151,12 @@ def cmd_audit(args) -> int:
         for a in report.anomalies:
             t.add_row(str(a.conversation), str(a.turn), str(a.exchange), f"[red]{a.kind}[/]", escape(a.detail))
         out.print(t)
-    out.print(f"{len(report.anomalies)} anomal{'y' if len(report.anomalies) == 1 else 'ies'}")
-    return 1 if report.anomalies else 0
+    n = len(report.anomalies)
+    out.print(f"{n} anomal{'y' if n == 1 else 'ies'}: {len(g.failed)} fail the gate"
+              + (f", {len(g.recovered)} a retry recovered" if g.recovered else "")
+              + (f", {len(g.passed_over)} not gated (notes, --ignore, outside --fail-on)" if g.passed_over else ""),
+              highlight=False)
+    return 1 if g.failed else 0
 
 
 def cmd_view(args) -> int:
@@ -172,8 +181,12 @@ def cmd_view(args) -> int:
 
 def add_parsers(sub) -> None:
     """audit, inspect, repro, view."""
-    file_report(sub, "audit", "TITO health of a capture of any client's traffic: conversations, stitched share, "
-                 "fallbacks, anomalies (exit 1 when there are any)", cmd_audit)
+    au = file_report(sub, "audit", "TITO health of a capture of any client's traffic: conversations, stitched "
+                     "share, fallbacks, anomalies (exit 1 when any fails the gate)", cmd_audit)
+    au.add_argument("--fail-on", default=None, metavar="KIND,...",
+                    help="fail (exit 1) only on these anomaly kinds (default: every kind but notes such as "
+                         "history_edited; a retry that recovered an error never fails)")
+    au.add_argument("--ignore", default=None, metavar="KIND,...", help="never fail on these anomaly kinds")
     file_report(sub, "inspect", "summarize a cassette and list its anomalies", cmd_inspect)
 
     rr = sub.add_parser("repro", help="send a capture's requests again as its client sent them, turn by turn, "

@@ -214,12 +214,26 @@ class Interaction:
             else:
                 rraw = _stored_bytes(req.get("body"), extra.get("request_compact"))
             status = resp["status"]
-            return cls(req["method"], req["uri"], _headers(req.get("headers")), rraw,
-                       int(status["code"]), status.get("message", ""), _headers(resp.get("headers")), raw,
-                       extra.get("chunks"), extra.get("duration_ms"), extra.get("recorded_at"), extra.get("blobs"),
-                       extra.get("faults"), extra.get("id"))
-        except (KeyError, TypeError, ValueError) as exc:
+            code = int(status["code"])
+            if not 100 <= code <= 999:
+                raise ValueError(f"status {code} is no HTTP status")
+            return cls(_typed(req["method"], str, "method"), _typed(req["uri"], str, "uri"),
+                       _headers(req.get("headers")), rraw, code, str(status.get("message") or ""),
+                       _headers(resp.get("headers")), raw,
+                       _typed(extra.get("chunks"), list, "chunks", int), _typed(extra.get("duration_ms"), (int, float),
+                       "duration_ms"), _typed(extra.get("recorded_at"), (int, float), "recorded_at"),
+                       _typed(extra.get("blobs"), list, "blobs", str), _typed(extra.get("faults"), list, "faults", str),
+                       _typed(extra.get("id"), str, "id"))
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
             raise CassetteError(f"malformed interaction ({type(exc).__name__}: {exc})") from None
+
+
+def _typed(value, kind, name: str, item=None):
+    """`value` when None or of `kind` (a list's items of `item`); a TypeError naming the field otherwise."""
+    if value is None or (isinstance(value, kind) and type(value) is not bool and (
+            item is None or all(type(v) is item for v in value))):
+        return value
+    raise TypeError(f"{name} is {type(value).__name__} {str(value)[:40]!r}")
 
 
 def _stored_bytes(text, compact: bool) -> bytes:
@@ -279,6 +293,8 @@ class Cassette:
             raise CassetteError(f"{p} is not a vcrpy cassette (no 'interactions')")
         if data.get("version") != VCR_VERSION:
             raise CassetteError(f"{p}: cassette version {data.get('version')!r}, expected {VCR_VERSION}")
+        if not isinstance(data.get("meta") or {}, dict) or not isinstance(data["interactions"] or [], list):
+            raise CassetteError(f"{p}: 'meta' must be a mapping and 'interactions' a list")
         interactions = []
         store = None
         for i, d in enumerate(data["interactions"] or []):
@@ -334,6 +350,8 @@ def read_meta(path: str | os.PathLike) -> dict:
         data = None
     if not isinstance(data, dict):
         return Cassette.load(path, resolve_blobs=False).meta
+    if not isinstance(data.get("meta") or {}, dict):
+        raise CassetteError(f"{path}: 'meta' must be a mapping")
     return data.get("meta") or {}
 
 
