@@ -9,7 +9,7 @@ from harness.rl.kinds import KINDS, kind
 from harness.wire.control_plane import CONTROL_PLANES, RL_DISCOVERY_PATH
 
 # which servers' control planes each kind is driven against
-SERVED_BY = {"vllm": ("vllm-0.31-dev", "vllm-0.32-dev"), "prime-rl": ("prime-rl",), "dynamo": ("dynamo-1.6.1-worker",)}
+SERVED_BY = {"vllm": ("vllm-0.31-dev", "vllm-0.32-dev"), "vllm-0.33": ("vllm-0.33-dev",), "prime-rl": ("prime-rl",), "dynamo": ("dynamo-1.6.1-worker",)}
 
 
 @pytest.mark.parametrize("name", sorted(KINDS))
@@ -30,7 +30,7 @@ def test_every_call_of_a_kind_is_a_route_its_servers_serve(name):
 
 
 def test_an_unknown_kind_names_the_known_ones():
-    with pytest.raises(ValueError, match="known: vllm, prime-rl, dynamo"):
+    with pytest.raises(ValueError, match="known: vllm, vllm-0.33, prime-rl, dynamo"):
         kind("sglang")
 
 

@@ -47,3 +47,14 @@ def test_the_reviewed_matrix_has_a_cell_for_every_profile():
     assert set(want) == set(m.PROFILE_LABELS)
     assert {label for label, status in want.items() if status == PASS} == {"prime-rl", "prime-rl-5fe1a77"}
     assert NAME in m.client_names()
+
+
+def test_prime_rl_dynamo_pool_refuses_dynamo_161_discovery_for_its_route_names():
+    """prime-rl's pull request names routes control/pause_generation, update/update_weight_version...;
+    Dynamo 1.6.1's worker lists pause_generation, set_weight_version...: discovery refuses it."""
+    prof = parse_label("dynamo-1.6.1+vllm")
+    with RunningServer(FakeConfig.for_profile(prof, enable_rl=True)) as srv:
+        target = Target(srv.base_url, "tiny-qwen", "dynamo", prof, "dynamo-1.6.1+vllm --enable-rl")
+        target.rl_url = srv.rl_url
+        c = asyncio.run(m.run_cell(PrimeRLAdmin(), target))
+    assert c.status == FAIL and "missing native routes" in c.detail and "control/pause_generation" in c.detail

@@ -117,3 +117,43 @@ def test_bad_input_or_nothing_there_exits_2_with_one_line(capsys, vllm, args, wo
     argv = ["rl-step", "--base-url", vllm.base_url, "--model", "tiny-qwen", *args]
     assert main(argv) == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def dynamo():
+    with RunningServer(FakeConfig(kind="dynamo", dynamo_backend="vllm", enable_rl=True, per_token=0.005)) as srv:
+        yield srv
+
+
+def test_dynamo_is_driven_through_its_discovery_and_ends_cut_turns_with_stop(capsys, dynamo, weights):
+    rc, r = step(capsys, dynamo, "--kind", "dynamo", "--discovery-url", dynamo.rl_url, "--mode", "abort",
+                 "--weights", weights)
+    assert rc == 0, failed(r)
+    assert r["engines"] == [dynamo.system_url]
+    assert r["aborted"] == ROLLOUTS and r["version_before"] is None and r["reported_versions"] == ["step-1"]
+    assert all(t["finish_reason"] == "stop" and t["tokens"] < 400 for t in r["turns"] if t["phase"] == "in flight")
+    calls = [e["call"] for e in r["events"]]
+    assert calls[:3] == ["get version", "pause abort", "update /engine/update_weights_from_disk"]
+
+
+def test_dynamo_with_its_worker_gone_from_discovery_fails_the_step(capsys, dynamo):
+    dynamo.set_faults(["worker_gone"])
+    try:
+        rc = main(["rl-step", "--base-url", dynamo.base_url, "--model", "tiny-qwen", "--kind", "dynamo",
+                   "--discovery-url", dynamo.rl_url, "--rollouts", "1"])
+    finally:
+        dynamo.set_faults([])
+    assert rc == 1 and "lists no worker" in capsys.readouterr().err
+
+
+def test_vllm_033_refuses_while_paused_in_abort_and_names_versions_in_its_answers(capsys, weights):
+    with RunningServer(FakeConfig(kind="vllm", profile="vllm-0.34", dev_mode=True, per_token=0.005)) as srv:
+        rc, cut = step(capsys, srv, "--kind", "vllm-0.33", "--mode", "abort", "--version", "step-1")
+        assert rc == 0, failed(cut)
+        assert cut["paused_request"] == "refused"
+        rc, kept = step(capsys, srv, "--kind", "vllm-0.33", "--mode", "keep", "--weights", weights, "--version", "step-2")
+        assert rc == 0, failed(kept)
+    assert kept["paused_request"] == "held"
+    frozen = [t for t in kept["turns"] if t["phase"] == "in flight"]
+    assert all(t["version_source"] == "answer" and t["versions"] == ["step-1", "step-2"] for t in frozen)
+    assert all(0 < t["switch_at"] < 400 for t in frozen)  # the token where the new weights took over

@@ -20,6 +20,7 @@ The routes and bodies are the servers' own:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 
@@ -49,7 +50,8 @@ class Kind:
     status_field: str | None = None  # the answer says ok/error in this field (else: the HTTP status says)
     discovery: str | None = None  # workers are listed here (on the RL discovery port); calls go to each
     abort_finish: str | None = None  # finish_reason of an answer cut by an abort pause
-    paused_requests: str = "held"  # what a request sent while paused gets: "held" (answered after resume)
+    paused_requests: dict = field(default_factory=lambda: {"abort": "held", "wait": "held", "keep": "held"})
+    # what a request sent while paused gets, per mode: "held" (answered after resume) or "refused"
     running_metric: str | None = None  # /metrics gauge of requests in flight
     tags: dict = field(default_factory=dict)  # sent on every request: the client's own version tag
     asks_versions: dict = field(default_factory=dict)  # asks the answer to name the versions that sampled it
@@ -70,7 +72,7 @@ def _fill(template, values):
 
 
 VLLM = Kind(
-    name="vllm", describe="vLLM with VLLM_SERVER_DEV_MODE=1 (0.31, 0.32, 0.33+)",
+    name="vllm", describe="vLLM 0.31 and 0.32 with VLLM_SERVER_DEV_MODE=1",
     pause=Call("POST", "/pause", query={"mode": "{mode}", "clear_cache": "{clear_cache}"}),
     resume=Call("POST", "/resume"), modes=("abort", "wait", "keep"),
     update_from_dir=(Call("POST", "/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": "{dir}"}}),),
@@ -96,7 +98,12 @@ DYNAMO = Kind(
     status_field="status", discovery="/v1/rl/workers", abort_finish="stop",
     running_metric="dynamo_frontend_inflight_requests", transport="dynamo_chat")
 
-KINDS = {k.name: k for k in (VLLM, PRIME_RL, DYNAMO)}
+# vLLM 0.33 and 0.34 (read from their wheels): an abort or wait pause refuses new requests with 503 until
+# resume, keep still holds them; chat choices name the versions that sampled them
+VLLM_033 = dataclasses.replace(VLLM, name="vllm-0.33", describe="vLLM 0.33+ with VLLM_SERVER_DEV_MODE=1",
+                               paused_requests={"abort": "refused", "wait": "refused", "keep": "held"})
+
+KINDS = {k.name: k for k in (VLLM, VLLM_033, PRIME_RL, DYNAMO)}
 
 
 def kind(name: str) -> Kind:
