@@ -69,11 +69,20 @@ def stat(path) -> tuple[int, int]:
 
 def capture_meta(source) -> dict:
     """The meta of a Cassette, or of a capture file (read without its exchanges)."""
-    return source.meta if isinstance(source, Cassette) else read_meta(source)
+    if isinstance(source, Cassette):
+        return source.meta
+    from ..recording.format import cassette_files
+    from ..recording.segments import is_capture_set
+
+    return read_meta(cassette_files(source)[0] if is_capture_set(source) else source)
 
 
 def exchanges(source):
     """(index, Span or None, Interaction) of a Cassette, or of a capture file read one exchange at a time."""
     if isinstance(source, Cassette):
         return ((n, None, i) for n, i in enumerate(source.interactions))
+    from ..recording.segments import is_capture_set, iter_capture
+
+    if is_capture_set(source):  # segments, a folder or a glob: one capture, conversations across files
+        return iter_capture(source)
     return iter_interactions(source)

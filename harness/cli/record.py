@@ -44,16 +44,30 @@ def cmd_record(args) -> int:
 
     meta = {k: v for k, v in (("hardware", args.hardware), ("scenario", args.scenario), ("shard", args.shard),
                               ("profile", args.profile)) if v}
+    rotate = None
+    if args.rotate:
+        from ..recording.segments import parse_rotate
+
+        try:
+            rotate = parse_rotate(args.rotate)
+        except ValueError as exc:
+            err.print(f"[red]error:[/] {exc}", highlight=False)
+            return 2
     try:
         rec = run_proxy(args.upstream, args.cassette, args.host, args.port, args.mode,
                         Scrubber(extra_patterns=args.scrub_pattern), meta, ready, recorded, args.fault or None,
                         args.fault_seed, args.writer, reuse_port=args.reuse_port, blob_threshold=args.blob_threshold,
-                        wait_upstream=args.wait_upstream, on_wait=_waiting)
+                        wait_upstream=args.wait_upstream, on_wait=_waiting, rotate=rotate)
     except (CassetteError, FaultSpecError, BindError, Unreachable) as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
     waits = f"; the writer fell behind {rec.backpressure_waits} times" if rec.backpressure_waits else ""
-    print(f"stopped: {rec.recorded} exchanges recorded, {rec.on_disk} in {args.cassette}{waits}")
+    where = args.cassette
+    if rotate:
+        from ..recording.segments import run_dir
+
+        where = f"the segments of {run_dir(args.cassette)}"
+    print(f"stopped: {rec.recorded} exchanges recorded, {rec.on_disk} in {where}{waits}")
     return 0
 
 
@@ -187,6 +201,9 @@ def add_parsers(sub) -> None:
     rc.add_argument("--fault-seed", type=int, default=0)
     rc.add_argument("--workers", type=int, default=1,
                     help="recorder processes sharing the port, one shard each, merged into --cassette on exit")
+    rc.add_argument("--rotate", metavar="SIZE|COUNT", default=None,
+                    help="write the run as segments of this many exchanges (10000) or bytes (256MB) in the folder "
+                         "named after --cassette, with a manifest; every tool reads the folder as one capture")
     rc.add_argument("--writer", choices=("process", "thread"), default="process",
                     help="where scrubbing, blob storage and disk writes run (default: a process of their own)")
     rc.add_argument("--blob-threshold", type=int, default=32 * 1024,

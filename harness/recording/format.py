@@ -459,6 +459,19 @@ def shipped(relative: str) -> Path:
 def cassette_files(path: str | os.PathLike) -> list[Path]:
     """The cassettes under a directory (recursively), or the one file; CassetteError when there are none."""
     p = Path(path)
+    if any(c in str(path) for c in "*?[") and not p.exists():  # a glob: its files, in order
+        import glob
+
+        files = sorted(Path(f) for f in glob.glob(str(path), recursive=True) if f.endswith((".yaml", ".yml")))
+        if not files:
+            raise CassetteError(f"no cassettes match {path}")
+        return files
+    from .segments import MANIFEST, run_dir, segment_files
+
+    if not p.exists() and (run_dir(p) / MANIFEST).is_file():  # a rotated run named by its cassette
+        p = run_dir(p)
+    if (p / MANIFEST).is_file():  # a run's segments, in the manifest's order
+        return segment_files(p)
     if p.is_dir():
         files = sorted(p.rglob("*.yaml"))
         if not files:

@@ -324,6 +324,19 @@ def recover(cassette: str | os.PathLike, wait: float = 10.0) -> int | None:
                     return None  # a live recorder: nothing to recover
                 time.sleep(0.05)
         exchanges, torn = read_journal(d)
+        from .segments import is_run, put_missing
+
+        if is_run(path):  # a rotated run: what no segment holds goes into a segment of its own
+            try:
+                threshold = orjson.loads((d / SETTINGS).read_bytes()).get("blob_threshold")
+            except (OSError, ValueError):
+                threshold = None
+            added = put_missing(path, exchanges, threshold or DEFAULT_THRESHOLD)
+            if added:
+                log.warning("%s: recovered %d exchange(s) from the journal of an interrupted recording into a "
+                            "segment of their own", path, added)
+            shutil.rmtree(d, ignore_errors=True)
+            return added
         if not path.exists():
             cassette_obj = Cassette()
         else:

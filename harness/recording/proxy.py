@@ -217,7 +217,7 @@ def run_proxy(upstream: str, cassette: str | None, host: str = "127.0.0.1", port
               scrubber: Scrubber | None = None, meta: dict | None = None, on_ready=None, on_record=None,
               faults=None, fault_seed: int = 0, writer: str = "process", reuse_port: bool = False,
               blob_threshold: int | None = None, wait_upstream: bool = False, on_wait=None,
-              tally=None) -> Recorder | None:
+              tally=None, rotate: tuple | None = None) -> Recorder | None:
     """Serve the recording proxy (or, with `cassette=None`, a fault-injecting forwarder) until
     SIGINT/SIGTERM; the cassette is flushed on the way out. The port is bound and the upstream
     reached before anything is written (BindError, Unreachable); `wait_upstream`: keep trying
@@ -245,7 +245,8 @@ def run_proxy(upstream: str, cassette: str | None, host: str = "127.0.0.1", port
         if cassette is not None:
             extra = {"faults": list(faults), "fault_seed": fault_seed} if faults else {}
             recorder = Recorder(cassette, mode, scrubber, recording_meta(upstream, **info, **extra, **(meta or {})),
-                                on_record, writer=writer, **({"blob_threshold": blob_threshold} if blob_threshold else {}))
+                                on_record, writer=writer, rotate=rotate,
+                                **({"blob_threshold": blob_threshold} if blob_threshold else {}))
     except BaseException:
         sock.close()
         raise

@@ -32,13 +32,24 @@ class CassetteWriter:
     folder, and keeps the file in step: one append + fsync per batch, the whole file atomically on
     `flush`. Runs on the recorder's writer thread, or in its writer process."""
 
-    def __init__(self, path: Path, blob_threshold: int, cassette: Cassette):
+    def __init__(self, path: Path, blob_threshold: int, cassette: Cassette, rotation=None):
         self.path, self.cassette = path, cassette
         self.blobs = BlobStore(blob_dir(path), blob_threshold)
         self.errors = 0
+        self.rotation = rotation  # segments.Rotation: a run written as segments (None: one file)
+
+    def _rotate(self) -> None:
+        """The segment is full: the next batch starts the next one (a whole cassette of its own)."""
+        self.path = self.rotation.next(len(self.cassette.interactions))
+        meta = {**self.cassette.meta, "segment": len(self.rotation.counts) - 1}
+        self.cassette = Cassette([], meta)
+        self.blobs = BlobStore(blob_dir(self.path), self.blobs.threshold)
 
     def write(self, batch: list[Interaction]) -> list[Interaction]:
         try:
+            if self.rotation is not None and self.cassette.interactions and \
+                    self.rotation.due(len(self.cassette.interactions)):
+                self._rotate()
             disk = [self.blobs.out_of_line(i) for i in batch]
             first = not self.cassette.interactions
             self.cassette.interactions.extend(disk)
@@ -55,6 +66,8 @@ class CassetteWriter:
     def flush(self) -> None:
         try:
             atomic_write(self.path, self.cassette.to_yaml().encode("utf-8"))
+            if self.rotation is not None:
+                self.rotation.close(len(self.cassette.interactions))
         except Exception as exc:  # the file as it was stays; the journal keeps what it lacks
             self.errors += 1
             log.error("could not write cassette %s: %s", self.path, exc)
@@ -66,7 +79,7 @@ def _summary(i: Interaction) -> Interaction:
                        None, i.faults, i.xid)
 
 
-def _writer_process(conn, path, blob_threshold, cassette, journal) -> None:
+def _writer_process(conn, path, blob_threshold, cassette, journal, rotation=None) -> None:
     """The writer process: batches in, acknowledgements out, until told to close. It holds the
     journal's lock too, so no recovery starts while it may still append. It ignores SIGINT and SIGTERM
     (started with them blocked, see `_start_quiet`): a signal to the recorder's process group (Ctrl-C,
@@ -78,7 +91,7 @@ def _writer_process(conn, path, blob_threshold, cassette, journal) -> None:
         from .journal import hold_lock
 
         hold_lock(journal)
-    writer = CassetteWriter(path, blob_threshold, cassette)
+    writer = CassetteWriter(path, blob_threshold, cassette, rotation)
     while True:
         try:
             kind, payload = conn.recv()
@@ -130,7 +143,7 @@ class Recorder:
 
     def __init__(self, path: str | Path, mode: str = "once", scrubber: Scrubber | None = None, meta: dict | None = None,
                  on_record=None, blob_threshold: int = DEFAULT_THRESHOLD, max_pending: int = 1024,
-                 writer: str = "thread", journal: bool = True):
+                 writer: str = "thread", journal: bool = True, rotate: tuple | None = None):
         from .journal import Journal, is_orphaned, journal_dir, recover
 
         self.on_record = on_record  # called (off the event loop) with (count, exchange summary) once on disk
@@ -153,7 +166,16 @@ class Recorder:
             raise CassetteError(f"{self.path} already holds {len(existing.interactions)} interactions; "
                                 f"mode 'once' never overwrites: use --mode new_episodes or all")
         self.replay = ReplayIndex([existing]) if mode == "new_episodes" else None
-        self.writer = CassetteWriter(self.path, blob_threshold, Cassette([], {**existing.meta, **(meta or {})}))
+        rotation = None
+        if rotate is not None:  # (max bytes, max exchanges) a segment: the run is a folder of segments
+            from .segments import Rotation
+
+            if mode == "new_episodes":
+                raise CassetteError("--rotate records a new run: use --mode once or all")
+            rotation = Rotation(self.path, *rotate)
+        self.writer = CassetteWriter(rotation.path if rotation else self.path, blob_threshold,
+                                     Cassette([], {**existing.meta, **(meta or {}), **({"segment": 0} if rotation
+                                                                                       else {})}), rotation)
         if mode == "new_episodes":
             self.writer.cassette.interactions = [self.writer.blobs.out_of_line(i) for i in existing.interactions]
         self.writer.flush()
@@ -175,8 +197,8 @@ class Recorder:
             ctx = multiprocessing.get_context("spawn")
             self._conn, child = ctx.Pipe()
             self._proc = ctx.Process(target=_writer_process, name="cassette-writer", daemon=True,
-                                     args=(child, self.path, blob_threshold, self.writer.cassette,
-                                           self.journal.dir if self.journal else None))
+                                     args=(child, self.writer.path, blob_threshold, self.writer.cassette,
+                                           self.journal.dir if self.journal else None, rotation))
             _start_quiet(self._proc)
             child.close()
             self._acks = threading.Thread(target=self._ack_loop, name="cassette-acks", daemon=True)
