@@ -150,7 +150,7 @@ def test_audit_and_conversations_of_our_interleaved_client_through_the_cli(tmp_p
 
 
 def test_the_readmes_duckdb_query_runs_over_an_export(group, tmp_path):
-    """The README's query, as printed there, over a Parquet export: per conversation, what the audit says."""
+    """The docs' query, as printed there, over a Parquet export: per conversation, what the audit says."""
     import re
     from pathlib import Path
 
@@ -159,8 +159,9 @@ def test_the_readmes_duckdb_query_runs_over_an_export(group, tmp_path):
     out = tmp_path / "step1.parquet"
     assert subprocess.run([sys.executable, "-m", "harness.cli", "cassette", "export", str(path), "--parquet", str(out)],
                           capture_output=True, timeout=120).returncode == 0
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    sql = re.search(r"```sql\n(\s*-- duckdb:.*?)```", readme, re.S).group(1)
+    root = Path(__file__).parents[1]  # the query as the docs print it (docs/how-to/analyse-a-training-run.md)
+    docs = "\n".join(p.read_text() for p in [root / "README.md", *sorted((root / "docs").rglob("*.md"))])
+    sql = re.search(r"```sql\n(\s*-- duckdb:.*?)```", docs, re.S).group(1)
     rows = duckdb.sql(sql.replace("'rl/step*.parquet'", f"'{tmp_path}/step*.parquet'")).fetchall()
     report = audit(path)
     assert [(c, turns, stitched) for c, turns, stitched, _ in rows] == \

@@ -38,13 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 SHELL = {"bash", "sh", "shell", "console"}
 RUNNABLE = SHELL | {"python", "toml", "sql", "text"}
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+|~~~+)[ \t]*(?P<lang>[\w+-]*)[^\n]*$")
-DIRECTIVE = re.compile(r"<!--\s*(fake|output)\s*:?\s*(.*?)\s*-->", re.S)
+DIRECTIVE = re.compile(r"<!--\s*(fake|output|ci)\s*:?\s*(.*?)\s*-->", re.S)
 FILE_HEADER = re.compile(r"^#\s*([\w./-]+\.(?:py|toml|cfg|ini|txt))\b")
 SERVING = {"fake", "record", "replay", "chaos", "serve"}
 
@@ -57,6 +58,7 @@ class Block:
     code: str
     fakes: dict[str, str] = field(default_factory=dict)
     output: bool = False
+    ci: bool = False  # the README's test command: what .ci/run runs (it cannot run inside the suite it starts)
 
     def where(self) -> str:
         return f"{self.page.relative_to(ROOT)}:{self.line}"
@@ -88,7 +90,9 @@ def blocks(page: Path) -> list[Block]:
             if kind == "fake":
                 for pair in value.split(","):
                     url, _, label = pair.partition("=")
-                    block.fakes[url.strip()] = label.strip()
+                    block.fakes[url.strip()] = " ".join(label.split())
+            elif kind == "ci":
+                block.ci = True
             else:
                 block.output = True
         found.append(block)
@@ -114,15 +118,18 @@ class Fakes:
     def __init__(self):
         self.servers = {}
 
-    def root_url(self, label: str) -> str:
-        if label not in self.servers:
+    def root_url(self, spec: str) -> str:
+        """`LABEL [field=value ...]`: a fake of that profile label, FakeConfig fields set as given."""
+        if spec not in self.servers:
             from fake_servers.server import FakeConfig, RunningServer
             from harness.wire.profiles import parse_label
 
-            srv = RunningServer(FakeConfig.for_profile(parse_label(label)))
+            label, *fields = spec.split()
+            overrides = {k: yaml.safe_load(v) for k, _, v in (f.partition("=") for f in fields)}
+            srv = RunningServer(FakeConfig.for_profile(parse_label(label), **overrides))
             srv.__enter__()
-            self.servers[label] = srv
-        return self.servers[label].root_url
+            self.servers[spec] = srv
+        return self.servers[spec].root_url
 
     def close(self):
         for srv in self.servers.values():
@@ -227,9 +234,21 @@ def check_pip(words: list[str], where: str) -> None:
                 assert extra in extras, f"{where}: pip install names extra {extra!r}, not in pyproject.toml"
 
 
+def split_env(words: list[str]) -> tuple[dict, list[str]]:
+    """`A=1 B=2 cmd ...` as bash reads it: the assignments, then the command."""
+    env = {}
+    while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+        k, _, v = words[0].partition("=")
+        env[k] = v
+        words = words[1:]
+    return env, words
+
+
 def start_job(words: list[str], project: Project, where: str) -> None:
+    extra, words = split_env(words)
     cmd = [sys.executable, "-m", "harness.cli", *words[1:]] if words[0] == "harness" else words
-    proc = subprocess.Popen(cmd, cwd=project.cwd, env=project.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, cwd=project.cwd, env={**project.env(), **extra}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     project.jobs.append(proc)
     if "--port" in words:
@@ -268,7 +287,8 @@ def run_command(line: str, project: Project, where: str) -> str:
     if not words:
         return ""
     if words[-1] == "&":
-        assert words[0] != "harness" or words[1] in SERVING, f"{where}: only servers run in the background"
+        command = split_env(words)[1]
+        assert command[0] != "harness" or command[1] in SERVING, f"{where}: only servers run in the background"
         start_job(words[:-1], project, where)
         return ""
     if words[0] == "kill":
@@ -349,7 +369,16 @@ def write_file(block: Block, project: Project, name: str) -> None:
 def run_block(block: Block, project: Project) -> None:
     first = block.code.lstrip().splitlines()[0] if block.code.strip() else ""
     header = FILE_HEADER.match(first)
-    if block.lang in SHELL:
+    if block.ci:
+        ci = (ROOT / ".ci" / "run").read_text()
+        for line in logical_lines(block.code):
+            command = line.split("   #")[0].split("  #")[0].strip()
+            assert f"# the README's test command: {command}\n" in ci, \
+                f"{block.where()}: .ci/run does not run `{command}` (keep its comment and calls in lockstep)"
+            for part in command.split(" && "):
+                assert part.replace("python -m pip", "pip").replace("pip install -e", "python -m pip install -q -e") \
+                    in ci or part in ci, f"{block.where()}: .ci/run has no call `{part}`"
+    elif block.lang in SHELL:
         run_shell(block, project)
     elif block.lang == "python" and header:
         write_file(block, project, header.group(1))
@@ -404,6 +433,8 @@ PAGES = [p for p in pages() if blocks(p)]
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_every_block_of_the_page_runs(page, fakes, tmp_path):
     project = Project(tmp_path, fakes)
+    if page.name == "README.md":  # its reader is in the checkout: the shipped cassettes are at cassettes/
+        (tmp_path / "cassettes").symlink_to(ROOT / "cassettes")
     try:
         for block in blocks(page):
             run_block(block, project)
