@@ -18,6 +18,7 @@ from ..recording.blobs import blob_dir
 from ..recording.format import Cassette, Interaction, read_meta
 from .audit import audit
 from .extract import extract
+from ..wire.safe_text import known_label, py_literal, terminal
 from .repro import HOP
 
 
@@ -109,16 +110,17 @@ import pytest
 
 from harness.captures import audit
 from harness.captures.emit import CaptureServer, recorded_requests
+from harness.captures.gate import gate
 from harness.recording.format import Cassette
 from harness.wire.urls import root_of
 
-CAPTURE = Path(__file__).parent / {rel!r}
-BUG = {kinds_list!r}  # what the capture showed
+CAPTURE = Path(__file__).parent / {rel}
+BUG = {kinds_list}  # what the capture showed; empty: it was clean, and any anomaly that fails the audit fails this
 
 
 @pytest.fixture
 def capture_server():
-    with CaptureServer(CAPTURE, profile={profile!r}) as srv:
+    with CaptureServer(CAPTURE, profile={profile}) as srv:
         yield srv
 
 
@@ -133,8 +135,8 @@ def test_{func}(capture_server):
     rollout(capture_server.base_url)
     report = audit(Cassette(capture_server.exchanges, {{}}))
     assert report.turns > 0, "the client sent no generation request"
-    found = sorted({{a.kind for a in report.anomalies}} & set(BUG))
-    assert not found, [a.to_dict() for a in report.anomalies if a.kind in BUG]
+    failed = gate(report.anomalies, frozenset(BUG) or None).failed
+    assert not failed, [a.to_dict() for a in failed]
 '''
 
 
@@ -145,9 +147,20 @@ def recorded_requests(path):
             {k: v[-1] for k, v in i.request_headers.items() if k.lower() not in HOP and v}, i.request_body
 
 
-def emit_test(capture, out, conversations=(), profile: str | None = None) -> tuple[Path, Path]:
+def doc_text(text) -> str:
+    """Text safe inside the emitted file's triple-quoted docstring: controls shown as escapes, every backslash
+    and quote escaped, so no cassette text or file name can end the string."""
+    return terminal(text).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def emit_test(capture, out, conversations=(), profile: str | None = None, warn=None) -> tuple[Path, Path]:
     """Write the selected conversations (the whole capture when none is named) beside a pytest file that serves
-    them to a client and fails while the capture's anomalies show; returns (test file, its cassette)."""
+    them to a client and fails while the capture's anomalies show; returns (test file, its cassette).
+
+    Nothing from the capture becomes code: the profile must be a known label, and every value is written as
+    a checked literal. A capture without anomalies gives a test that fails on any anomaly; `warn` is told."""
+    from harness.wire.profiles import labels
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cut = out.with_suffix(".yaml")
@@ -159,11 +172,20 @@ def emit_test(capture, out, conversations=(), profile: str | None = None) -> tup
     kinds = sorted({a.kind for a in report.anomalies} - {"retried"})
     meta = read_meta(cut)
     prof = profile or meta.get("profile") or profile_of(Cassette.load(cut))
+    try:
+        prof = known_label(prof, labels(), "profile")
+    except ValueError as exc:
+        for p in (cut, blob_dir(cut)):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        raise ValueError(f"{exc} (the capture's meta.profile; name one with --profile)") from None
+    if not kinds and warn is not None:
+        warn("the capture shows no anomaly: the test pins its traffic as recorded and fails on any anomaly")
     name = Path(capture).name + (f", conversation {', '.join(map(str, conversations))}" if conversations else "")
     out.write_text(TEST_TEMPLATE.format(
-        title=f"Regression test for {name}", kinds=", ".join(kinds) or "no anomaly: it pins the traffic as recorded",
-        rel=os.path.relpath(cut.resolve(), out.resolve().parent), kinds_list=kinds, profile=prof,
-        func=re.sub(r"\W", "_", out.stem.removeprefix("test_"))))
+        title=doc_text(f"Regression test for {name}"),
+        kinds=doc_text(", ".join(kinds) or "no anomaly: it pins the traffic as recorded"),
+        rel=py_literal(os.path.relpath(cut.resolve(), out.resolve().parent)), kinds_list=py_literal(kinds),
+        profile=py_literal(prof), func=re.sub(r"[^0-9A-Za-z_]", "_", out.stem.removeprefix("test_"))))
     return out, cut
 
 
@@ -182,8 +204,8 @@ from pathlib import Path
 
 from harness.captures.repro import repro_cassette
 
-CASSETTE = Path(__file__).parent / {rel!r}
-EXPECTED = {expected!r}
+CASSETTE = Path(__file__).parent / {rel}
+EXPECTED = {expected}
 
 
 def test_{func}():
@@ -195,18 +217,19 @@ def test_{func}():
 def emit_ours_test(report, out: str | Path) -> Path:
     """A pytest file that replays the cassette through our client and pins what it did on each turn."""
     out = Path(out)
-    rel = os.path.relpath(Path(report.cassette).resolve(), out.resolve().parent)
+    rel = py_literal(os.path.relpath(Path(report.cassette).resolve(), out.resolve().parent))
     name = Path(report.cassette).stem
-    func = re.sub(r"\W", "_", name)
-    expected = [t.expectation() for t in report.turns]
+    func = re.sub(r"[^0-9A-Za-z_]", "_", name)
+    expected = py_literal([t.expectation() for t in report.turns])
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(OURS_TEMPLATE.format(name=Path(report.cassette).name, rel=rel, expected=expected, func=func))
+    out.write_text(OURS_TEMPLATE.format(name=doc_text(Path(report.cassette).name), rel=rel, expected=expected,
+                                        func=func))
     return out
 
 
-def emit(report, out, conversations=(), profile: str | None = None) -> tuple[Path, Path]:
+def emit(report, out, conversations=(), profile: str | None = None, warn=None) -> tuple[Path, Path]:
     """The regression test of a repro report: (test file, the cassette it reads). A report of our client
     (`ours`) pins what the client did per turn; one of the requests as sent serves them to any client."""
     if hasattr(report, "script"):
         return emit_ours_test(report, out), Path(report.cassette)
-    return emit_test(report.cassette, out, conversations, profile)
+    return emit_test(report.cassette, out, conversations, profile, warn)

@@ -98,7 +98,8 @@ def cmd_repro(args) -> int:
         print_resend(report, args.path)
     if args.emit_test:
         try:
-            test, cut = emit(report, args.emit_test, args.conversation, args.profile)
+            test, cut = emit(report, args.emit_test, args.conversation, args.profile,
+                             warn=lambda msg: err.print(f"[yellow]warning:[/] {escape(msg)}", highlight=False))
         except (CassetteError, ValueError) as exc:
             err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
             return 2
