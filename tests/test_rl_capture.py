@@ -92,3 +92,13 @@ def test_without_control_plane_exchanges_the_client_tag_names_the_version():
     assert not r.steps
     (switch,) = by_kind(r, "policy_switch")
     assert switch.exchange == 1 and "under 0, turn 2 under 1 (from the client tag)" in switch.detail
+
+
+def test_a_keep_step_recorded_from_real_vllm_032_audits_alike():
+    """harness rl-step --mode keep (a version tag) through harness record in front of real vLLM 0.32 in dev mode."""
+    r = audit(Cassette.load(shipped("captures/vllm-0.32-cpu/rl_step_keep.yaml")))
+    switches = by_kind(r, "policy_switch")
+    assert len(switches) == 3 and all("turn 2 sampled under default then step-rl" in a.detail for a in switches)
+    assert len(by_kind(r, "sent_while_paused")) == 1 and not by_kind(r, "aborted")
+    (step,) = r.steps
+    assert step["mode"] == "keep" and step["in_flight"] == 3 and step["versions"] == ["step-rl"]
