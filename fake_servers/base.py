@@ -113,6 +113,17 @@ async def read_json(request: web.Request, lossy: bool = False) -> dict:
     return value
 
 
+BIG_BODY = 256 * 1024  # a body past this is rendered and tokenized off the event loop
+
+
+async def off_loop(request: web.Request, fn, *args):
+    """`fn(*args)`, on a worker thread when the request's body is big (its template and tokenizer take seconds
+    on megabytes), so other requests, /health among them, are answered meanwhile; inline otherwise."""
+    if (request.content_length or 0) <= BIG_BODY:
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
 def json_ok(body, status: int = 200) -> web.Response:
     """Compact JSON, as both real servers write it."""
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")

@@ -21,7 +21,8 @@ from harness.wire import dynamo_requests, mutate
 from harness.wire.profiles import ROUTES, Profile
 
 from . import dynamo_rl, errors, experts, generate, metrics
-from .base import BadBody, ErrorStyle, ServerState, faults_of, json_ok, make_app, new_id, read_json, send_json
+from .base import (BadBody, ErrorStyle, ServerState, faults_of, json_ok, make_app, new_id, off_loop, read_json,
+                   send_json)
 from .engine import ContextLengthExceeded, Generation, SamplingParams, WorkLimitExceeded
 from .openai import interleaved, logprobs_content, render_messages, sampling_from, stream, text_pieces
 from .validate import FAKE_WORK_TOKENS, json_depth
@@ -157,6 +158,9 @@ class DynamoHandlers:
         return None
 
     async def chat(self, request):
+        too_large = dynamo_requests.body_too_large(len(await request.read()))
+        if too_large:
+            return errors.dynamo_json(*too_large)
         try:
             body = await read_json(request, lossy=True)
         except BadBody as exc:
@@ -169,9 +173,9 @@ class DynamoHandlers:
         extra = set(nvext.get("extra_fields") or [])
         token_data = nvext.get("token_data")
         add_generation_prompt = body.get("add_generation_prompt") is not False
-        prompt_ids = list(token_data) if token_data is not None else render_messages(
-            self.state, {**body, "tools": dynamo_requests.template_tools(body.get("tools"))}, active,
-            add_generation_prompt, kwargs_override=False)
+        prompt_ids = list(token_data) if token_data is not None else await off_loop(
+            request, render_messages, self.state, {**body, "tools": dynamo_requests.template_tools(body.get("tools"))},
+            active, add_generation_prompt, False)
         if any(t >= self.engine.vocab_size for t in prompt_ids):
             return errors.dynamo_error(400, "Invalid request")
         params = sampling_from(body, active)
@@ -385,6 +389,9 @@ class DynamoHandlers:
 
     async def generate(self, request):
         """Dynamo's native /inference/v1/generate (vLLM worker, aggregated, token input)."""
+        too_large = dynamo_requests.body_too_large(len(await request.read()))
+        if too_large:
+            return errors.dynamo_json(*too_large)
         try:
             body = await read_json(request)
         except BadBody as exc:

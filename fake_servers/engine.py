@@ -153,16 +153,46 @@ class FakeEngine:
     def render(self, messages: list[dict], tools: list[dict] | None = None,
                add_generation_prompt: bool = True, template_kwargs: dict | None = None,
                chat_template: str | None = None, kwargs_override: bool = True,
-               continue_final_message: bool = False) -> list[int]:
+               continue_final_message: bool = False, bound: int | None = None) -> list[int]:
         """Prompt ids for chat messages, as the engine's chat template renders them. `template_kwargs` (a request's
         chat_template_kwargs) as vLLM reads them (`kwargs_override`): the names apply_chat_template or the template
         take override the request's own (never VLLM_KWARGS_KEPT; others are dropped), so a clash fails as it fails
-        in vLLM (recorded); as Dynamo reads them: they only add names to the template's context (recorded)."""
+        in vLLM (recorded); as Dynamo reads them: they only add names to the template's context (recorded).
+        `bound`: a caller that only needs to know the prompt is longer than `bound` tokens gets, for a prompt far
+        past it, the ids of a prefix already longer (never the whole prompt's: tokenizing megabytes takes seconds)."""
         key = orjson.dumps([messages, tools, add_generation_prompt, template_kwargs, chat_template, kwargs_override,
                             continue_final_message], option=orjson.OPT_SORT_KEYS)
         hit = self._render_cache.get(key)
         if hit is not None:
             return hit
+        context = self._template_context(tools, add_generation_prompt, template_kwargs, chat_template,
+                                         kwargs_override, continue_final_message)
+        if bound is not None and len(key) > 16 * bound:
+            prefix = self._longer_prefix(messages, chat_template, context, bound)
+            if prefix is not None:
+                return prefix
+        out = safe_apply_chat_template(self.tokenizer, messages, chat_template=chat_template, **context)
+        if hasattr(out, "keys"):
+            out = out["input_ids"]
+        ids = list(out)
+        self._remember(self._render_cache, key, ids)
+        return ids
+
+    def _longer_prefix(self, messages, chat_template, context: dict, bound: int) -> list[int] | None:
+        """The ids of a prefix of the rendered prompt already past `bound` tokens, or None when the whole prompt
+        is not. Pre-tokenization splits text into words tokenized alone, so only a prefix's last word can
+        tokenize otherwise than in the whole; the margin covers it."""
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, chat_template=chat_template, **context)
+        size = 8 * bound
+        while size < len(text):
+            ids = self.encode(text[:size])
+            if len(ids) > bound + 64:
+                return ids
+            size *= 4
+        return None
+
+    def _template_context(self, tools, add_generation_prompt: bool, template_kwargs: dict | None,
+                          chat_template: str | None, kwargs_override: bool, continue_final_message: bool) -> dict:
         context: dict = {"tools": tools or None, "add_generation_prompt": add_generation_prompt, "return_dict": False}
         if continue_final_message:
             context["continue_final_message"] = True
@@ -172,12 +202,7 @@ class FakeEngine:
                 context[k] = v
             elif not kwargs_override and k not in names:
                 context[k] = v
-        out = safe_apply_chat_template(self.tokenizer, messages, chat_template=chat_template, **context)
-        if hasattr(out, "keys"):
-            out = out["input_ids"]
-        ids = list(out)
-        self._remember(self._render_cache, key, ids)
-        return ids
+        return context
 
     def _template_names(self, chat_template: str | None) -> frozenset[str]:
         """apply_chat_template's parameters and the variables the template reads (what vLLM lets through)."""

@@ -45,13 +45,13 @@ def chat_template_for(state: ServerState, active: Active) -> str | None:
 
 
 def render_messages(state: ServerState, body: dict, active: Active, add_generation_prompt: bool = True,
-                    kwargs_override: bool = True) -> list[int]:
+                    kwargs_override: bool = True, bound: int | None = None) -> list[int]:
     """The prompt ids of a messages request; `kwargs_override`: chat_template_kwargs read as vLLM reads them
     (False: as Dynamo does, where `chat_template_args` is the same field)."""
     kwargs = body.get("chat_template_kwargs") or body.get("chat_template_args") or None
     return state.engine.render(body.get("messages") or [], body.get("tools"), add_generation_prompt,
                                kwargs if isinstance(kwargs, dict) else None, chat_template_for(state, active),
-                               kwargs_override, bool(body.get("continue_final_message")))
+                               kwargs_override, bool(body.get("continue_final_message")), bound)
 
 
 def logprob_entry(engine: FakeEngine, token_id: int, lp: float, alts, dynamo: bool = False,

@@ -8,6 +8,8 @@ vLLM with --enable-scale-out), /v1/completions. Unknown request fields are ignor
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 
 import jinja2
@@ -17,7 +19,8 @@ from harness.wire import mutate, vllm_requests
 from harness.wire.profiles import ROUTES, Profile
 
 from . import control_routes, errors, experts, generate, metrics
-from .base import SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, read_json, send_json
+from .base import (SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, off_loop, read_json,
+                   send_json)
 from .engine import ContextLengthExceeded, Generation, SamplingParams, WorkLimitExceeded
 from .openai import interleaved, logprobs_content, render_messages, sampling_from, stream, text_pieces, usage
 from .control_routes import VLLMControl
@@ -48,6 +51,23 @@ def _bad_body(exc: BadBody) -> web.Response:
                                   "Input should be a valid dictionary or object to extract fields from", size)
 
 
+BIG_INT = re.compile(rb"(?<![\d.eE+-])-?\d{20,}(?![\d.eE])")
+
+
+def _python_json(exc: BadBody) -> dict | None:
+    """The body as FastAPI reads it (Python's json.loads) where orjson would not: NaN, Infinity and integers past
+    64 bits are values there, for pydantic to refuse in its words (recorded from vLLM 0.32)."""
+    import json
+
+    if exc.exc is None:
+        return None
+    try:
+        value = json.loads(exc.raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 UNTRUSTED_TEMPLATE = ("Chat template is passed with request, but --trust-request-chat-template is not set. Refused "
                       "request with untrusted chat template.")
 STYLE = ErrorStyle(
@@ -74,8 +94,12 @@ class VLLMHandlers:
         its lax coercion, its checks, its words)."""
         try:
             body = await read_json(request)
+            if BIG_INT.search(await request.read()):  # (orjson reads an integer past 64 bits as a float)
+                body = json.loads(await request.read())
         except BadBody as exc:
-            return _bad_body(exc)
+            body = _python_json(exc)
+            if body is None:
+                return _bad_body(exc)
         try:
             body = vllm_requests.validate(route, body, self.profile.version)
         except vllm_requests.RequestError as exc:
@@ -105,7 +129,8 @@ class VLLMHandlers:
             return errors.vllm_body(bad.body)
         return None
 
-    def _render(self, body: dict, active, add_generation_prompt: bool = True) -> list[int] | web.Response:
+    def _render(self, body: dict, active, add_generation_prompt: bool = True,
+                bound: int | None = None) -> list[int] | web.Response:
         """The prompt of a messages request, as vLLM's serving renders it: a template sent with the request is
         refused (the server runs without --trust-request-chat-template), and a template that fails to render
         (a chat_template_kwargs name clashing with the request's own) answers 400 with the error's words."""
@@ -114,7 +139,8 @@ class VLLMHandlers:
             return errors.vllm_error(400, UNTRUSTED_TEMPLATE)
         try:
             ids = render_messages(self.state, {**body, "tools": vllm_requests.template_tools(body.get("tools"))},
-                                  active, add_generation_prompt)
+                                  active, add_generation_prompt,
+                                  bound=bound if body.get("truncate_prompt_tokens") is None else None)
         except (TypeError, ValueError, RuntimeError, jinja2.TemplateError) as exc:
             return errors.vllm_error(400, str(exc))
         return vllm_requests.prompt_cut(ids, body.get("truncate_prompt_tokens"))
@@ -188,7 +214,7 @@ class VLLMHandlers:
                 return errors.vllm_error(400, "Cannot apply chat template to an empty conversation. "
                                               "Provide at least one message.")
             add_gen = body.get("add_generation_prompt")
-            ids = self._render(body, faults_of(request), True if add_gen is None else add_gen)
+            ids = await off_loop(request, self._render, body, faults_of(request), True if add_gen is None else add_gen)
             if isinstance(ids, web.Response):
                 return ids
         elif isinstance(body.get("prompt"), str):
@@ -231,7 +257,9 @@ class VLLMHandlers:
             if not body["messages"]:
                 return errors.vllm_error(400, "Cannot apply chat template to an empty conversation. "
                                               "Provide at least one message.")
-            prompt_ids = self._render(body, active, body.get("add_generation_prompt") is not False)
+            # (only whether a prompt is past the window is said, "at least N", as vLLM words it: never all of it)
+            prompt_ids = await off_loop(request, self._render, body, active,
+                                        body.get("add_generation_prompt") is not False, self.engine.config.max_model_len)
             if isinstance(prompt_ids, web.Response):
                 return prompt_ids
         if body.get("tools") and not self.tool_parser:  # a server started without a tool parser

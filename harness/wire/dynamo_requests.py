@@ -530,6 +530,19 @@ NOT_READY = ("Model `{model}` is not ready to serve requests yet. The deployment
              "fully provisioned. Please retry shortly.")
 
 
+# DYN_HTTP_BODY_LIMIT_MB's default in the 1.6.1 frontend (axum's body limit, set in lib/llm/src/http/service/openai.rs):
+# a body of 45 MiB is read, one byte more answers 413 before any parsing (recorded from Dynamo 1.6.1 + mocker)
+BODY_LIMIT_MB = 45
+
+
+def body_too_large(size: int) -> tuple[int, dict] | None:
+    """The frontend's answer to a body past its limit, or None."""
+    if size <= BODY_LIMIT_MB * 1024 * 1024:
+        return None
+    return 413, {"message": f"Request body exceeds the limit of {BODY_LIMIT_MB} MB set by DYN_HTTP_BODY_LIMIT_MB",
+                 "type": "Payload Too Large", "code": 413}
+
+
 def not_ready(model: str) -> tuple[int, dict]:
     """What a frontend answers while its worker is away (recorded from Dynamo 1.5.1)."""
     return 503, {"message": NOT_READY.format(model=model), "type": "Service Unavailable", "code": 503}
