@@ -15,6 +15,8 @@
 #   scripts/real_servers.sh model2           # the same tiny model with other weights (seed 1): a second policy
 #   scripts/real_servers.sh dynamo-vllm-rl   # Dynamo frontend on 127.0.0.1:8035 + vLLM worker with --enable-rl:
 #                                            # worker system server :8036 (/engine/*), RL discovery :8037 (/v1/rl/workers)
+#   scripts/real_servers.sh vllm-lora        # vLLM 0.32 on 127.0.0.1:8015, dev mode, --enable-lora, runtime adapter
+#                                            # loading; builds a random adapter in REAL_DIR/lora-a first
 #   DEV_MODE=1 scripts/real_servers.sh vllm  # (vllm, vllm031) with VLLM_SERVER_DEV_MODE=1: the RL and dev routes
 #   scripts/real_servers.sh stop
 set -euo pipefail
@@ -70,6 +72,14 @@ vllm)
     --dtype float32 --enforce-eager --enable-scale-out --enable-auto-tool-choice --tool-call-parser hermes \
     > "$REAL_DIR/logs/vllm.log" 2>&1 &
   wait_http http://127.0.0.1:8011/health 180 && echo "vLLM ready: http://127.0.0.1:8011/v1"
+  ;;
+vllm-lora)
+  "$REAL_DIR/vllm/bin/python" "$HERE/scripts/build_tiny_lora.py" "$REAL_DIR/lora-a"
+  VLLM_SERVER_DEV_MODE=1 VLLM_ALLOW_RUNTIME_LORA_UPDATING=True VLLM_CPU_KVCACHE_SPACE=1 nohup \
+    "$REAL_DIR/vllm/bin/python" -m vllm.entrypoints.openai.api_server --model "$MODEL_DIR" --served-model-name tiny-qwen \
+    --host 127.0.0.1 --port 8015 --max-model-len 2048 --dtype float32 --enforce-eager --enable-lora --max-lora-rank 8 \
+    > "$REAL_DIR/logs/vllm-lora.log" 2>&1 &
+  wait_http http://127.0.0.1:8015/health 240 && echo "vLLM 0.32 (LoRA) ready: http://127.0.0.1:8015/v1"
   ;;
 vllm031)
   STUB=$REAL_DIR/torchvision-stub; python3 "$HERE/scripts/torchvision_stub.py" "$STUB"
@@ -147,5 +157,5 @@ stop)
   pkill -f "vllm.entrypoints.openai.api_server" || true
   ;;
 *)
-  sed -n '2,21p' "$0"; exit 2 ;;
+  sed -n '2,23p' "$0"; exit 2 ;;
 esac

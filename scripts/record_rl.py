@@ -306,12 +306,22 @@ async def routes(a, http, eng, disc, log) -> None:
 
 async def lora(a, http, eng, log) -> None:
     if a.kind == "vllm":
-        for path, body in (("/v1/load_lora_adapter", {"lora_name": "adapter-a", "lora_path": a.model_dir2}),
-                           ("/v1/models", None), ("/v1/unload_lora_adapter", {"lora_name": "adapter-a"}),
-                           ("/v1/unload_lora_adapter", {"lora_name": "never-loaded"})):
-            await send(http, "GET" if body is None else "POST", path, body, log)
+        chat_a = {"model": "adapter-a", "messages": PROMPT, "max_tokens": 8, "temperature": 1.0, "seed": 3,
+                  "logprobs": True, "ignore_eos": True}
+        for method, path, body in (
+                ("POST", "/v1/load_lora_adapter", {"lora_name": "adapter-a", "lora_path": a.lora_dir}),
+                ("POST", "/v1/load_lora_adapter", {"lora_name": "adapter-a", "lora_path": a.lora_dir}),
+                ("POST", "/v1/load_lora_adapter", {"lora_name": "adapter-b", "lora_path": "/nonexistent/adapter"}),
+                ("POST", "/v1/load_lora_adapter", {"lora_name": "adapter-c"}), ("POST", "/v1/load_lora_adapter", {}),
+                ("GET", "/v1/models", None), ("POST", "/v1/chat/completions", chat_a),
+                ("POST", "/v1/chat/completions", dict(chat_a, model=a.model)),
+                ("POST", "/v1/unload_lora_adapter", {"lora_name": "adapter-a"}),
+                ("POST", "/v1/chat/completions", chat_a), ("GET", "/v1/models", None),
+                ("POST", "/v1/unload_lora_adapter", {"lora_name": "never-loaded"}),
+                ("POST", "/v1/unload_lora_adapter", {})):
+            await send(http, method, path, body, log)
     else:
-        for n, body in (("load_lora", {"lora_name": "adapter-a", "lora_path": a.model_dir2}),
+        for n, body in (("load_lora", {"lora_name": "adapter-a", "lora_path": a.lora_dir}),
                         ("unload_lora", {"lora_name": "adapter-a"}), ("unload_lora", {"lora_name": "never-loaded"})):
             await send(eng, "POST", f"/engine/{n}", body, log)
         await send(http, "GET", "/v1/models", None, log)
@@ -340,6 +350,8 @@ def main() -> int:
     ap.add_argument("--model", default="tiny-qwen")
     ap.add_argument("--model-dir1", default=str(Path.home() / ".cache/tito-harness/real/tiny-qwen"))
     ap.add_argument("--model-dir2", default=str(Path.home() / ".cache/tito-harness/real/tiny-qwen-2"))
+    ap.add_argument("--lora-dir", default=str(Path.home() / ".cache/tito-harness/real/lora-a"),
+                    help="a LoRA adapter of the tiny model (scripts/build_tiny_lora.py)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", action="append", help="scenario names (default: all)")
     a = ap.parse_args()
