@@ -190,7 +190,7 @@ def logical_lines(code: str) -> list[str]:
 
 
 def expected_status(line: str) -> int:
-    m = re.search(r"#.*?\bexits?\s+(\d+)", line)
+    m = re.search(r"#\s*exits?\s+(\d+)\b", line)
     return int(m.group(1)) if m else 0
 
 
