@@ -13,9 +13,10 @@ prints runs of one origin as one line; `--html` writes one static page (no scrip
 
 from __future__ import annotations
 
-import html
 import math
 from dataclasses import dataclass, field
+
+from ..wire.safe_text import html_text
 
 from .extract import conversation_exchanges
 from .linking import Linker, common_prefix
@@ -37,6 +38,8 @@ class TurnView:
     origins: list[str]  # one per prompt id
     break_at: int | None  # the first prompt position that disagrees with the previous turn's ids
     anomalies: list[str] = field(default_factory=list)  # "kind: detail"
+    messages: list[tuple[str, str]] = field(default_factory=list)  # (role, text) of a prompt sent without ids
+    completion_text: str | None = None  # the answer's text, where it came without ids
 
     def runs(self) -> list[tuple[str, int, int]]:
         """(origin, start, end) runs of the prompt."""
@@ -67,16 +70,41 @@ def conversation(path, cid: int) -> tuple[dict, list[TurnView]]:
     return meta, views(zip(indices, interactions))
 
 
-def only_conversation(path) -> int:
-    """The id of a capture's only conversation; ValueError naming how many it holds otherwise."""
-    from .audit import capture_index
+def pick_conversation(path) -> tuple[int, str | None]:
+    """The conversation to show when none is named, and a note when the file holds more than one.
 
-    idx = capture_index(path)
-    ids = sorted({c for c in idx.conversation if c >= 0}) if idx is not None else []
-    if len(ids) != 1:
-        raise ValueError(f"{path} holds {len(ids)} conversations: pick one with --conversation ID "
-                         f"(ids: harness cassette conversations)")
-    return ids[0]
+    One conversation: that one. Several (an extract of every conversation with an anomaly, a capture): the
+    first showing the anomaly the extract was cut for, else the first showing any anomaly, else the first;
+    the note names the others. A file read whole (a stock vcrpy cassette) is audited to find them."""
+    from ..recording.format import read_meta
+    from .audit import audit
+    from .index import CaptureIndex
+    from .kinds import fallback_kinds
+
+    idx = CaptureIndex.load(path)
+    if idx is not None:
+        where, by_kind = idx.conversation, idx.anomalies
+    else:
+        report = audit(path, keep=False)
+        where, by_kind = report.where, report.by_kind
+    ids = sorted({c for c in where if c >= 0})
+    if not ids:
+        raise ValueError(f"{path} holds no conversation (no generation exchange)")
+    if len(ids) == 1:
+        return ids[0], None
+    cut_for = (read_meta(path).get("extracted_from") or {}).get("anomaly")
+    wanted = set(by_kind.get(cut_for, [])) if isinstance(cut_for, str) else set()
+    flagged = wanted or {c for k, cs in by_kind.items() if k not in fallback_kinds() for c in cs}
+    cid = min(flagged & set(ids)) if flagged & set(ids) else ids[0]
+    why = f"the first with {cut_for}" if wanted else "the first with an anomaly" if flagged else "the first"
+    others = [c for c in ids if c != cid]
+    return cid, (f"{path} holds {len(ids)} conversations; showing {cid}, {why}; the others: "
+                 f"{', '.join(map(str, others[:20]))}{' …' if len(others) > 20 else ''} (--conversation ID)")
+
+
+def only_conversation(path) -> int:
+    """The conversation `view` shows when none is named (pick_conversation without its note)."""
+    return pick_conversation(path)[0]
 
 
 @dataclass
@@ -85,13 +113,16 @@ class View:
     cid: int
     turns: list[TurnView]
     decode: object  # ids -> one text piece per id
+    note: str | None = None  # which conversation was picked, when the file holds several
 
 
 def open_view(path, cid: int | None = None, tokenizer=None) -> View:
     """Conversation `cid` of a capture (its only one when None), ready to print or render."""
-    cid = only_conversation(path) if cid is None else cid
+    note = None
+    if cid is None:
+        cid, note = pick_conversation(path)
     meta, turns = conversation(path, cid)
-    return View(meta, cid, turns, decoder(tokenizer))
+    return View(meta, cid, turns, decoder(tokenizer), note)
 
 
 def views(numbered) -> list[TurnView]:
@@ -108,10 +139,55 @@ def views(numbered) -> list[TurnView]:
         orig, brk = origins(prompt, head, t.mode)
         notes = [f"{a.kind}: {a.detail}" for a in conv.anomalies if a.exchange == n]
         out.append(TurnView(len(out) + 1, n, t.mode, t.link, t.status, t.finish_reason, prompt, completion,
-                            t.completion_logprobs, orig, brk, notes))
+                            t.completion_logprobs, orig, brk, notes,
+                            [] if prompt else sent_messages(inter), None if completion else answer_text(inter)))
         if t.status < 400 and t.prompt_ids is not None and t.completion_ids is not None:
             head = prompt + completion
     return out
+
+
+def sent_messages(inter) -> list[tuple[str, str]]:
+    """(role, text) of the messages (or the prompt text) a request sent: what to show of a prompt without ids."""
+    body = inter.request_json()
+    if not isinstance(body, dict):
+        return []
+    if isinstance(body.get("prompt"), str):
+        return [("prompt", body["prompt"])]
+    out = []
+    for m in body.get("messages") or [] if isinstance(body.get("messages"), list) else []:
+        if isinstance(m, dict):
+            out.append((str(m.get("role", "?")), message_text(m)))
+    return out
+
+
+def message_text(m: dict) -> str:
+    content = m.get("content")
+    if isinstance(content, list):  # content parts
+        content = "".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in content)
+    text = "" if content is None else str(content)
+    for call in m.get("tool_calls") or [] if isinstance(m.get("tool_calls"), list) else []:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict):
+            text += f"{' ' if text else ''}[tool call {fn.get('name')}({fn.get('arguments')})]"
+    return text
+
+
+def answer_text(inter) -> str | None:
+    """The text of an answer that came without ids (a chat message, a completion's text, streamed or whole)."""
+    if inter.status >= 400:
+        return None
+    bodies = inter.sse_chunks() if inter.is_stream() else [inter.response_json()]
+    parts = []
+    for b in bodies:
+        for ch in (b.get("choices") or [])[:1] if isinstance(b, dict) and isinstance(b.get("choices"), list) else []:
+            if not isinstance(ch, dict):
+                continue
+            m = ch.get("message") if isinstance(ch.get("message"), dict) else ch.get("delta")
+            if isinstance(m, dict):
+                parts.append(message_text(m))
+            elif isinstance(ch.get("text"), str):
+                parts.append(ch["text"])
+    return "".join(parts) or None
 
 
 def decoder(tokenizer=None):
@@ -156,8 +232,13 @@ def print_view(console, path: str, meta: dict, turns: list[TurnView], decode, wi
             mark = " [bold red]<- first break in continuity[/]" if t.break_at == a and o == "drift" else ""
             console.print(f"  [{STYLE[o]}]{o:<8}[/] {a:>6}..{b:<6} ids {t.prompt_ids[a:a + 3]}{'…' if b - a > 3 else ''}"
                           f"  {clip(t.prompt_ids[a:b])}{mark}", highlight=False)
+        for role, said in t.messages:
+            console.print(f"  [yellow]{escape(role):<9}[/] {escape(said.replace(chr(10), '⏎')[:400])}", highlight=False)
         if t.completion_ids:
             console.print(f"  [bold]completion[/] {len(t.completion_ids)} ids  {clip(t.completion_ids)}", highlight=False)
+        elif t.completion_text is not None:
+            console.print(f"  [bold]completion[/] (no ids)  {escape(t.completion_text.replace(chr(10), '⏎')[:400])}",
+                          highlight=False)
         if t.logprobs:
             console.print(f"  logprobs   {sparkline(t.logprobs)}  min {min(t.logprobs):.2f}", highlight=False)
         for note in t.anomalies:
@@ -181,15 +262,17 @@ h1{font-size:1.3rem} .meta{color:#555}
 .anomaly{color:#b00;font-weight:600}
 .legend span{margin-right:.8rem}
 details summary{cursor:pointer;color:#363}
+.msg{white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:12px}
 """
 
 
 def _tok(piece: str, i: int, cls: str, extra: str = "") -> str:
+    i = html_text(i)
     return f'<span class="tok {cls}" data-id="{i}"{extra}>{_shown(piece)}<sub>{i}</sub></span>'
 
 
 def _shown(piece: str) -> str:
-    return html.escape(piece.replace("\n", "⏎").replace("\t", "⇥"))
+    return html_text(piece.replace("\n", "⏎").replace("\t", "⇥"))
 
 
 def _spark_svg(logprobs: list[float]) -> str:
@@ -205,19 +288,21 @@ def _spark_svg(logprobs: list[float]) -> str:
 
 def render_html(path: str, meta: dict, cid: int, turns: list[TurnView], decode, fold: int = 24) -> str:
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>conversation {cid} of "
-           f"{html.escape(path)}</title><style>{CSS}</style></head><body>",
-           f"<h1>Conversation {cid} of {html.escape(path)}</h1>",
-           "<p class='meta'>" + html.escape(", ".join(f"{k}: {meta[k]}" for k in (
+           f"{html_text(path)}</title><style>{CSS}</style></head><body>",
+           f"<h1>Conversation {cid} of {html_text(path)}</h1>",
+           "<p class='meta'>" + html_text(", ".join(f"{k}: {meta[k]}" for k in (
                "server", "server_version", "model", "profile", "recorded_at") if meta.get(k))) + "</p>",
            "<p class='legend'>prompt ids: " + " ".join(f"<span class='tok {o}'>{o}</span>" for o in ORIGINS)
            + " · completion ids with their probability as a bar</p>"]
     for t in turns:
         pieces = decode(t.prompt_ids)
-        out.append(f"<section class='turn' id='turn-{t.number}' data-mode='{t.mode}'>"
-                   f"<h2>Turn {t.number} · exchange {t.exchange} · {t.mode} · link {t.link} · status {t.status}"
-                   f" · finish {html.escape(str(t.finish_reason))}</h2>")
+        out.append(f"<section class='turn' id='turn-{t.number}' data-mode='{html_text(t.mode)}'>"
+                   f"<h2>Turn {t.number} · exchange {t.exchange} · {html_text(t.mode)} · link {html_text(t.link)} · status {t.status}"
+                   f" · finish {html_text(str(t.finish_reason))}</h2>")
         for note in t.anomalies:
-            out.append(f"<p class='anomaly'>{html.escape(note)}</p>")
+            out.append(f"<p class='anomaly'>{html_text(note)}</p>")
+        for role, said in t.messages:
+            out.append(f"<p class='msg'><b>{html_text(role)}</b> {html_text(said)}</p>")
         out.append(f"<div class='ids prompt'><b>prompt</b> ({len(t.prompt_ids)} ids) ")
         for o, a, b in t.runs():
             chips = []
@@ -238,8 +323,11 @@ def render_html(path: str, meta: dict, cid: int, turns: list[TurnView], decode, 
                 lp = t.logprobs[k] if t.logprobs and k < len(t.logprobs) else None
                 bar = "" if lp is None else f"<span class='bar' style='width:{100 * math.exp(max(lp, -50)):.0f}%'></span>"
                 title = "" if lp is None else f' title="logprob {lp:.4f}"'
+                i = html_text(i)
                 out.append(f'<span class="tok comp" data-id="{i}"{title}>{_shown(pieces[k])}<sub>{i}</sub>{bar}</span>')
             out.append("</div>")
+        elif t.completion_text is not None:
+            out.append(f"<p class='msg'><b>completion</b> (no ids) {html_text(t.completion_text)}</p>")
             if t.logprobs:
                 out.append(f"<p>logprobs {_spark_svg(t.logprobs)} min {min(t.logprobs):.3f}</p>")
         out.append("</section>")

@@ -171,6 +171,8 @@ def cmd_view(args) -> int:
     except (CassetteError, ValueError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
+    if v.note:
+        err.print(f"[yellow]note:[/] {escape(v.note)}", highlight=False)
     if args.html:
         Path(args.html).parent.mkdir(parents=True, exist_ok=True)
         Path(args.html).write_text(render_html(args.path, v.meta, v.cid, v.turns, v.decode), encoding="utf-8")
