@@ -102,3 +102,17 @@ def test_a_keep_step_recorded_from_real_vllm_032_audits_alike():
     assert len(by_kind(r, "sent_while_paused")) == 1 and not by_kind(r, "aborted")
     (step,) = r.steps
     assert step["mode"] == "keep" and step["in_flight"] == 3 and step["versions"] == ["step-rl"]
+
+
+def test_parquet_rows_carry_the_version_each_turn_ended_under(tmp_path):
+    import pyarrow.parquet as pq
+
+    from harness.captures.export import export_parquet
+
+    out = tmp_path / "step.parquet"
+    export_parquet(str(ABORT), out)
+    rows = pq.read_table(out).to_pylist()
+    version = {r["exchange"]: r["weight_version"] for r in rows}
+    assert [version[n] for n in (3, 4, 5, 8, 9, 10)] == ["default"] * 6  # before the update, and the cut turns
+    assert [version[n] for n in (17, 18, 19, 20, 21, 22)] == ["step-1"] * 6  # the retries and the turns after
+    assert all(version[r["exchange"]] is None for r in rows if r["path"] in ("/pause", "/resume", "/metrics"))

@@ -5,25 +5,29 @@ from __future__ import annotations
 
 from .index import exchanges
 from .linking import Linker
+from .policy import PolicyTimeline
 
 
 COLUMNS = ("exchange", "conversation", "turn", "mode", "method", "path", "status", "prompt_ids", "completion_ids",
-           "completion_logprobs", "finish_reason", "duration_ms", "recorded_at", "faults", "anomalies")
+           "completion_logprobs", "finish_reason", "duration_ms", "recorded_at", "faults", "anomalies", "weight_version")
 
 
 def export_rows(source):
     """One row per exchange, in order, read once: where it sits (conversation, turn), what it was (mode,
     route, status, latency) and its tokens (ids and logprobs as lists), with the audit's anomaly kinds."""
     linker = Linker(keep_tokens=True, on_close=lambda conv: None)
+    policy = PolicyTimeline()  # the policy version each turn ended under (policy.py)
     for n, _, i in exchanges(source):
         placed = linker.add(n, i)
         conv, k, t, kinds = placed if placed else (None, None, None, [])
+        policy.add(n, i, conv.id if conv else -1)
         yield {"exchange": n, "conversation": conv.id if conv else None, "turn": k, "mode": t.mode if t else None,
                "method": i.method, "path": i.path, "status": i.status, "prompt_ids": t.prompt_ids if t else None,
                "completion_ids": t.completion_ids if t else None,
                "completion_logprobs": t.completion_logprobs if t else None,
                "finish_reason": t.finish_reason if t else None, "duration_ms": i.duration_ms,
-               "recorded_at": i.recorded_at, "faults": list(i.faults or []), "anomalies": kinds}
+               "recorded_at": i.recorded_at, "faults": list(i.faults or []), "anomalies": kinds,
+               "weight_version": policy.version_of(n) if t else None}
         if t is not None:  # the row has them; the conversation need not keep them
             t.prompt_ids = t.completion_ids = t.completion_logprobs = None
 
@@ -48,7 +52,7 @@ def export_parquet(source, out, batch: int = 4096) -> int:
                         ("mode", pa.string()), ("method", pa.string()), ("path", pa.string()), ("status", pa.int32()),
                         ("prompt_ids", ids), ("completion_ids", ids), ("completion_logprobs", lps),
                         ("finish_reason", pa.string()), ("duration_ms", pa.float64()), ("recorded_at", pa.float64()),
-                        ("faults", strs), ("anomalies", strs)])
+                        ("faults", strs), ("anomalies", strs), ("weight_version", pa.string())])
     rows = 0
     with pq.ParquetWriter(out, schema, compression="zstd") as writer:
         pending: list[dict] = []

@@ -119,6 +119,14 @@ class PolicyTimeline:
                               str(req["cache_salt"]) if isinstance(req, dict) and req.get("cache_salt") is not None else None,
                               _asked(req)))
 
+    def version_of(self, exchange: int) -> str | None:
+        """The version that sampled the last token of the generation exchange just added (None: not told)."""
+        g = self.gens[-1] if self.gens else None
+        if g is None or g.exchange != exchange:
+            return None
+        versions, _, _ = self.versions(g, self._states())
+        return versions[-1] if versions else None
+
     # -- the control plane's state over time -------------------------------------------------------
     def _states(self):
         """(time, policy, label, paused-by-mode) after each event, in time order; policy counts updates."""
@@ -273,3 +281,4 @@ def _asked(req) -> bytes:
         return b""
     what = req.get("messages") or req.get("tokens") or req.get("token_ids") or (req.get("nvext") or {}).get("token_data")
     return hashlib.blake2b(orjson.dumps(what, option=orjson.OPT_SORT_KEYS), digest_size=12).digest()
+
