@@ -326,10 +326,10 @@ def render_html(path: str, meta: dict, cid: int, turns: list[TurnView], decode, 
                 i = html_text(i)
                 out.append(f'<span class="tok comp" data-id="{i}"{title}>{_shown(pieces[k])}<sub>{i}</sub>{bar}</span>')
             out.append("</div>")
-        elif t.completion_text is not None:
-            out.append(f"<p class='msg'><b>completion</b> (no ids) {html_text(t.completion_text)}</p>")
             if t.logprobs:
                 out.append(f"<p>logprobs {_spark_svg(t.logprobs)} min {min(t.logprobs):.3f}</p>")
+        elif t.completion_text is not None:
+            out.append(f"<p class='msg'><b>completion</b> (no ids) {html_text(t.completion_text)}</p>")
         out.append("</section>")
     out.append("</body></html>")
     return "\n".join(out)
