@@ -116,3 +116,19 @@ def test_parquet_rows_carry_the_version_each_turn_ended_under(tmp_path):
     assert [version[n] for n in (3, 4, 5, 8, 9, 10)] == ["default"] * 6  # before the update, and the cut turns
     assert [version[n] for n in (17, 18, 19, 20, 21, 22)] == ["step-1"] * 6  # the retries and the turns after
     assert all(version[r["exchange"]] is None for r in rows if r["path"] in ("/pause", "/resume", "/metrics"))
+
+
+def test_view_marks_where_the_policy_changed():
+    from rich.console import Console
+
+    from harness.captures.view import open_view, print_view
+
+    cut = open_view(str(ABORT), 3)
+    assert any(n.startswith("aborted:") and "sent again as exchange 17" in n
+               for t in cut.turns if t.exchange == 10 for n in t.anomalies)
+    v = open_view(str(KEEP), 5)  # its second turn was frozen by the pause and finished under the new weights
+    (frozen,) = [t for t in v.turns if t.exchange == 16]
+    assert any(n.startswith("policy_switch: turn 2 sampled under default then step-1") for n in frozen.anomalies)
+    console = Console(width=200, record=True)
+    print_view(console, str(KEEP), v.meta, v.turns, v.decode)
+    assert "turn 2 sampled under default then step-1" in console.export_text()

@@ -122,6 +122,9 @@ def open_view(path, cid: int | None = None, tokenizer=None) -> View:
     if cid is None:
         cid, note = pick_conversation(path)
     meta, turns = conversation(path, cid)
+    from .policy import mark_versions
+
+    mark_versions(path, cid, turns)  # where the policy version changed (policy.py)
     return View(meta, cid, turns, decoder(tokenizer), note)
 
 
