@@ -8,6 +8,7 @@ import os
 import sys
 
 from . import captures, cassette, compat, conformance, info, record, rl_step, run
+from .help import document
 from .output import err, escape
 
 GROUPS = (run, rl_step, record, cassette, captures, conformance, info, compat)  # in the order `harness --help` lists them
@@ -20,12 +21,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for group in GROUPS:
         group.add_parsers(sub)
-    return p
+    return document(p)
 
 
 EXIT_CODES = """exit codes: 0 done (nothing found), 1 the check found something (anomalies, differences,
 failed turns), 2 bad input (a usage error, a missing or malformed file, an output that exists),
-3 an internal error (a bug: please report it; -v shows the traceback), 130 interrupted, 141 output pipe closed"""
+70 an internal error (a bug: please report it; -v shows the traceback), 130 interrupted, 141 output pipe
+closed (a command's --help says which of these it gives)"""
 
 
 def check_ports(parser: argparse.ArgumentParser, args) -> None:
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
             raise
         err.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc)[:500])} (a bug in harness "
                   f"{args.command}: please report it; -v shows the traceback)", highlight=False)
-        return 3
+        return 70
 
 
 if __name__ == "__main__":
