@@ -7,7 +7,7 @@ How a block runs:
   the runner waits until its `--port` listens; `kill -INT %1` stops it (Ctrl-C), `wait` waits for it to exit
   cleanly. `pip install` lines are checked (each extra they name is in pyproject.toml), not run: the suite runs
   inside the installed package; `mkdocs serve` is checked against mkdocs.yml (the site is built by
-  test_docs_site.py).
+  .ci/run, with `mkdocs build --strict`).
 - `console`: `$ ` lines are commands as above; the lines after a command are output it must print.
 - `python`: executed as `__main__`. A block whose first line is `# path/to/file` is written to that file of the
   project folder instead (a test file, a conftest.py), and some later command of the page must run it.
@@ -61,7 +61,8 @@ class Block:
     ci: bool = False  # the README's test command: what .ci/run runs (it cannot run inside the suite it starts)
 
     def where(self) -> str:
-        return f"{self.page.relative_to(ROOT)}:{self.line}"
+        page = self.page.relative_to(ROOT) if self.page.is_relative_to(ROOT) else self.page
+        return f"{page}:{self.line}"
 
 
 def blocks(page: Path) -> list[Block]:
@@ -452,6 +453,30 @@ def test_every_block_is_one_the_runner_understands():
     assert len(found) > 10
     bad = [b.where() + f" ({b.lang or 'no language'})" for b in found if b.lang not in RUNNABLE]
     assert not bad, f"blocks no test runs: {bad}"
+
+
+DRIFTED = {
+    "output": "```console\n$ harness faults\nno_such_fault\n```\n",
+    "exit code": "```bash\nharness audit cassettes/captures/vllm-0.32-cpu/capture.yaml\n```\n",
+    "unrun test": "```python\n# tests/test_never_run.py\ndef test_x():\n    pass\n```\n",
+    "python": "```python\nfrom harness.client import NoSuchThing\n```\n",
+    "language": "```rust\nfn main() {}\n```\n",
+}
+
+
+@pytest.mark.parametrize("drift", DRIFTED, ids=list(DRIFTED))
+def test_a_page_that_drifted_from_the_code_fails(drift, fakes, tmp_path):
+    """The runner is not a formality: a wrong output, exit code, import, language or a test file the page never
+    runs each fail it."""
+    page = tmp_path / "page.md"
+    page.write_text(DRIFTED[drift])
+    project = Project(tmp_path / "project", fakes)
+    project.cwd.mkdir()
+    (project.cwd / "cassettes").symlink_to(ROOT / "cassettes")
+    with pytest.raises((AssertionError, ImportError)):
+        for block in blocks(page):
+            run_block(block, project)
+        assert not project.written_tests, "written, never run"
 
 
 def test_the_fake_directive_is_read():
