@@ -2,7 +2,7 @@
 a directory, the versions each turn was sampled under, and the exit codes (0 kept promises, 1 broken, 2 bad
 input or nothing there).
 
-The in-flight turns are paced by the fake (400 tokens, 5 ms each): the step pauses once the fake's
+The in-flight turns are paced by the fake (300 tokens, 4 ms each): the step pauses once the fake's
 /metrics counts them running, so what is counted is what the pause did to them."""
 
 import json
@@ -12,7 +12,7 @@ import pytest
 from fake_servers.server import FakeConfig, RunningServer
 from harness.cli import main
 
-ROLLOUTS = 3
+ROLLOUTS = 2
 
 
 @pytest.fixture(scope="module")
@@ -24,19 +24,19 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vllm():
-    with RunningServer(FakeConfig(kind="vllm", profile="vllm-0.32", dev_mode=True, per_token=0.005)) as srv:
+    with RunningServer(FakeConfig(kind="vllm", profile="vllm-0.32", dev_mode=True, per_token=0.004)) as srv:
         yield srv
 
 
 @pytest.fixture(scope="module")
 def prime_rl():
-    with RunningServer(FakeConfig(kind="vllm", profile="prime-rl", per_token=0.005)) as srv:
+    with RunningServer(FakeConfig(kind="vllm", profile="prime-rl", per_token=0.004)) as srv:
         yield srv
 
 
 def step(capsys, srv, *args) -> tuple[int, dict]:
     rc = main(["rl-step", "--base-url", srv.base_url, "--model", "tiny-qwen", "--rollouts", str(ROLLOUTS),
-               "--inflight-tokens", "400", "--json", *args])
+               "--inflight-tokens", "300", "--json", *args])
     text = capsys.readouterr().out
     return rc, json.loads(text) if text.strip() else {}
 
@@ -55,7 +55,7 @@ def test_keep_freezes_the_turns_in_flight_and_they_finish_under_both_policies(ca
     assert r["off_policy_turns"] == ROLLOUTS  # each kept turn: one completion, two policies
     assert r["answers_differ"] is True
     kept = [t for t in r["turns"] if t["turn"] == 1]
-    assert all(t["tokens"] == 400 and t["finish_reason"] == "length" for t in kept)
+    assert all(t["tokens"] == 300 and t["finish_reason"] == "length" for t in kept)
     calls = [e["call"] for e in r["events"]]
     assert calls.index("pause keep") < calls.index("update /collective_rpc") < calls.index("resume")
 
@@ -65,7 +65,7 @@ def test_abort_cuts_every_turn_in_flight_and_the_step_sends_them_again(capsys, v
     assert rc == 0, failed(r)
     assert r["aborted"] == ROLLOUTS and r["retried"] == ROLLOUTS and r["kept"] == 0
     cut = [t for t in r["turns"] if t["phase"] == "in flight"]
-    assert all(t["finish_reason"] == "abort" and t["tokens"] < 400 for t in cut)
+    assert all(t["finish_reason"] == "abort" and t["tokens"] < 300 for t in cut)
     retries = [t for t in r["turns"] if t["retry_of"] == 1]
     assert len(retries) == ROLLOUTS and all(t["versions"] == ["step-2"] for t in retries)
     assert r["answers_differ"] is False  # only the label changed
@@ -121,7 +121,7 @@ def test_bad_input_or_nothing_there_exits_2_with_one_line(capsys, vllm, args, wo
 
 @pytest.fixture(scope="module")
 def dynamo():
-    with RunningServer(FakeConfig(kind="dynamo", dynamo_backend="vllm", enable_rl=True, per_token=0.005)) as srv:
+    with RunningServer(FakeConfig(kind="dynamo", dynamo_backend="vllm", enable_rl=True, per_token=0.004)) as srv:
         yield srv
 
 
@@ -131,7 +131,7 @@ def test_dynamo_is_driven_through_its_discovery_and_ends_cut_turns_with_stop(cap
     assert rc == 0, failed(r)
     assert r["engines"] == [dynamo.system_url]
     assert r["aborted"] == ROLLOUTS and r["version_before"] is None and r["reported_versions"] == ["step-1"]
-    assert all(t["finish_reason"] == "stop" and t["tokens"] < 400 for t in r["turns"] if t["phase"] == "in flight")
+    assert all(t["finish_reason"] == "stop" and t["tokens"] < 300 for t in r["turns"] if t["phase"] == "in flight")
     calls = [e["call"] for e in r["events"]]
     assert calls[:3] == ["get version", "pause abort", "update /engine/update_weights_from_disk"]
 
@@ -147,7 +147,7 @@ def test_dynamo_with_its_worker_gone_from_discovery_fails_the_step(capsys, dynam
 
 
 def test_vllm_033_refuses_while_paused_in_abort_and_names_versions_in_its_answers(capsys, weights):
-    with RunningServer(FakeConfig(kind="vllm", profile="vllm-0.34", dev_mode=True, per_token=0.005)) as srv:
+    with RunningServer(FakeConfig(kind="vllm", profile="vllm-0.34", dev_mode=True, per_token=0.004)) as srv:
         rc, cut = step(capsys, srv, "--kind", "vllm-0.33", "--mode", "abort", "--version", "step-1")
         assert rc == 0, failed(cut)
         assert cut["paused_request"] == "refused"
@@ -156,4 +156,4 @@ def test_vllm_033_refuses_while_paused_in_abort_and_names_versions_in_its_answer
     assert kept["paused_request"] == "held"
     frozen = [t for t in kept["turns"] if t["phase"] == "in flight"]
     assert all(t["version_source"] == "answer" and t["versions"] == ["step-1", "step-2"] for t in frozen)
-    assert all(0 < t["switch_at"] < 400 for t in frozen)  # the token where the new weights took over
+    assert all(0 < t["switch_at"] < 300 for t in frozen)  # the token where the new weights took over
