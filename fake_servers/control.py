@@ -227,6 +227,8 @@ class Control:
                 f.policy = now
             if paced and cfg.ttft:
                 await asyncio.sleep(cfg.ttft)
+            if not (paced and cfg.per_token) and self.hold_after is None and not self.paused and not f.abort:
+                f.tokens = total  # (nothing awaits between tokens: no pause can land inside this answer)
             while f.tokens < total and not f.abort:
                 f.tokens += 1
                 if f.tokens == total:
