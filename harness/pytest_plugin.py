@@ -12,7 +12,8 @@
   of a kind the test's fixtures do not serve is an error, not silently the default.
 - `cassette_server`: the base URL of a server for the test's cassette, named by
   `@pytest.mark.cassette("name")` (a path under the `tito_cassette_dir` ini option, default
-  `cassettes/`, `.yaml` optional; default name: the test's name). With `--record-mode=none` (the
+  `cassettes/`, `.yaml` optional; default name: the test's name), or
+  `@pytest.mark.cassette("shipped:real/vllm-0.32-cpu/streaming.yaml")` for one the package carries. With `--record-mode=none` (the
   default: CI never touches the network) it replays; with `once`, `new_episodes` or `all` it is a
   recording proxy in front of `--record-upstream URL`.
 """
@@ -134,9 +135,24 @@ def fake_dynamo(fake_dynamo_server) -> str:
     return fake_dynamo_server.base_url
 
 
+SHIPPED = "shipped:"
+
+
 def cassette_path(request) -> Path:
+    """The marker's cassette: `shipped:real/vllm-0.32-cpu/streaming.yaml` names one the package carries
+    (`harness.recording.format.shipped`), found wherever the package is installed; any other name is a
+    path under `tito_cassette_dir` (or absolute)."""
     marker = request.node.get_closest_marker("cassette")
     name = marker.args[0] if marker and marker.args else request.node.name
+    if isinstance(name, str) and name.startswith(SHIPPED):
+        from .recording.format import CassetteError, shipped
+
+        rel = name[len(SHIPPED):]
+        try:
+            return shipped(rel if rel.endswith((".yaml", ".yml")) else rel + ".yaml")
+        except CassetteError as exc:
+            pytest.fail(f"{exc}; `harness cassette conversations` reads any of them, and the package's "
+                        f"cassettes/ folder lists them", pytrace=False)
     path = Path(name)
     if path.suffix not in (".yaml", ".yml"):
         path = path.with_suffix(".yaml")
@@ -157,6 +173,10 @@ def cassette_server(request):
     upstream = request.config.getoption("--record-upstream")
     if mode == "once" and path.exists():
         mode = "none"
+    marker = request.node.get_closest_marker("cassette")
+    if mode != "none" and marker and str(marker.args[0] if marker.args else "").startswith(SHIPPED):
+        pytest.fail("a shipped cassette is replayed, never recorded over: name a path of your own to record",
+                    pytrace=False)
     if mode == "none":
         if not path.exists():
             pytest.fail(f"no cassette at {path}: record it with --record-mode=once --record-upstream URL", pytrace=False)
