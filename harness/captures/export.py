@@ -3,6 +3,8 @@ anomaly kinds), as columns or a Parquet file for DuckDB, Spark or Trino."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .index import exchanges
 from .linking import Linker
 from .policy import PolicyTimeline
@@ -65,3 +67,31 @@ def export_parquet(source, out, batch: int = 4096) -> int:
             writer.write_batch(pa.RecordBatch.from_pylist(pending, schema=schema))
             rows += len(pending)
     return rows
+
+def capture_name(source) -> str:
+    """A capture's partition value: a run's folder name, or a file's stem (`step1200`)."""
+    import re
+
+    from ..recording.segments import run_dir
+
+    p = Path(str(source).split("*")[0].rstrip("/")) if "*" in str(source) else Path(source)
+    if not p.exists() and run_dir(p).is_dir():
+        p = run_dir(p)
+    name = p.name if p.is_dir() else p.stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "capture"
+
+
+def export_dataset(sources, out) -> dict[str, int]:
+    """A Parquet dataset partitioned by capture, hive style (`OUT/capture=step1200/part-0.parquet`), one
+    partition per capture given (a file, a run's segments, a folder or a glob); DuckDB, Spark and Trino read
+    `capture` as a column. Returns each partition's rows."""
+    out = Path(out)
+    written: dict[str, int] = {}
+    for source in sources:
+        name = capture_name(source)
+        if name in written:
+            raise ValueError(f"two captures are both named {name}: export them to separate datasets")
+        part = out / f"capture={name}"
+        part.mkdir(parents=True, exist_ok=True)
+        written[name] = export_parquet(source, part / "part-0.parquet")
+    return written

@@ -109,14 +109,31 @@ def cmd_export(args) -> int:
     from ..captures import export_parquet
     from ..recording.format import CassetteError
 
+    if args.dataset:
+        from ..captures.export import export_dataset
+
+        if refuse_overwrite(args.dataset, args.force):
+            return 2
+        try:
+            parts = export_dataset(args.path, args.dataset)
+        except (CassetteError, ValueError) as exc:
+            err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+            return 2
+        for name, rows in parts.items():
+            out.print(f"{rows} exchange(s) written to {escape(args.dataset)}/capture={escape(name)}/part-0.parquet",
+                      highlight=False)
+        return 0
+    if len(args.path) > 1:
+        err.print("[red]error:[/] --parquet writes one capture: give --dataset DIR for several", highlight=False)
+        return 2
     if refuse_overwrite(args.parquet, args.force):
         return 2
     try:
-        rows = export_parquet(args.path, args.parquet)
+        rows = export_parquet(args.path[0], args.parquet)
     except (CassetteError, ValueError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
-    out.print(f"{rows} exchange(s) of {escape(args.path)} written to {escape(args.parquet)} (one row each)",
+    out.print(f"{rows} exchange(s) of {escape(args.path[0])} written to {escape(args.parquet)} (one row each)",
               highlight=False)
     return 0
 
@@ -142,8 +159,12 @@ def add_parsers(sub) -> None:
     ce.set_defaults(func=cmd_extract)
     cx = csub.add_parser("export", help="one row per exchange (conversation, turn, mode, status, ids, logprobs, "
                          "latency) as Parquet, for DuckDB, Spark or Trino")
-    cx.add_argument("path")
-    cx.add_argument("--parquet", required=True, metavar="OUT")
+    cx.add_argument("path", nargs="+", help="a capture: a file, a run's segments, a folder or a glob (several "
+                                            "with --dataset)")
+    to = cx.add_mutually_exclusive_group(required=True)
+    to.add_argument("--parquet", metavar="OUT", help="one Parquet file")
+    to.add_argument("--dataset", metavar="DIR", help="a Parquet dataset partitioned by capture (hive style: "
+                                                    "DIR/capture=NAME/part-0.parquet)")
     cx.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     cx.set_defaults(func=cmd_export)
     cr = csub.add_parser("recover", help="finish an interrupted (killed) recording: put its journal into the cassette")
