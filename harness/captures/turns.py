@@ -25,8 +25,8 @@ def turn_kind(i: Interaction) -> str | None:
         return None
     if i.path != "/v1/chat/completions":
         return "tito"
-    body = i.request_json() or {}
-    nvext = body.get("nvext") if isinstance(body.get("nvext"), dict) else {}
+    body = i.request_json()
+    nvext = body.get("nvext") if isinstance(body, dict) and isinstance(body.get("nvext"), dict) else {}
     return "tito" if nvext.get("token_data") is not None else "mito"
 
 
