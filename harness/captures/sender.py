@@ -46,5 +46,8 @@ def send_again(cassette: Cassette, against: str | None = None, profile: str | No
             except httpx.HTTPError as exc:
                 got = Interaction(rec.method, rec.uri, rec.request_headers, rec.request_body, 599, "no answer", {},
                                   f"{type(exc).__name__}: {exc}".encode())
+            except (httpx.InvalidURL, UnicodeEncodeError, ValueError) as exc:  # a recorded request no client sends
+                got = Interaction(rec.method, rec.uri, rec.request_headers, rec.request_body, 599, "not sent", {},
+                                  f"the recorded request cannot be sent again ({type(exc).__name__}: {exc})".encode())
             pairs.append((rec, got))
         return what, pairs

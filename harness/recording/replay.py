@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
@@ -180,10 +181,15 @@ class ReplayIndex:
         return {"closest": {"index": index, "method": inter.method, "path": inter.path}, "differences": diffs[:20]}
 
 
+_BAD_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _headers_out(inter: Interaction) -> dict:
+    """The recorded headers to send back: hop-by-hop ones dropped, and any a server could not have sent (a
+    control character in its name or value: header injection from a tampered cassette)."""
     out = {}
     for k, vs in inter.response_headers.items():
-        if k.lower() not in _DROP_HEADERS and vs:
+        if k.lower() not in _DROP_HEADERS and vs and k and not _BAD_HEADER.search(k + vs[-1]):
             out[k] = vs[-1]
     return out
 
