@@ -22,9 +22,10 @@ import orjson
 
 from ..recording.format import Interaction
 from .kinds import invalid_kinds
-from .turns import Turn, read_turn
+from .turns import Turn, answer_signature, read_turn
 
 KEY = 16  # ids at the end of a head that key it in the index (with its length)
+ANSWER_KEY = 4  # first ids of a completion that key it, to find it inside a prompt that continues no head
 WINDOW = 200_000  # a conversation with no turn in this many exchanges is closed: its state is let go
 INVALID = invalid_kinds()
 
@@ -36,10 +37,12 @@ class Anomaly:
     exchange: int
     kind: str
     detail: str
+    group: int | None = None  # the conversation's group (rollouts sharing a first prompt)
+    cause: str | None = None  # why, where it can be told (bridge_mismatch, continuity_break: bridge.CAUSES)
 
     def to_dict(self) -> dict:
-        return {"conversation": self.conversation, "turn": self.turn, "exchange": self.exchange, "kind": self.kind,
-                "detail": self.detail}
+        return {"conversation": self.conversation, "group": self.group, "turn": self.turn, "exchange": self.exchange,
+                "kind": self.kind, "detail": self.detail, "cause": self.cause}
 
 
 @dataclass
@@ -47,12 +50,17 @@ class Conversation:
     id: int
     turns: list[Turn] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
+    group: int | None = None  # the first conversation of those sharing its first prompt (a GRPO group)
     # linking state, let go when the conversation closes (its head's ids are the Linker's `_head_ids`)
     head_key: tuple | None = field(default=None, repr=False)
     first_key: tuple | None = field(default=None, repr=False)  # its first prompt's key, once it has one
     messages: bytes | None = field(default=None, repr=False)  # digest of the last turn's messages (messages-in)
     last: int = field(default=0, repr=False)  # the exchange of its last turn
     probe: tuple | None = field(default=None, repr=False)  # its last turn: a 404 on a tokens-in route (path, ids)
+    answer: tuple | None = field(default=None, repr=False)  # its last answer's signature (turns.answer_signature)
+    prefixes: list = field(default_factory=list, repr=False)  # its message prefixes that hold its own answers
+    answer_key: bytes | None = field(default=None, repr=False)  # its last completion's first ids
+    taken: bool = field(default=False, repr=False)  # a failed turn continued its head (others alike go first)
     route_probes: int = 0  # tokens-in routes the client found missing (404) and sent the turn elsewhere
 
     @property
@@ -70,7 +78,9 @@ class Conversation:
         """Messages-in turns after the first, by why."""
         out: dict[str, int] = {}
         for k, t in enumerate(self.turns[1:], 2):
-            if t.mode == "mito":
+            if t.link == "history_edited":
+                out["history edited"] = out.get("history edited", 0) + 1
+            elif t.mode == "mito":
                 before = [a.kind for a in self.anomalies if a.turn == k - 1 and a.kind in INVALID]
                 why = next((a.kind for a in self.anomalies if a.turn == k and a.kind == "silent_mito"),
                            f"after {before[0]}" if before else
@@ -80,7 +90,7 @@ class Conversation:
         return out
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "exchanges": self.exchanges, "turns": [t.to_dict() for t in self.turns],
+        return {"id": self.id, "group": self.group, "exchanges": self.exchanges, "turns": [t.to_dict() for t in self.turns],
                 "verdict": self.verdict(), "anomalies": [a.to_dict() for a in self.anomalies]}
 
 
@@ -180,14 +190,68 @@ class Linker:
         self._sessions: dict[str, int] = {}
         self._failed: dict[tuple[str, bytes], int] = {}  # a failed request's (path, body digest) -> conversation
         self._head_ids: dict[int, np.ndarray] = {}
+        self._by_prefix: dict[bytes, list[int]] = {}  # digest of a message prefix holding own answers -> convs
+        self._answers: dict[bytes, list[int]] = {}  # a last completion's first ids -> conversations
+        self._groups: dict[bytes, int] = {}  # digest of a first prompt -> its group
         self.prompt_tokens = self.cached_tokens = 0  # prefix-cache use, where answers report it
 
-    def _find_by_tokens(self, prompt: np.ndarray) -> int | None:
+    def _find_by_tokens(self, prompt: np.ndarray, path: str = "") -> int | None:
+        """The conversation whose head the prompt starts with (the longest). Rollouts of one group can share a
+        head (the same prompt, the same short answer): the one whose route probe this prompt repeats on another route goes first,
+        then one whose head no failed turn continued yet; among those, the one answered first (a rollout
+        sends its next turn once its answer is back)."""
+        ids = prompt.tobytes()
         for length, cids in self._heads.candidates(prompt):
-            for cid in reversed(cids):
+            alike = [cid for cid in reversed(cids) if (h := self._head_ids.get(cid)) is not None and len(h) == length
+                     and np.array_equal(prompt[:length], h)]
+            if alike:
+                convs = [self.conversations[c] for c in alike if c in self.conversations]
+                probed = [c for c in convs if c.probe is not None and c.probe[1] == ids and c.probe[0] != path]
+                free = [c for c in convs if not c.taken]
+                return min(probed or free or convs, key=lambda c: c.last).id if convs else alike[0]
+        return None
+
+    def _find_by_messages(self, messages: list, digests: list[bytes]) -> int | None:
+        """The conversation a messages-in request continues through its own answers: its last request's messages
+        followed by its answer, or a prefix that already holds its answers. A prompt the rollouts of a group
+        share (system, user) ties a request to no one of them."""
+        for k in range(len(digests) - 1, 0, -1):
+            found = self._by_messages.get(digests[k - 1])
+            if not found:
+                continue
+            if any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages[:k]):
+                return found[-1]
+            sent = answer_signature(messages[k]) if isinstance(messages[k], dict) else None
+            own = [c for c in found if c in self.conversations and self.conversations[c].answer == sent]
+            if sent is not None and own:
+                return own[-1]
+        return None
+
+    def _find_edited(self, digests: list[bytes]) -> tuple[int, int] | None:
+        """(conversation, messages kept) for a messages-in request that keeps a conversation's messages up to and
+        past one of its own answers, then differs: its history was edited."""
+        for k in range(len(digests), 0, -1):
+            found = self._by_prefix.get(digests[k - 1])
+            if found:
+                return found[-1], k
+        return None
+
+    def _find_by_answer(self, prompt: np.ndarray) -> tuple[int, int] | None:
+        """(conversation, position) of an open conversation whose last completion the prompt holds somewhere,
+        although it starts with no head: a rollout re-tokenized early (a re-rendered system prompt)."""
+        if not self._answers or len(prompt) < ANSWER_KEY:
+            return None
+        for j in range(len(prompt) - ANSWER_KEY, -1, -1):
+            cids = self._answers.get(prompt[j:j + ANSWER_KEY].tobytes())
+            for cid in reversed(cids or ()):
                 head = self._head_ids.get(cid)
-                if head is not None and len(head) == length and np.array_equal(prompt[:length], head):
-                    return cid
+                conv = self.conversations.get(cid)
+                if head is None or conv is None or conv.turns[-1].completion_len is None:
+                    continue
+                done = head[len(head) - conv.turns[-1].completion_len:]
+                body = done[:-1] if len(done) > ANSWER_KEY else done  # the stop id may be re-rendered apart
+                if np.array_equal(prompt[j:j + len(body)], body):
+                    return cid, j
         return None
 
     def _closest(self, prompt: np.ndarray) -> tuple[int, int] | None:
@@ -230,6 +294,7 @@ class Linker:
         if conv.first_key is not None:
             self._firsts.remove(conv.first_key, conv.id)
         self._unmessage(conv)
+        self._unanswer(conv)
         self._head_ids.pop(conv.id, None)
         conv.head_key = conv.first_key = conv.messages = None
 
@@ -258,30 +323,50 @@ class Linker:
         if cid is None and session is not None and self._sessions.get(session) in self.conversations:
             cid, turn.link = self._sessions[session], "session"
         if cid is None and prompt is not None and len(prompt):
-            cid = self._find_by_tokens(prompt)
+            cid = self._find_by_tokens(prompt, i.path)
             if cid is not None:
                 turn.link = "tokens"
         digests = message_digests(read.messages) if read.messages else []
         if cid is None and len(digests) > 1:
-            for d in reversed(digests[:-1]):
-                found = self._by_messages.get(d)
-                if found:  # conversations with these messages so far: the most recent (identical rollouts are alike)
-                    cid, turn.link = found[-1], "messages"
-                    break
+            cid = self._find_by_messages(read.messages, digests)
+            if cid is not None:
+                turn.link = "messages"
         if cid is None and kind == "tito" and prompt is not None and len(prompt):
             close = self._closest(prompt)
             if close is not None:
                 cid, k = close
                 turn.link = "tokens"
                 anomalies.append(("continuity_break", self._break_detail(prompt, self._head_ids[cid], k)))
+        if cid is None and kind == "tito" and prompt is not None and len(prompt):
+            held = self._find_by_answer(prompt)
+            if held is not None:
+                cid, at = held
+                turn.link = "content"
+                head = self._head_ids[cid]
+                anomalies.append(("orphan_tokens_in", f"the prompt continues no recorded turn; the closest head, "
+                                  f"conversation {cid}'s ({len(head)} ids), holds its last completion at position "
+                                  f"{at}: " + self._break_detail(prompt, head, common_prefix(prompt, head))))
+        if cid is None and digests:
+            edited = self._find_edited(digests)
+            if edited is not None:
+                cid, turn.link = edited[0], "history_edited"
         if cid is None:
             cid = n
-            self.conversations[cid] = Conversation(cid)
+            first = digests[-1] if digests else hashlib.blake2b(prompt.tobytes(), digest_size=16).digest() \
+                if prompt is not None and len(prompt) else None
+            self.conversations[cid] = Conversation(cid, group=self._groups.setdefault(first, cid) if first else cid)
         conv = self.conversations[cid]
         self.conversations.move_to_end(cid)
+        head = self._head_ids.get(cid)
+        if turn.link == "session" and kind == "tito" and head is not None and prompt is not None \
+                and not np.array_equal(prompt[:len(head)], head):
+            anomalies.append(("continuity_break", self._break_detail(prompt, head, common_prefix(prompt, head))))
+        if turn.link == "session" and kind == "mito" and conv.messages is not None and digests \
+                and conv.messages not in digests:
+            turn.link = "history_edited"
         prev = next((t for t in reversed(conv.turns) if t.status < 400), None) if turn.link != "retry" else None
         prev_invalid = prev is not None and any(a.turn == len(conv.turns) and a.kind in INVALID for a in conv.anomalies)
-        if kind == "mito" and prev is not None and prev.asked_ids and not prev_invalid \
+        if kind == "mito" and turn.link != "history_edited" and prev is not None and prev.asked_ids and not prev_invalid \
                 and prev.finish_reason == "stop" and prev.completion_len:
             anomalies.append(("silent_mito", f"messages-in after turn {len(conv.turns)} ended with the stop token "
                                              f"and its engine ids were known: it could have been stitched"))
@@ -306,16 +391,26 @@ class Linker:
         conv.turns.append(turn)
         conv.last = n
         for kind_, detail in anomalies:
-            conv.anomalies.append(Anomaly(cid, len(conv.turns), n, kind_, detail))
-        self._remember(conv, prompt, completion, digests[-1] if digests else None)
+            conv.anomalies.append(Anomaly(cid, len(conv.turns), n, kind_, detail, conv.group))
+        if turn.link == "tokens" and completion is None:
+            conv.taken = True
+        if read.answer is not None:
+            conv.answer = read.answer
+        self._remember(conv, prompt, completion, digests, read.messages)
         self._expire(n)
         return conv, len(conv.turns), turn, [k for k, _ in anomalies]
 
-    def _remember(self, conv: Conversation, prompt, completion, digest: bytes | None) -> None:
+    def _remember(self, conv: Conversation, prompt, completion, digests: list[bytes], messages) -> None:
         self._unmessage(conv)
-        conv.messages = digest
-        if digest is not None:
-            self._by_messages.setdefault(digest, []).append(conv.id)
+        conv.messages = digests[-1] if digests else None
+        if conv.messages is not None:
+            self._by_messages.setdefault(conv.messages, []).append(conv.id)
+        if digests:
+            answered = next((k for k, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"),
+                            None)
+            conv.prefixes = digests[answered:] if answered is not None else []
+            for d in conv.prefixes:
+                self._by_prefix.setdefault(d, []).append(conv.id)
         if prompt is not None and len(prompt) and conv.first_key is None:
             conv.first_key = self._firsts.add(prompt, conv.id)
         if prompt is not None and completion is not None:
@@ -323,15 +418,32 @@ class Linker:
             if len(head):
                 if conv.head_key is not None:
                     self._heads.remove(conv.head_key, conv.id)
+                    self._unanswer(conv)
                 conv.head_key = self._heads.add(head, conv.id)
                 self._head_ids[conv.id] = head
+                conv.taken = False
+                if len(completion) >= ANSWER_KEY:
+                    conv.answer_key = completion[:ANSWER_KEY].tobytes()
+                    self._answers.setdefault(conv.answer_key, []).append(conv.id)
 
-    def _unmessage(self, conv: Conversation) -> None:
-        cids = self._by_messages.get(conv.messages) if conv.messages is not None else None
+    def _unanswer(self, conv: Conversation) -> None:
+        cids = self._answers.get(conv.answer_key) if conv.answer_key is not None else None
         if cids and conv.id in cids:
             cids.remove(conv.id)
             if not cids:
-                del self._by_messages[conv.messages]
+                del self._answers[conv.answer_key]
+        conv.answer_key = None
+
+    def _unmessage(self, conv: Conversation) -> None:
+        for table, keys in ((self._by_messages, [conv.messages] if conv.messages is not None else []),
+                            (self._by_prefix, conv.prefixes)):
+            for key in keys:
+                cids = table.get(key)
+                if cids and conv.id in cids:
+                    cids.remove(conv.id)
+                    if not cids:
+                        del table[key]
+        conv.prefixes = []
 
     def _expire(self, n: int) -> None:
         while self.conversations:
@@ -343,6 +455,9 @@ class Linker:
             self._failed.clear()
         if len(self._sessions) > 4 * self.window:
             self._sessions = {k: v for k, v in self._sessions.items() if v in self.conversations}
+        if len(self._groups) > 4 * self.window:
+            open_groups = {c.group for c in self.conversations.values()}
+            self._groups = {k: v for k, v in self._groups.items() if v in open_groups}
 
     def _break_detail(self, prompt: np.ndarray, head: np.ndarray, k: int) -> str:
         def show(ids):

@@ -137,6 +137,7 @@ class TurnRead:
     findings: list[tuple[str, str]]  # (kind, detail) the exchange shows by itself
     cache: tuple[int, int] | None  # (prompt tokens, cached) where the server reports prefix-cache use
     failed: bool  # an error status or a cut stream: a later identical request is its retry
+    answer: tuple | None = None  # the answer's signature (answer_signature), to know it when it is sent back
 
 
 def read_turn(n: int, i: Interaction, keep: bool = False) -> TurnRead | None:
@@ -164,6 +165,7 @@ def read_turn(n: int, i: Interaction, keep: bool = False) -> TurnRead | None:
     if t.completion_ids is not None:
         read.completion = np.asarray(list(t.completion_ids), dtype=np.int64)
     turn.finish_reason = t.finish_reason
+    read.answer = answer_signature(t.message)
     turn.prompt_len = len(read.prompt) if read.prompt is not None else None
     turn.completion_len = len(read.completion) if read.completion is not None else None
     if keep:
@@ -177,6 +179,19 @@ def read_turn(n: int, i: Interaction, keep: bool = False) -> TurnRead | None:
     if isinstance(cached, int) and isinstance(prompt_tokens, int) and prompt_tokens > 0:
         read.cache = prompt_tokens, cached  # prefix-cache use, where the server reports it
     return read
+
+
+def answer_signature(message) -> tuple | None:
+    """An assistant message as a client sends it back, reduced to what survives re-serialization: its text
+    without whitespace and the names of the tools it calls (None for anything but an assistant message)."""
+    if not isinstance(message, dict) or message.get("role", "assistant") != "assistant":
+        return None
+    content = message.get("content")
+    text = "".join(content.split()) if isinstance(content, str) else ""
+    calls = message.get("tool_calls") if isinstance(message.get("tool_calls"), list) else []
+    names = tuple(str((c.get("function") or {}).get("name")) for c in calls if isinstance(c, dict)
+                  and isinstance(c.get("function"), dict))
+    return text, names
 
 
 def tokens_of(path: str, req: dict, body: dict) -> TurnTokens | None:
