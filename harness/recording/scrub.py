@@ -129,11 +129,16 @@ class Scrubber:
             spans = find_blobs(body) if b'"routed_experts"' in body else []
         except ValueError:
             spans = []
-        out, last = [], 0
+        out, last, changed = [], 0, False
+        view = memoryview(body)
         for s, e in [*spans, (len(body), len(body))]:
-            out.append(self._segment(body[last:s]))
-            out.append(body[s:e])
+            part = bytes(view[last:s])
+            clean = self._segment(part)
+            changed = changed or clean is not part
+            out += [clean, view[s:e]]
             last = e
+        if not changed:  # (a 4 MB answer is not copied to find it clean)
+            return body
         scrubbed = b"".join(out)
         return body if scrubbed == body else scrubbed
 
