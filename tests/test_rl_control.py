@@ -368,3 +368,57 @@ def test_weight_versions_on_choices_from_vllm_033_when_asked(servers):
         done = [ln for ln in c.post(servers["vllm33"].base_url + "/chat/completions", json={**asked, "stream": True})
                 .text.split("\n\n") if '"finish_reason":"length"' in ln]
         assert len(done) == 1 and '"weight_versions":[{"version"' in done[0]
+
+
+async def _abort_one(srv):
+    async with httpx.AsyncClient(timeout=30) as c:
+        await hold(c, srv, 2)
+        mine = asyncio.create_task(c.post(srv.base_url + "/chat/completions", json=CHAT, headers={"X-Request-Id": "r-1"}))
+        other = asyncio.create_task(c.post(srv.base_url + "/chat/completions", json=CHAT, headers={"X-Request-Id": "r-2"}))
+        await until(c, srv, held_at(2, 2))
+        r = await c.post(srv.root_url + "/abort_requests", json={"request_ids": ["r-1"]})
+        assert r.json() == {"status": "aborted", "aborted": 1}
+        assert (await mine).json()["choices"][0]["finish_reason"] == "abort"
+        assert not other.done() and not (await c.get(srv.root_url + "/is_paused")).json()["is_paused"]
+        await hold(c, srv, None)
+        assert (await other).json()["choices"][0]["finish_reason"] == "length"
+
+
+def test_abort_requests_aborts_the_named_request_without_pausing(servers):
+    run(_abort_one(servers["vllm"]))
+
+
+def test_sleep_and_wake_show_in_the_sleep_state_metric(servers):
+    srv = servers["vllm"]
+    with httpx.Client(timeout=10) as c:
+        assert c.post(srv.root_url + "/sleep?level=2").json() == {"status": "sleeping", "level": 2}
+        assert c.get(srv.root_url + "/is_sleeping").json() == {"is_sleeping": True}
+        text = c.get(srv.root_url + "/metrics").text
+        assert 'vllm:engine_sleep_state{engine="0",model_name="tiny-qwen",sleep_state="discard_all"} 1.0' in text
+        assert c.post(srv.root_url + "/wake_up").json() == {"status": "awake", "tags": None}
+        assert c.get(srv.root_url + "/is_sleeping").json() == {"is_sleeping": False}
+        v31 = servers["vllm31"].root_url  # 0.31 answers these with an empty 200
+        r = c.post(v31 + "/sleep")
+        assert r.status_code == 200 and r.content == b""
+        assert c.post(v31 + "/wake_up").content == b""
+
+
+def test_a_failed_dynamo_update_keeps_the_policy(servers, tmp_path):
+    srv = servers["dynamo"]
+    sys = srv.system_url
+    with httpx.Client(timeout=10) as c:
+        c.post(sys + "/engine/pause_generation", json={"mode": "wait"})
+        policy = srv.control.policy
+        r = c.post(sys + "/engine/update_weights_from_disk", json={"model_path": str(tmp_path)},
+                   headers={"x-fake-fault": "update_fails"}).json()
+        assert r["status"] == "error" and r["message"].startswith("Call to collective_rpc method failed: ")
+        assert srv.control.policy == policy
+        r = c.post(sys + "/engine/update_weights_from_distributed", json={"allow_unpaused": True}).json()
+        assert r == {"status": "error", "message": "Unpaused weight updates cannot reset the prefix cache. Set "
+                     "'reset_prefix_cache' to false or pause generation first."}
+        assert c.post(sys + "/engine/update_weights_from_distributed", json={"weight_version": "d1"}).json() == {
+            "status": "ok", "version": "d1", "version_declared": True}
+        assert srv.control.policy != policy
+        assert c.post(sys + "/engine/update_weights_from_tensor", json={}).json() == {
+            "status": "error", "message": "update_weights_from_tensor is not implemented"}
+        c.post(sys + "/engine/resume_generation", json={})
