@@ -8,7 +8,8 @@
    times; the medians are compared (target: on >= 0.98x off).
 2. One /metrics scrape while `--in-flight` requests are held in the engine (the fake's own hold after one
    token, so they stay in flight whatever the machine's speed): the median of 50 scrapes, client round trip
-   over loopback (target: < 2 ms).
+   over loopback (target: < 2 ms), beside the same bytes from a bare handler; and the scrape's own work, the
+   text rendered in process and timed in thread CPU time, which other load on the machine does not inflate.
 """
 
 from __future__ import annotations
@@ -149,6 +150,40 @@ async def held_scrapes(n: int, scrapes: int = 50) -> tuple[list[float], float, s
         proc.wait(10)
 
 
+async def render_cost(n: int, repeats: int = 50) -> tuple[float, float, float]:
+    """The scrape's own work with `n` requests held in flight: the fake in this process, its /metrics text
+    rendered directly, timed in this thread's CPU time (what the machine's other load does not change) and
+    wall time. Returns (median CPU ms, median wall ms, requests counted running)."""
+    from fake_servers.metrics import render
+    from fake_servers.server import FakeConfig, RunningServer
+
+    with RunningServer(FakeConfig(kind="vllm", dev_mode=True, max_num_seqs=4096)) as srv:
+        srv.state.control.set_hold(1)
+        body = {**BODIES["vllm"], "max_tokens": 8}
+        limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
+        async with httpx.AsyncClient(limits=limits, timeout=120) as c:
+            flying = [asyncio.create_task(c.post(srv.base_url + "/chat/completions", json=body)) for _ in range(n)]
+            running = 0.0
+            for _ in range(600):
+                running = sum(float(line.rsplit(" ", 1)[1]) for line in render(srv.state, srv.state.profile.metrics,
+                                                                                "tiny-qwen").splitlines()
+                              if line.startswith("vllm:num_requests_running{"))
+                if running >= n:
+                    break
+                await asyncio.sleep(0.1)
+            cpu, wall = [], []
+            for _ in range(repeats):
+                t0, c0 = time.perf_counter(), time.thread_time()
+                render(srv.state, srv.state.profile.metrics, "tiny-qwen")
+                cpu.append((time.thread_time() - c0) * 1000)
+                wall.append((time.perf_counter() - t0) * 1000)
+            srv.state.control.set_hold(None)
+            for f in flying:
+                f.cancel()
+            await asyncio.gather(*flying, return_exceptions=True)
+    return statistics.median(cpu), statistics.median(wall), running
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--connections", type=int, default=256)
@@ -176,6 +211,8 @@ def main():
     bare = sorted(asyncio.run(bare_scrapes(held_scrapes.text)))
     print(f"/metrics with {running:.0f} requests running ({size}): median {statistics.median(times):.2f} ms, "
           f"p90 {times[int(len(times) * 0.9)]:.2f} ms over {len(times)} scrapes (target < 2 ms)")
+    cpu, wall, counted = asyncio.run(render_cost(a.in_flight))
+    print(f"rendering it with {counted:.0f} requests running: median {cpu:.3f} ms of CPU ({wall:.3f} ms wall) per scrape")
     print(f"the same bytes from a bare aiohttp handler: median {statistics.median(bare):.2f} ms "
           f"(the fake's scrape is {statistics.median(times) / statistics.median(bare):.2f}x the round trip alone)")
 
