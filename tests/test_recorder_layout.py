@@ -66,3 +66,17 @@ def test_a_recording_whose_batches_end_in_streams_stays_yaml(tmp_path):
     loaded = Cassette.load(path, recover_journal=False)
     assert len(loaded.interactions) == 3
     assert all(i.response_body == stream.response_body and i.chunks == [14, 14] for i in loaded.interactions)
+
+
+def test_a_routed_experts_answer_is_scrubbed_around_its_blob_and_handed_back_whole_when_clean():
+    import pybase64
+
+    from harness.recording.scrub import Scrubber
+
+    blob = pybase64.b64encode(bytes(range(256)) * 2048)  # 512 KiB of raw routing ids
+    clean = b'{"choices":[{"routed_experts":"' + blob + b'","text":"hi"}]}'
+    s = Scrubber()
+    assert s.body(clean) is clean
+    dirty = clean.replace(b'"hi"', b'"key sk-abcdefghijklmnopqrstuvwx"')
+    out = s.body(dirty)
+    assert b"sk-abcdef" not in out and b"<SCRUBBED>" in out and blob in out
