@@ -157,3 +157,22 @@ def test_vllm_033_refuses_while_paused_in_abort_and_names_versions_in_its_answer
     frozen = [t for t in kept["turns"] if t["phase"] == "in flight"]
     assert all(t["version_source"] == "answer" and t["versions"] == ["step-1", "step-2"] for t in frozen)
     assert all(0 < t["switch_at"] < 300 for t in frozen)  # the token where the new weights took over
+
+
+def test_dynamo_worker_calls_go_through_a_recording_proxy_named_with_engine_url(capsys, dynamo, tmp_path):
+    from harness.recording.format import Cassette
+    from harness.recording.proxy import Recorder, create_proxy_app
+    from harness.serve import AppThread
+
+    path = tmp_path / "worker.yaml"
+    with AppThread(create_proxy_app(dynamo.system_url, Recorder(path, "all", writer="thread"))) as proxy:
+        rc, r = step(capsys, dynamo, "--kind", "dynamo", "--discovery-url", dynamo.rl_url, "--mode", "keep",
+                     "--engine-url", f"http://127.0.0.1:{proxy.port}", "--version", "step-5")
+    assert rc == 0, failed(r)
+    recorded = [i.path for i in Cassette.load(path).interactions]
+    assert recorded[:2] == ["/engine/get_weight_version", "/engine/pause_generation"]
+    assert "/engine/set_weight_version" in recorded and recorded[-2:] == ["/engine/get_weight_version",
+                                                                          "/engine/resume_generation"]
+    assert main(["rl-step", "--base-url", dynamo.base_url, "--model", "tiny-qwen", "--kind", "dynamo", "--discovery-url",
+                 dynamo.rl_url, "--engine-url", "http://127.0.0.1:1", "--engine-url", "http://127.0.0.1:2"]) == 1
+    assert "2 --engine-url given for 1 discovered worker" in capsys.readouterr().err

@@ -51,7 +51,7 @@ def cmd_rl_step(args) -> int:
                              "pass --discovery-url http://HOST:DYN_RL_PORT")
         cfg = StepConfig(base_url=args.base_url, model=args.model, kind=k, rollouts=args.rollouts, turns=args.turns,
                          mode=args.mode or k.modes[-1], clear_cache=args.clear_cache, weights=args.weights,
-                         version=args.version, discovery_url=args.discovery_url,
+                         version=args.version, discovery_url=args.discovery_url, engine_urls=args.engine_url,
                          inflight_tokens=args.inflight_tokens, settle=args.settle, timeout=args.timeout)
         report = asyncio.run(run_step(cfg))
     except (ValueError, Unreached, Unreachable) as exc:
@@ -78,6 +78,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--kind", choices=sorted(KINDS), default="vllm",
                    help="vllm (VLLM_SERVER_DEV_MODE=1), prime-rl (its server), dynamo (--enable-rl)")
     p.add_argument("--discovery-url", default=None, help="dynamo: the frontend's RL listener, http://HOST:DYN_RL_PORT")
+    p.add_argument("--engine-url", action="append", default=None,
+                   help="dynamo: a worker's system URL to use instead of the one discovery advertises (repeatable, in "
+                        "discovery order), e.g. a harness record proxy in front of it")
     p.add_argument("--mode", choices=("abort", "wait", "keep"), default=None, help="pause mode (default: keep)")
     p.add_argument("--clear-cache", action="store_true", help="reset the prefix cache with the pause")
     p.add_argument("--weights", default=None, help="a model directory to load (default: only the version changes)")

@@ -61,6 +61,8 @@ class ControlPlane:
     engines: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     workers: list[dict] = field(default_factory=list)
+    engine_urls: list[str] | None = None  # Dynamo: the workers' system URLs to use instead of the advertised ones
+    # (e.g. a recording proxy in front of each), in the discovery's order
 
     def __post_init__(self):
         self.root = root_of(self.root)
@@ -87,6 +89,11 @@ class ControlPlane:
         if not self.workers:
             raise ControlError(f"GET {where} lists no worker with a system_url: {r.text[:200]}")
         self.engines = [_on_loopback(str(w["system_url"]).rstrip("/"), where) for w in self.workers]
+        if self.engine_urls:
+            if len(self.engine_urls) != len(self.engines):
+                raise ControlError(f"{len(self.engine_urls)} --engine-url given for {len(self.engines)} discovered "
+                                   f"worker(s) ({', '.join(self.engines)})")
+            self.engines = [root_of(u) for u in self.engine_urls]
         return self.engines
 
     async def call(self, call: Call, label: str | None = None, timeout: float | None = None) -> list[dict | None]:

@@ -43,6 +43,7 @@ class StepConfig:
     weights: str | None = None  # a model directory to load; None: only the version label changes
     version: str = "step-1"
     discovery_url: str | None = None  # Dynamo's RL discovery listener
+    engine_urls: list[str] | None = None  # Dynamo: the workers' system URLs to use instead of the advertised ones
     inflight_tokens: int = 256  # the in-flight turn's length
     turn_tokens: int = 16
     settle: float = 10.0  # longest wait for the engines to count the in-flight turns
@@ -208,7 +209,7 @@ async def run_step(cfg: StepConfig, tokenizer=None) -> StepReport:
         from ..tokenizer import load_tokenizer
 
         tokenizer = await asyncio.to_thread(load_tokenizer, None, "chatml")
-    plane = ControlPlane(cfg.kind, cfg.base_url, cfg.discovery_url, cfg.timeout)
+    plane = ControlPlane(cfg.kind, cfg.base_url, cfg.discovery_url, cfg.timeout, engine_urls=cfg.engine_urls)
     report = StepReport(cfg.kind.name, cfg.base_url, [], cfg.mode, cfg.rollouts)
     rollouts: list[_Rollout] = []
     try:
