@@ -181,15 +181,16 @@ class ReplayIndex:
         return {"closest": {"index": index, "method": inter.method, "path": inter.path}, "differences": diffs[:20]}
 
 
-_BAD_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # what a header name may be (RFC 9110)
 
 
 def _headers_out(inter: Interaction) -> dict:
     """The recorded headers to send back: hop-by-hop ones dropped, and any a server could not have sent (a
-    control character in its name or value: header injection from a tampered cassette)."""
+    name that is no token, a control character in its value: header injection from a tampered cassette)."""
     out = {}
     for k, vs in inter.response_headers.items():
-        if k.lower() not in _DROP_HEADERS and vs and k and not _BAD_HEADER.search(k + vs[-1]):
+        if k.lower() not in _DROP_HEADERS and vs and _TOKEN.fullmatch(k) and not _BAD_VALUE.search(vs[-1]):
             out[k] = vs[-1]
     return out
 
