@@ -32,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -238,6 +239,8 @@ def check_pip(words: list[str], where: str) -> None:
 def split_env(words: list[str]) -> tuple[dict, list[str]]:
     """`A=1 B=2 cmd ...` as bash reads it: the assignments, then the command."""
     env = {}
+    if words and words[0] == "env":
+        words = words[1:]
     while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
         k, _, v = words[0].partition("=")
         env[k] = v
@@ -245,8 +248,71 @@ def split_env(words: list[str]) -> tuple[dict, list[str]]:
     return env, words
 
 
+class InProcessJob:
+    """`harness fake ... &` in this interpreter: the fake's app on a thread of its own (no interpreter and tokenizer
+    start-up per server), stopped by `kill` as the command's own Ctrl-C stops it. Quacks like a Popen."""
+
+    def __init__(self, args: list[str], extra_env: dict, cwd: Path):
+        from harness import cli, serve
+
+        self.pid, self.returncode = None, None
+        self.stop, ready = threading.Event(), threading.Event()
+        real = serve.serve_forever
+
+        def serve_until_killed(app, host="127.0.0.1", port=0, on_ready=None, **_):
+            with serve.AppThread(app, host, port) as running:
+                if on_ready:
+                    on_ready(running.port)
+                ready.set()
+                self.stop.wait()
+
+        def run():
+            try:
+                self.returncode = int(cli.main(args) or 0)
+            except BaseException:  # noqa: BLE001 - reported as the job's exit status
+                self.returncode = 1
+            finally:
+                ready.set()
+
+        saved = {k: os.environ.get(k) for k in extra_env}
+        os.environ.update(extra_env)
+        serve.serve_forever = serve_until_killed
+        try:
+            self.thread = threading.Thread(target=run, daemon=True)
+            self.thread.start()
+            ready.wait(120)
+        finally:
+            serve.serve_forever = real
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+    def poll(self):
+        return self.returncode if not self.thread.is_alive() else None
+
+    def send_signal(self, _sig):
+        self.stop.set()
+
+    def kill(self):
+        self.stop.set()
+
+    def communicate(self, timeout=None):
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise subprocess.TimeoutExpired("harness fake", timeout)
+        return "", None
+
+    def wait(self, timeout=None):
+        self.communicate(timeout)
+        return self.returncode
+
+
 def start_job(words: list[str], project: Project, where: str) -> None:
     extra, words = split_env(words)
+    if words[:2] == ["harness", "fake"]:
+        proc = InProcessJob(words[1:], extra, project.cwd)
+        project.jobs.append(proc)
+        assert proc.poll() is None, f"{where}: {' '.join(words)} exited {proc.returncode}"
+        return
     cmd = [sys.executable, "-m", "harness.cli", *words[1:]] if words[0] == "harness" else words
     proc = subprocess.Popen(cmd, cwd=project.cwd, env={**project.env(), **extra}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT,
@@ -432,8 +498,9 @@ PAGES = [p for p in pages() if blocks(p)]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
-def test_every_block_of_the_page_runs(page, fakes, tmp_path):
+def test_every_block_of_the_page_runs(page, fakes, tmp_path, monkeypatch):
     project = Project(tmp_path, fakes)
+    monkeypatch.chdir(tmp_path)  # in-process servers resolve the page's relative paths from its folder too
     # a reader of the README or the docs has the shipped cassettes at cassettes/ (a checkout's, or the package's)
     (tmp_path / "cassettes").symlink_to(ROOT / "cassettes")
     try:
@@ -442,7 +509,10 @@ def test_every_block_of_the_page_runs(page, fakes, tmp_path):
     finally:
         for proc in project.jobs:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+                if proc.pid is None:
+                    proc.kill()
+                else:
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     not_run = [t for t in project.written_tests if not any(covers(line, t) for line in project.ran)]
     assert not not_run, f"{page}: the page writes {not_run} but never runs them"
