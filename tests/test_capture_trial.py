@@ -205,3 +205,18 @@ def test_missing(cassette_server):
     result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*the package carries no cassette real/no/such.yaml*"])
+
+
+# -- inspect and audit speak one anomaly schema, and inspect says what it counts -------------------------------
+
+def test_inspect_and_audit_share_the_anomaly_schema_and_inspect_states_its_scope():
+    rc, out, _ = run("inspect", CAPTURE, "--json")
+    seen = json.loads(out)
+    rc, out, _ = run("audit", CAPTURE, "--json")
+    audited = json.loads(out)
+    assert seen["anomalies"] and audited["anomalies"]
+    assert {tuple(sorted(a)) for a in seen["anomalies"]} == {tuple(sorted(a)) for a in audited["anomalies"]}
+    assert all(a["conversation"] is None and isinstance(a["exchange"], int) for a in seen["anomalies"])
+    assert "single exchanges" in seen["scope"] and "harness audit" in seen["scope"]
+    rc, out, _ = run("inspect", CAPTURE)
+    assert f"{len(seen['anomalies'])} anomalies seen in single exchanges" in " ".join(out.split())

@@ -22,7 +22,8 @@ def cmd_inspect(args) -> int:
         return 2
     if args.json:
         print(json.dumps({"meta": report.meta, "routes": dict(report.routes), "statuses": dict(report.statuses),
-                          "rows": [r.__dict__ for r in report.rows], "anomalies": report.anomalies}))
+                          "rows": [r.__dict__ for r in report.rows], "anomalies": exchange_anomalies(report),
+                          "scope": INSPECT_SCOPE}))
         return 0
     meta = report.meta
     out.print(f"[bold]{escape(args.path)}[/]: {len(report.rows)} exchanges", highlight=False)
@@ -40,8 +41,22 @@ def cmd_inspect(args) -> int:
                   fmt(r.completion_tokens), fmt(r.logprobs), fmt(r.finish_reason),
                   "[red]" + escape("; ".join(r.anomalies)) + "[/]" if r.anomalies else "")
     out.print(t)
-    out.print(f"{len(report.anomalies)} anomal{'y' if len(report.anomalies) == 1 else 'ies'}")
+    n = len(report.anomalies)
+    out.print(f"{n} anomal{'y' if n == 1 else 'ies'} {INSPECT_SCOPE}", highlight=False)
     return 0
+
+
+INSPECT_SCOPE = ("seen in single exchanges (what each shows by itself); `harness audit` also links turns into "
+                 "conversations and adds the kinds only a conversation shows (silent_mito, continuity_break, "
+                 "retried, ...)")
+
+
+def exchange_anomalies(report) -> list[dict]:
+    """inspect's findings in the audit's anomaly schema (conversation and turn: null, an exchange has none)."""
+    from ..captures.kinds import kind_of
+
+    return [{"conversation": None, "turn": None, "exchange": n, "kind": kind_of(text)[0], "detail": text}
+            for n, text in report.anomalies]
 
 
 def print_repro(report, title) -> None:
@@ -111,14 +126,13 @@ def cmd_repro(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from ..captures.audit import audit, detail_decoder
-    from ..recording.format import CassetteError
-
+    from ..captures.bridge import audit_bridges
     from ..captures.gate import gate, parse_kinds
+    from ..recording.format import CassetteError
 
     try:
         fail_on, ignore = parse_kinds(args.fail_on, "--fail-on"), parse_kinds(args.ignore, "--ignore") or frozenset()
-        report = audit(args.path, detail_decoder(), keep=False)
+        report = audit_bridges(args.path, args.tokenizer, keep=False)
     except (CassetteError, ValueError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
@@ -190,6 +204,9 @@ def add_parsers(sub) -> None:
                     help="fail (exit 1) only on these anomaly kinds (default: every kind but notes such as "
                          "history_edited; a retry that recovered an error never fails)")
     au.add_argument("--ignore", default=None, metavar="KIND,...", help="never fail on these anomaly kinds")
+    au.add_argument("--tokenizer", default=None, metavar="DIR",
+                    help="the deployment's tokenizer (a directory or name) for the bridge audit, over the one the "
+                         "capture's meta names (default: the built-in Qwen2.5 with the meta's template)")
     file_report(sub, "inspect", "summarize a cassette and list its anomalies", cmd_inspect)
 
     rr = sub.add_parser("repro", help="send a capture's requests again as its client sent them, turn by turn, "
