@@ -52,10 +52,12 @@ INSPECT_SCOPE = ("seen in single exchanges (what each shows by itself); `harness
 
 
 def exchange_anomalies(report) -> list[dict]:
-    """inspect's findings in the audit's anomaly schema (conversation and turn: null, an exchange has none)."""
+    """inspect's findings in the audit's anomaly schema (Anomaly.to_dict; conversation, group and turn null: an
+    exchange alone has none)."""
     from ..captures.kinds import kind_of
+    from ..captures.linking import Anomaly
 
-    return [{"conversation": None, "turn": None, "exchange": n, "kind": kind_of(text)[0], "detail": text}
+    return [{**Anomaly(-1, 0, n, kind_of(text)[0], text).to_dict(), "conversation": None, "turn": None}
             for n, text in report.anomalies]
 
 
