@@ -318,6 +318,7 @@ API = {
     "recording": ("Recording and replay", ["harness.recording.format", "harness.recording.replay", "harness.vcr"]),
     "captures": ("Captures", ["harness.captures", "harness.capture_repro"]),
     "wire": ("Wire knowledge", ["harness.wire.profiles", "harness.wire.faults"]),
+    "rl": ("The RL step check", ["harness.rl.step", "harness.rl.control"]),
 }
 
 
