@@ -19,10 +19,13 @@ A block that needs a real deployment says which fake stands in for it, in a comm
 `<!-- fake: http://gpu-node:8000 = vllm-0.32 -->` (a profile label; several pairs separated by `,`). The URL is
 rewritten to a fake of that profile, started once for the module. Ports a block listens on (`--port N`,
 `127.0.0.1:N`) are moved to free ones, so blocks never collide with each other or anything else.
+`<!-- ci -->` marks the README's test command: the suite cannot run itself, so the block is held to `.ci/run`,
+which runs exactly that command.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import os
@@ -562,3 +565,43 @@ if __name__ == "__main__":  # the count of examples the suite runs
     for b in all_blocks():
         counts[b.lang] = counts.get(b.lang, 0) + 1
     print(sum(counts.values()), "blocks:", counts)
+
+
+def test_the_reference_covers_every_command_profile_fault_and_kind():
+    """Generated, so complete by construction; this holds the generator to it, and the site's navigation to its
+    pages (a page missing from the nav would be built but never found)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from scripts import docs_reference as ref
+    finally:
+        sys.path.remove(str(ROOT))
+    from harness.captures.kinds import KINDS
+    from harness.client.stitching import REASONS
+    from harness.pytest_plugin import pytest_configure  # noqa: F401 - the markers come from it
+    from harness.wire.faults import CATALOGUE
+    from harness.wire.profiles import PROFILES, labels
+
+    pages = ref.pages()
+    cli = pages["reference/cli.md"]
+    commands = ref.command_names()
+    assert ["rl-step"] in commands and ["cassette", "extract"] in commands
+    for path in commands:
+        assert f"`harness {' '.join(path)}`" in cli, path
+    todo = [ref._parser()]
+    while todo:  # every option of every command, nested ones too
+        parser = todo.pop()
+        todo += [sub for _, sub, _ in ref._subcommands(parser)]
+        for action in parser._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert all(f"`{option}`" in cli for option in action.option_strings), (parser.prog, action.dest)
+    assert all(f"`{label}`" in pages["reference/profiles.md"] for label in [*PROFILES, *labels()])
+    assert all(f"`{name}`" in pages["reference/faults.md"] for name in CATALOGUE)
+    assert all(f"`{name}`" in pages["reference/stitching.md"] for name in [*REASONS, *KINDS])
+    for fixture in ("fake_vllm", "fake_dynamo", "fake_vllm_server", "cassette_server", "fake_profile"):
+        assert f"`{fixture}`" in pages["reference/pytest-plugin.md"]
+    assert "`@pytest.mark.fake_fault(" in pages["reference/pytest-plugin.md"]
+    nav = (ROOT / "mkdocs.yml").read_text()
+    assert all(f" {path}\n" in nav for path in pages), "a generated page is missing from mkdocs.yml's nav"
+    listed = re.findall(r":\s+([\w/.-]+\.md)\n", nav)
+    missing = [p for p in listed if p not in pages and not (DOCS / p).exists()]
+    assert not missing, f"mkdocs.yml's nav names pages that do not exist: {missing}"
