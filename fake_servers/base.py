@@ -69,6 +69,15 @@ class ServerState:
     control_paths: set = field(default_factory=set)  # the RL control plane's paths (their faults are drawn apart)
     control: object = None  # fake_servers.control.Control when the control plane is on
 
+    def __repr__(self) -> str:
+        """One line: what a test printing the state wants (the templates and the request log stay out)."""
+        from harness.wire.profiles import profile_label
+
+        label = profile_label(self.profile) if self.profile is not None else self.kind
+        faults = (self.plan.describe() or {}).get("faults") if self.plan is not None else None
+        return (f"ServerState({label}, {self.requests} requests, {len(self.received)} kept, faults "
+                f"{', '.join(f.get('name', '?') if isinstance(f, dict) else str(f) for f in faults or []) or 'none'}{', control plane on' if self.control is not None else ''})")
+
 
 @dataclass
 class ErrorStyle:

@@ -220,3 +220,14 @@ def test_inspect_and_audit_share_the_anomaly_schema_and_inspect_states_its_scope
     assert "single exchanges" in seen["scope"] and "harness audit" in seen["scope"]
     rc, out, _ = run("inspect", CAPTURE)
     assert f"{len(seen['anomalies'])} anomalies seen in single exchanges" in " ".join(out.split())
+
+
+def test_a_fake_servers_state_prints_as_one_short_line():
+    from fake_servers.server import FakeConfig, RunningServer
+
+    with RunningServer(FakeConfig(kind="vllm")) as srv:
+        srv.set_faults(["http_503*2"])
+        text = repr(srv.state)
+    assert "\n" not in text and len(text) < 200, text
+    assert text.startswith("ServerState(vllm-0.32, 0 requests") and "http_503" in text
+    assert "{%" not in text  # no template
