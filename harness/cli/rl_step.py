@@ -57,8 +57,12 @@ def cmd_rl_step(args) -> int:
     except (ValueError, Unreached, Unreachable) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
-    except (ControlError, TitoError) as exc:
+    except ControlError as exc:
         err.print(f"[red]rl-step failed:[/] {type(exc).__name__}: {escape(str(exc))}", highlight=False)
+        return 1
+    except TitoError as exc:  # a rollout's request, not an admin call
+        err.print(f"[red]rl-step failed:[/] a rollout request to {escape(args.base_url)} failed: {type(exc).__name__}: "
+                  f"{escape(str(exc))} (does {escape(args.base_url)}/models list {escape(args.model)}?)", highlight=False)
         return 1
     if args.json:
         print(json.dumps(report.to_dict()))
