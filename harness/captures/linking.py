@@ -78,8 +78,9 @@ class Conversation:
         """Messages-in turns after the first, by why."""
         out: dict[str, int] = {}
         for k, t in enumerate(self.turns[1:], 2):
-            if t.link == "history_edited":
-                out["history edited"] = out.get("history edited", 0) + 1
+            if t.link in ("history_edited", "resent"):
+                why = "history edited" if t.link == "history_edited" else "the same messages sent again"
+                out[why] = out.get(why, 0) + 1
             elif t.mode == "mito":
                 before = [a.kind for a in self.anomalies if a.turn == k - 1 and a.kind in INVALID]
                 why = next((a.kind for a in self.anomalies if a.turn == k and a.kind == "silent_mito"),
@@ -184,7 +185,8 @@ class Linker:
         self.on_close = on_close
         self.window = window
         self.keep_tokens = keep_tokens
-        self.decode = decode  # ids -> text, for break details (optional)
+        self.decode = decode  # ids -> text, for break details (optional); a bridge.Deployment also checks bridges
+        self.deployment = decode if hasattr(decode, "check_bridge") else None
         self._heads, self._firsts = _Keyed(), _Keyed()
         self._by_messages: dict[bytes, list[int]] = {}  # digest of a last turn's messages -> conversations
         self._sessions: dict[str, int] = {}
@@ -258,7 +260,8 @@ class Linker:
         """The rollout this prompt continues with its earlier turns re-tokenized (cid, shared length): a
         conversation whose whole first prompt this longer prompt starts with, whose head it leaves
         somewhere after that, and which it shares ids with past its first prompt: the head's last ids
-        still in the prompt (the turns after the drifted one), or at least the first completion id. A
+        still in the prompt (the turns after the drifted one), or at least the first completion id, or it is the
+        only conversation that began with that prompt (its answer re-rendered from its first id on). A
         new rollout of the same prompt (a GRPO group) is that prompt alone: not a break. The best
         evidence wins: the head's last ids found, then the longest shared prefix."""
         best = None
@@ -276,7 +279,7 @@ class Linker:
                     continue
                 tail = head[max(k + 1, len(head) - KEY):]  # the head's last ids, past where they part
                 score = (len(tail) >= 4 and contains(prompt[k:], tail), k)
-                if (score[0] or k > length) and (best is None or score > best[0]):
+                if (score[0] or k > length or len(cids) == 1) and (best is None or score > best[0]):
                     best = (score, cid, k)
         return (best[1], best[2]) if best else None
 
@@ -336,20 +339,22 @@ class Linker:
             if close is not None:
                 cid, k = close
                 turn.link = "tokens"
-                anomalies.append(("continuity_break", self._break_detail(prompt, self._head_ids[cid], k)))
+                anomalies.append(("continuity_break", self._break_detail(prompt, self._head_ids[cid], k),
+                                  self._cause(prompt, self._head_ids[cid], k, cid)))
         if cid is None and kind == "tito" and prompt is not None and len(prompt):
             held = self._find_by_answer(prompt)
             if held is not None:
                 cid, at = held
                 turn.link = "content"
                 head = self._head_ids[cid]
+                k = common_prefix(prompt, head)
                 anomalies.append(("orphan_tokens_in", f"the prompt continues no recorded turn; the closest head, "
                                   f"conversation {cid}'s ({len(head)} ids), holds its last completion at position "
-                                  f"{at}: " + self._break_detail(prompt, head, common_prefix(prompt, head))))
+                                  f"{at}: " + self._break_detail(prompt, head, k), self._cause(prompt, head, k, cid)))
         if cid is None and digests:
             edited = self._find_edited(digests)
-            if edited is not None:
-                cid, turn.link = edited[0], "history_edited"
+            if edited is not None:  # all its messages kept: the same request sent again (after an abort, say)
+                cid, turn.link = edited[0], "resent" if edited[1] == len(digests) else "history_edited"
         if cid is None:
             cid = n
             first = digests[-1] if digests else hashlib.blake2b(prompt.tobytes(), digest_size=16).digest() \
@@ -360,13 +365,22 @@ class Linker:
         head = self._head_ids.get(cid)
         if turn.link == "session" and kind == "tito" and head is not None and prompt is not None \
                 and not np.array_equal(prompt[:len(head)], head):
-            anomalies.append(("continuity_break", self._break_detail(prompt, head, common_prefix(prompt, head))))
+            k = common_prefix(prompt, head)
+            anomalies.append(("continuity_break", self._break_detail(prompt, head, k), self._cause(prompt, head, k, cid)))
+        if self.deployment is not None and kind == "tito" and turn.link in ("tokens", "session", "route") \
+                and head is not None and prompt is not None and len(prompt) > len(head) \
+                and np.array_equal(prompt[:len(head)], head) and i.status < 400:
+            last = next((t for t in reversed(conv.turns) if t.status < 400), None)
+            check = self.deployment.check_bridge(head.tolist(), prompt[len(head):].tolist(),
+                                                 last is not None and last.finish_reason == "length")
+            if check is not None:
+                anomalies.append(("bridge_mismatch", check.detail(len(head)), check.cause))
         if turn.link == "session" and kind == "mito" and conv.messages is not None and digests \
                 and conv.messages not in digests:
             turn.link = "history_edited"
         prev = next((t for t in reversed(conv.turns) if t.status < 400), None) if turn.link != "retry" else None
         prev_invalid = prev is not None and any(a.turn == len(conv.turns) and a.kind in INVALID for a in conv.anomalies)
-        if kind == "mito" and turn.link != "history_edited" and prev is not None and prev.asked_ids and not prev_invalid \
+        if kind == "mito" and turn.link not in ("history_edited", "resent") and prev is not None and prev.asked_ids and not prev_invalid \
                 and prev.finish_reason == "stop" and prev.completion_len:
             anomalies.append(("silent_mito", f"messages-in after turn {len(conv.turns)} ended with the stop token "
                                              f"and its engine ids were known: it could have been stitched"))
@@ -390,15 +404,17 @@ class Linker:
         conv.probe = (i.path, ids) if i.status == 404 and kind == "tito" and ids is not None else None
         conv.turns.append(turn)
         conv.last = n
-        for kind_, detail in anomalies:
-            conv.anomalies.append(Anomaly(cid, len(conv.turns), n, kind_, detail, conv.group))
+        for kind_, detail, *cause in anomalies:
+            why = cause[0] if cause else None
+            detail = f"{detail}; cause: {why}" if why and "cause:" not in detail else detail
+            conv.anomalies.append(Anomaly(cid, len(conv.turns), n, kind_, detail, conv.group, why))
         if turn.link == "tokens" and completion is None:
             conv.taken = True
         if read.answer is not None:
             conv.answer = read.answer
         self._remember(conv, prompt, completion, digests, read.messages)
         self._expire(n)
-        return conv, len(conv.turns), turn, [k for k, _ in anomalies]
+        return conv, len(conv.turns), turn, [k for k, *_ in anomalies]
 
     def _remember(self, conv: Conversation, prompt, completion, digests: list[bytes], messages) -> None:
         self._unmessage(conv)
@@ -458,6 +474,15 @@ class Linker:
         if len(self._groups) > 4 * self.window:
             open_groups = {c.group for c in self.conversations.values()}
             self._groups = {k: v for k, v in self._groups.items() if v in open_groups}
+
+    def _cause(self, prompt: np.ndarray, head: np.ndarray, k: int, cid: int) -> str | None:
+        """Why the prompt leaves the head at k, where the deployment is known (bridge.CAUSES)."""
+        if self.deployment is None:
+            return None
+        conv = self.conversations.get(cid)
+        last = next((t for t in reversed(conv.turns) if t.status < 400), None) if conv else None
+        return self.deployment.break_cause(prompt.tolist(), head.tolist(), k,
+                                           last is not None and last.finish_reason == "length")
 
     def _break_detail(self, prompt: np.ndarray, head: np.ndarray, k: int) -> str:
         def show(ids):
