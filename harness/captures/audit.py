@@ -107,16 +107,16 @@ def capture_index(path) -> CaptureIndex | None:
     return CaptureIndex.load(path) or audit(path, keep=False).index
 
 def detail_decoder():
-    """ids -> text for anomaly details, the built-in tokenizer loaded the first time a detail needs it (ids
-    only when it cannot be loaded)."""
+    """ids -> text for anomaly details, through the built-in tokenizer's cached token table, read the first time a
+    detail needs it (no tokenizer is loaded; ids only when the table cannot be had)."""
     tok: list = []
 
     def decode(ids):
         if not tok:
             try:
-                from ..tokenizer import load_tokenizer
+                from ..tokenizer import token_table
 
-                tok.append(load_tokenizer())
+                tok.append(token_table())
             except Exception:  # no tokenizer: ids only
                 tok.append(None)
         return tok[0].decode(ids) if tok[0] is not None else None
