@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import OrderedDict, deque
 import logging
 import time
 import uuid
@@ -120,6 +120,28 @@ async def read_json(request: web.Request, lossy: bool = False) -> dict:
     if not isinstance(value, dict):
         raise BadBody(raw, None, value)
     return value
+
+
+class Checked:
+    """What the checks of a request body found, for bodies seen before (the last `size`, none past `max_bytes`):
+    the checks are pure functions of the body's bytes, and a group of rollouts sends one prompt's body many
+    times over, so an identical body skips them. Values are shared: callers copy before changing one."""
+
+    def __init__(self, size: int = 1024, max_bytes: int = 64 * 1024):
+        self._seen: OrderedDict = OrderedDict()
+        self.size, self.max_bytes = size, max_bytes
+
+    def get(self, key):
+        hit = self._seen.get(key)
+        if hit is not None:
+            self._seen.move_to_end(key)
+        return hit
+
+    def put(self, key, value, size: int) -> None:
+        if size <= self.max_bytes:
+            self._seen[key] = value
+            if len(self._seen) > self.size:
+                self._seen.popitem(last=False)
 
 
 BIG_BODY = 256 * 1024  # a body past this is rendered and tokenized off the event loop

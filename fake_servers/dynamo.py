@@ -21,7 +21,7 @@ from harness.wire import dynamo_requests, mutate
 from harness.wire.profiles import ROUTES, Profile
 
 from . import dynamo_rl, errors, experts, generate, metrics
-from .base import (BadBody, ErrorStyle, ServerState, faults_of, json_ok, make_app, new_id, off_loop, read_json,
+from .base import (BadBody, Checked, ErrorStyle, ServerState, faults_of, json_ok, make_app, new_id, off_loop, read_json,
                    send_json)
 from .engine import ContextLengthExceeded, Generation, SamplingParams, WorkLimitExceeded
 from .openai import interleaved, logprobs_content, render_messages, sampling_from, stream, text_pieces
@@ -51,8 +51,7 @@ WORKER_ID = 7587889019327385345
 def _bad_body(exc: BadBody, struct: str = "NvCreateChatCompletionRequest") -> web.Response:
     if exc.exc is not None:
         col = getattr(exc.exc, "pos", len(exc.raw)) + 1
-        return errors.dynamo_deserialize(f"EOF while parsing a value at line 1 column {col}"
-                                         if col > len(exc.raw) else f"expected value at line 1 column {col}")
+        return errors.dynamo_deserialize(dynamo_requests.parse_error(exc.raw, col))
     return errors.dynamo_deserialize(f"invalid type: sequence, expected struct {struct} at line 1 column 1"
                                      if isinstance(exc.value, list) else
                                      f"invalid type: value, expected struct {struct} at line 1 column 1")
@@ -127,6 +126,7 @@ class DynamoHandlers:
         self.cache = PrefixCache()
         self.down_until = 0.0  # a `down` worker failure keeps the worker away until then
         self.down_seconds = profile.worker_down_seconds
+        self.checked = Checked()  # chat bodies that passed serde and validation
 
     async def models(self, request):
         window = self.engine.config.max_model_len if self.worker.context_window else 0
@@ -142,16 +142,18 @@ class DynamoHandlers:
             "request_plane_codec": "msgpack"}]})
 
     def _validate(self, body: dict, raw: str) -> web.Response | None:
-        if json_depth(body, SERDE_DEPTH):
+        passed = self.checked.get(raw) is not None  # (a body that passed serde and validation passes again)
+        if not passed and json_depth(body, SERDE_DEPTH):
             return errors.dynamo_deserialize("recursion limit exceeded at line 1 column 1")
-        bad = dynamo_requests.deserialize_chat(body, raw)
+        bad = None if passed else dynamo_requests.deserialize_chat(body, raw)
         if bad:
             return errors.dynamo_json(*bad)
         if time.time() < self.down_until:  # the worker is away: nothing past serde gets further
             return errors.dynamo_json(*dynamo_requests.not_ready(self.model))
-        bad = dynamo_requests.validate_chat(body, self.model, self.profile.version)
+        bad = None if passed else dynamo_requests.validate_chat(body, self.model, self.profile.version)
         if bad:
             return errors.dynamo_json(*bad)
+        self.checked.put(raw, True, len(raw))
         nvext = body.get("nvext") or {}
         if nvext.get("token_data") == [] and self.worker.refuses_empty_prompt:
             return errors.dynamo_error(400, "Bad Request")

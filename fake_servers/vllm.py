@@ -19,8 +19,8 @@ from harness.wire import mutate, vllm_requests
 from harness.wire.profiles import ROUTES, Profile
 
 from . import control_routes, errors, experts, generate, metrics
-from .base import (SSE, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, off_loop, read_json,
-                   send_json)
+from .base import (SSE, Checked, json_ok, BadBody, ErrorStyle, ServerState, faults_of, make_app, new_id, off_loop,
+                   read_json, send_json)
 from .engine import ContextLengthExceeded, Generation, SamplingParams, WorkLimitExceeded
 from .openai import interleaved, logprobs_content, render_messages, sampling_from, stream, text_pieces, usage
 from .control_routes import VLLMControl
@@ -87,11 +87,26 @@ class VLLMHandlers:
         self.fingerprint = f"vllm-{profile.version}-fake"
         self.engine = state.engine
         self.model = state.engine.config.model
+        self.checked = Checked()  # (route, body bytes) -> the body as the request models read it
 
     # -- shared checks --------------------------------------------------------------------------
     async def _body(self, request: web.Request, route: str) -> dict | web.Response:
         """The request body as vLLM reads it: its own request model for `route` (harness.wire.vllm_requests:
         its lax coercion, its checks, its words)."""
+        raw = await request.read()
+        body = self.checked.get((route, raw))
+        if body is None:
+            body = await self._checked_body(request, route)
+            if isinstance(body, web.Response):
+                return body
+            self.checked.put((route, raw), body, len(raw))
+        body = dict(body)
+        model = body.get("model")
+        if model and model != self.model and model not in self.state.control.loras:  # (no model, or "": the served one)
+            return errors.vllm_model_not_found(model, self.model)
+        return body
+
+    async def _checked_body(self, request: web.Request, route: str) -> dict | web.Response:
         try:
             body = await read_json(request)
             if BIG_INT.search(await request.read()):  # (orjson reads an integer past 64 bits as a float)
@@ -101,13 +116,9 @@ class VLLMHandlers:
             if body is None:
                 return _bad_body(exc)
         try:
-            body = vllm_requests.validate(route, body, self.profile.version)
+            return vllm_requests.validate(route, body, self.profile.version)
         except vllm_requests.RequestError as exc:
             return errors.vllm_body(exc.body)
-        model = body.get("model")
-        if model and model != self.model and model not in self.state.control.loras:  # (no model, or "": the served one)
-            return errors.vllm_model_not_found(model, self.model)
-        return body
 
     def _check_sampling(self, body: dict, key: str = "max_tokens", window: bool = True,
                         route: str = "generate") -> web.Response | None:
