@@ -229,7 +229,7 @@ def test_bad(fake_vllm):
 
 def test_fake_profile_marker_and_parametrized_profiles(pytester):
     pytester.makepyfile(test_it=MARKER_TEST)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=5, errors=1)
     assert "unknown profile 'vllm-7'" in result.stdout.str()
 
@@ -264,7 +264,7 @@ def test_next_test_starts_clean(fake_vllm_server):
 
 def test_plugin_refuses_a_profile_of_the_wrong_kind_and_serves_faults_and_a_request_log(pytester):
     pytester.makepyfile(test_plugin=PLUGIN_TEST)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, errors=1)
     assert "'dynamo-1.6.1+mocker' is a profile of another server kind than the test's fixtures serve" in result.stdout.str()
 
