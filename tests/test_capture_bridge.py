@@ -105,3 +105,12 @@ def test_an_edited_user_message_is_told(dep):
 
 def test_every_cause_is_a_known_name():
     assert len(set(B.CAUSES)) == 10
+
+
+def test_the_export_carries_group_and_cause(dep):
+    from harness.captures.export import export_columns
+
+    t1, head = first_turn(dep, "4")
+    cols = export_columns(Cassette([t1, stitched(head + enc(dep, NEXT, split_special_tokens=True))], {}), dep)
+    assert cols["group"] == [0, 0] and cols["anomalies"] == [[], ["bridge_mismatch"]]
+    assert cols["causes"] == [[], [B.SPECIAL_AS_TEXT]]

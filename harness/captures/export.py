@@ -11,13 +11,29 @@ from .policy import PolicyTimeline
 
 
 COLUMNS = ("exchange", "conversation", "turn", "mode", "method", "path", "status", "prompt_ids", "completion_ids",
-           "completion_logprobs", "finish_reason", "duration_ms", "recorded_at", "faults", "anomalies", "weight_version")
+           "completion_logprobs", "finish_reason", "duration_ms", "recorded_at", "faults", "anomalies", "weight_version",
+           "group", "causes")
 
 
-def export_rows(source):
-    """One row per exchange, in order, read once: where it sits (conversation, turn), what it was (mode,
-    route, status, latency) and its tokens (ids and logprobs as lists), with the audit's anomaly kinds."""
-    linker = Linker(keep_tokens=True, on_close=lambda conv: None)
+def deployment_of(source, decode="auto"):
+    """The deployment whose template the bridges are checked against (`bridge.Deployment`), for "auto": the
+    one the capture's meta names, or the built-in; None when it cannot be loaded (no causes, no bridge check)."""
+    if decode != "auto":
+        return decode
+    from .bridge import Deployment
+    from .index import capture_meta
+
+    try:
+        return Deployment.load(None, capture_meta(source))
+    except (OSError, ValueError):
+        return None
+
+
+def export_rows(source, decode=None):
+    """One row per exchange, in order, read once: where it sits (conversation, turn, group), what it was (mode,
+    route, status, latency) and its tokens (ids and logprobs as lists), with the audit's anomaly kinds and their
+    causes (one per kind, "" where none is told; `decode`: a bridge.Deployment, for bridge checks and causes)."""
+    linker = Linker(decode, keep_tokens=True, on_close=lambda conv: None)
     policy = PolicyTimeline()  # the policy version each turn ended under (policy.py)
     for n, _, i in exchanges(source):
         placed = linker.add(n, i)
@@ -29,20 +45,21 @@ def export_rows(source):
                "completion_logprobs": t.completion_logprobs if t else None,
                "finish_reason": t.finish_reason if t else None, "duration_ms": i.duration_ms,
                "recorded_at": i.recorded_at, "faults": list(i.faults or []), "anomalies": kinds,
-               "weight_version": policy.version_of(n) if t else None}
+               "weight_version": policy.version_of(n) if t else None, "group": conv.group if conv else None,
+               "causes": [a.cause or "" for a in conv.anomalies if a.exchange == n] if conv else []}
         if t is not None:  # the row has them; the conversation need not keep them
             t.prompt_ids = t.completion_ids = t.completion_logprobs = None
 
 
-def export_columns(source) -> dict[str, list]:
+def export_columns(source, decode=None) -> dict[str, list]:
     cols: dict[str, list] = {name: [] for name in COLUMNS}
-    for row in export_rows(source):
+    for row in export_rows(source, decode):
         for key, v in row.items():
             cols[key].append(v)
     return cols
 
 
-def export_parquet(source, out, batch: int = 4096) -> int:
+def export_parquet(source, out, batch: int = 4096, decode="auto") -> int:
     """Write `export_rows` as a Parquet file (pyarrow), a batch at a time; returns the rows written."""
     try:
         import pyarrow as pa
@@ -54,11 +71,12 @@ def export_parquet(source, out, batch: int = 4096) -> int:
                         ("mode", pa.string()), ("method", pa.string()), ("path", pa.string()), ("status", pa.int32()),
                         ("prompt_ids", ids), ("completion_ids", ids), ("completion_logprobs", lps),
                         ("finish_reason", pa.string()), ("duration_ms", pa.float64()), ("recorded_at", pa.float64()),
-                        ("faults", strs), ("anomalies", strs), ("weight_version", pa.string())])
+                        ("faults", strs), ("anomalies", strs), ("weight_version", pa.string()), ("group", pa.int64()),
+                        ("causes", strs)])
     rows = 0
     with pq.ParquetWriter(out, schema, compression="zstd") as writer:
         pending: list[dict] = []
-        for row in export_rows(source):
+        for row in export_rows(source, deployment_of(source, decode)):
             pending.append(row)
             if len(pending) >= batch:
                 writer.write_batch(pa.RecordBatch.from_pylist(pending, schema=schema))
