@@ -31,7 +31,7 @@ def _cell(text) -> str:
 # ---------------------------------------------------------------- CLI
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     from harness import cli
 
     build = getattr(cli, "build_parser", None)
@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     return build()
 
 
-def _subcommands(p: argparse.ArgumentParser):
+def subcommands(p: argparse.ArgumentParser):
     for action in p._actions:
         if isinstance(action, argparse._SubParsersAction):
             helps = {a.dest: a.help for a in action._choices_actions}
@@ -78,7 +78,7 @@ def _option_row(action: argparse.Action) -> str | None:
 
 
 def _command_section(path: list[str], p: argparse.ArgumentParser, help_text: str | None, out: list[str]) -> None:
-    subs = list(_subcommands(p))
+    subs = list(subcommands(p))
     title = " ".join(path)
     out.append(f"{'#' * min(len(path) + 1, 4)} `{title}`\n")
     about = p.description or help_text
@@ -98,11 +98,11 @@ def _command_section(path: list[str], p: argparse.ArgumentParser, help_text: str
 
 
 def cli_page() -> str:
-    p = _parser()
+    p = parser()
     out = [GENERATED, "# Command line\n",
            "Every `harness` command and option, read from the argument parsers the command runs on. "
            "`harness COMMAND --help` prints the same.\n"]
-    commands = list(_subcommands(p))
+    commands = list(subcommands(p))
     out.append("| command | what it does |\n|---|---|")
     for name, sub, help_text in commands:
         out.append(f"| [`{name}`](#harness-{name}) | {_cell(help_text or sub.description or '')} |")
@@ -116,11 +116,11 @@ def command_names() -> list[list[str]]:
     found = []
 
     def walk(path, p):
-        for name, sub, _ in _subcommands(p):
+        for name, sub, _ in subcommands(p):
             found.append([*path, name])
             walk([*path, name], sub)
 
-    walk([], _parser())
+    walk([], parser())
     return found
 
 
