@@ -71,6 +71,7 @@ class Capacity:
         self.prompt_sum = self.generation_sum = self.finished = 0
         self.contexts: dict[int, object] = {}  # flight id -> flight (its context in KV blocks, at scrape)
         self.sleep_level = 0
+        self.weight_ops: dict[str, int] = {}  # vLLM weight-transfer operations run, by operation
 
     async def admit(self) -> None:
         """A seat among `max_num_seqs`; waits (counted in `waiting`) while all are taken."""
@@ -138,5 +139,7 @@ class Capacity:
             "generation_len": (dict(self.generation_seen), self.generation_sum, self.finished),
             "cache_info": 1,
             "frontend_requests": {("chat_completions", "unary", "success"): self.finished},
+            "weight_ops": {op: ({0.0: n}, 0.0, n) for op, n in self.weight_ops.items()},
+            "weight_ops_in_flight": {op: 0 for op in self.weight_ops},
             "http_requests": {("/v1/chat/completions", "POST", "2xx"): self.finished},
         }

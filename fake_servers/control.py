@@ -95,6 +95,7 @@ class Control:
         self.lora_ids = itertools.count(1)
         self.lora_active: dict[str, int] = {}
         self.updates = 0  # weight updates applied
+        self.weight_transfer = False  # vLLM: started with a weight_transfer_config (the recorded CPU servers were not)
         self.caches: list = [capacity.prefix]  # prefix caches a clear/flush resets
         self._ids = itertools.count()
         self.system_port: int | None = None  # Dynamo: the worker's system server, once bound

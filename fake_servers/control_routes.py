@@ -15,6 +15,8 @@ from harness.wire.control_plane import (CHECKSUM_PARAMS, CHECKSUM_PREFIX, DYNAMO
                                         VLLM_WORDS, ControlPlane, Route, fill)
 
 from . import errors
+from harness.wire.server_info_rows import SERVER_INFO
+
 from .base import STATE, faults_of, json_ok
 from .control import Control, policy_after, policy_of_dir
 
@@ -112,7 +114,7 @@ class VLLMControl:
         if isinstance(body, ValueError) or body is None:
             return _detail(400, VLLM_WORDS["invalid_json"])
         if not isinstance(body, dict):
-            return _detail(400, VLLM_WORDS["not_object"])
+            return self._not_object()
         ids = body.get("request_ids") or None
         return _answer(route, {"aborted": self.c.abort(list(ids) if ids else None)})
 
@@ -131,17 +133,48 @@ class VLLMControl:
             return _invalid(f"body.{field}", kind, f"Input should be a valid {name}", value)
         return value
 
+    def _not_object(self) -> web.Response:
+        """A body that is not an object: 0.32 says so, 0.31 calls .get on it (recorded)."""
+        if self.plane.route("shutdown_weight_transfer") is None:
+            return errors.vllm_error(500, VLLM_WORDS["no_get"], "InternalServerError")
+        return _detail(400, VLLM_WORDS["not_object"])
+
+    def _op(self, name: str) -> None:
+        """Count a weight-transfer operation for /metrics (counted whether it succeeds, as vLLM's timer does)."""
+        ops = self.c.capacity.weight_ops
+        ops[name] = ops.get(name, 0) + 1
+
+    def _transfer(self, route: Route, op: str) -> web.Response:
+        """A weight-transfer call: refused by the worker as on the recorded CPU servers (started without
+        weight_transfer_config), unless the fake is started with one."""
+        self._op(op)
+        if not self.c.weight_transfer:
+            return self._rpc_failed(VLLM_WORDS["transfer_not_configured"])
+        return _answer(route)
+
     async def init_weight_transfer(self, request, route):
         if self.plane.route("shutdown_weight_transfer") is None:  # 0.31 reads the body itself
             body = await _body(request)
             if isinstance(body, ValueError) or body is None:
                 return _detail(400, VLLM_WORDS["invalid_json"])
-            if not isinstance(body, dict) or body.get("init_info") is None:
+            if not isinstance(body, dict):
+                return self._not_object()
+            if body.get("init_info") is None:
                 return _detail(400, VLLM_WORDS["missing_init_info_031"])
         else:
             value = await self._embedded(request, "init_info", True, dict)
             if isinstance(value, web.Response):
                 return value
+        return self._transfer(route, "init")
+
+    async def start_weight_update(self, request, route):
+        return self._transfer(route, "start")
+
+    async def start_draft_weight_update(self, request, route):
+        return self._transfer(route, "start_draft")
+
+    async def shutdown_weight_transfer(self, request, route):
+        self._op("shutdown")
         return _answer(route)
 
     async def update_weights(self, request, route):
@@ -149,13 +182,18 @@ class VLLMControl:
             body = await _body(request)
             if isinstance(body, ValueError) or body is None:
                 return _detail(400, VLLM_WORDS["invalid_json"])
-            if not isinstance(body, dict) or body.get("update_info") is None:
+            if not isinstance(body, dict):
+                return self._not_object()
+            if body.get("update_info") is None:
                 return _detail(400, VLLM_WORDS["missing_update_info_031"])
             info = body["update_info"]
         else:
             info = await self._embedded(request, "update_info", True, (dict, list))
             if isinstance(info, web.Response):
                 return info
+        self._op("update")
+        if not self.c.weight_transfer:
+            return self._rpc_failed(VLLM_WORDS["transfer_not_configured"])
         await _update_delay(request)
         if "update_fails" in faults_of(request):
             return self._rpc_failed("injected fault update_fails: the weight transfer failed")
@@ -166,6 +204,9 @@ class VLLMControl:
         version = await self._embedded(request, "weight_version", False, str)
         if isinstance(version, web.Response):
             return version
+        self._op("finish")
+        if not self.c.weight_transfer:
+            return self._rpc_failed(VLLM_WORDS["transfer_not_configured"])
         if version is not None and "version_not_applied" not in faults_of(request):
             self.c.set_version(version)
         return _answer(route)
@@ -233,8 +274,8 @@ class VLLMControl:
         return errors.vllm_error(500, VLLM_WORDS["rpc_failed"].format(why=why), "InternalServerError")
 
     async def server_info(self, request, route):
-        return json_ok({"vllm_config": f"model='{self.model}'", "vllm_env": {"VLLM_SERVER_DEV_MODE": True},
-                        "system_env": {}})
+        env = SERVER_INFO.get(self.plane.name, {"vllm_env": {}, "system_env": {}})
+        return json_ok({"vllm_config": f"model='{self.model}', served_model_name='{self.model}'", **env})
 
     async def sleep(self, request, route):
         level = request.query.get("level", "1")
@@ -425,8 +466,8 @@ class DynamoEngineControl:
             raw = await request.read()
             try:
                 body = orjson.loads(raw) if raw.strip() else None
-            except orjson.JSONDecodeError:
-                body = raw
+            except orjson.JSONDecodeError as exc:
+                return json_ok({"error": "Invalid JSON", "message": _serde_words(raw, exc)}, status=400)
             if body is None:
                 body = {}
             elif not isinstance(body, dict):
@@ -436,11 +477,25 @@ class DynamoEngineControl:
         return handle
 
 
+def _serde_words(raw: bytes, exc) -> str:
+    """serde_json's complaint about a body that is not JSON (the system server parses with serde)."""
+    text = raw.decode("utf-8", "replace").lstrip()
+    pos = getattr(exc, "pos", 0)
+    col = pos + 1
+    if text.startswith("{") and pos >= 1 and text[1:2] not in ('"', "}", " "):
+        return DYNAMO_WORDS["invalid_json"].format(why="key must be a string", col=col)
+    if pos >= len(raw):
+        return DYNAMO_WORDS["invalid_json"].format(why="EOF while parsing a value", col=col)
+    return DYNAMO_WORDS["invalid_json"].format(why="expected value", col=col)
+
+
 def attach(app: web.Application, plane: ControlPlane, handlers) -> None:
     """The plane's routes on `app`, each marked a control path (its faults are drawn apart)."""
     paths = state_of_app(app).control_paths
     for route in plane.routes:
         app.router.add_route(route.method, route.path, handlers.handler(route))
+        if plane.body_routes and route.method == "POST":  # (Dynamo's system server takes any method)
+            app.router.add_route("GET", route.path, handlers.handler(route))
         paths.add(route.path)
 
 

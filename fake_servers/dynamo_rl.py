@@ -4,6 +4,8 @@ with the frontend's app: the vLLM worker's system server (`DYN_SYSTEM_PORT`: `PO
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from harness.wire.control_plane import DYNAMO_WORDS, RL_DISCOVERY_PATH, RL_PROTOCOL_VERSION
@@ -36,8 +38,13 @@ def system_app(state: ServerState) -> web.Application:
 
         if plane.name in METRIC_SETS:
             app.router.add_get("/metrics", metrics.metrics_route(plane.name))
+    started = time.time()
+
     async def health(request):
-        return json_ok({"status": "ready"})
+        up = time.time() - started
+        return json_ok({"status": "ready", "uptime": {"secs": int(up), "nanos": int(up % 1 * 1e9)},
+                        "endpoints": {"get_perf_metrics": "ready", "generate": "ready", "rl": "ready",
+                                      "clear_kv_blocks": "ready"}})
 
     app.router.add_get("/health", health)
     return app
@@ -53,20 +60,30 @@ async def _control_faults(request: web.Request, handler):
     return await handler(request)
 
 
+@web.middleware
+async def _empty_404(request: web.Request, handler):
+    """The discovery listener answers any other path 404 with an empty body (recorded)."""
+    try:
+        return await handler(request)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        return web.Response(status=404)
+
+
 def rl_app(state: ServerState) -> web.Application:
     """The frontend's RL discovery listener: the workers, each with its system URL and engine routes."""
-    app = web.Application(middlewares=[_control_faults])
+    app = web.Application(middlewares=[_empty_404, _control_faults])
     app[STATE] = state
 
     async def workers(request: web.Request) -> web.Response:
         c = state.control
         listed = [] if "worker_gone" in faults_of(request) else [{
             "namespace": "dynamo", "component": "backend", "endpoint": "rl", "instance_id": WORKER_ID,
-            "transport": {"tcp": f"{HOST}:0/dynamo/backend/rl"}, "request_plane_url": f"tcp://{HOST}:0",
+            "transport": {"tcp": f"{HOST}:{c.system_port}/{WORKER_ID:016x}/dynamo/backend/rl"},
+            "request_plane_url": "dyn://dynamo.backend.rl",
             "system_url": f"http://{HOST}:{c.system_port}", "model": state.engine.config.model,
             "routes": sorted(r.action for r in c.plane.routes if r.action not in ("load_lora", "unload_lora")),
             "world_size": 1}]
-        return json_ok({"protocol_version": RL_PROTOCOL_VERSION, "workers": listed})
+        return json_ok({"protocol_version": RL_PROTOCOL_VERSION, "namespace": "dynamo", "workers": listed})
 
     app.router.add_get(RL_DISCOVERY_PATH, workers)
     return app

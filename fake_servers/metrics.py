@@ -47,8 +47,14 @@ async def control_post(request: web.Request) -> web.Response:
     return json_ok(control.describe())
 
 
+async def load(request: web.Request) -> web.Response:
+    return json_ok({"server_load": state_of(request).control.capacity.running})
+
+
 def add_routes(app: web.Application, families_name: str | None) -> None:
     if families_name:
         app.router.add_get("/metrics", metrics_route(families_name))
+    if families_name in wire_metrics.LOAD_ROUTE:
+        app.router.add_get("/load", load)
     app.router.add_get("/_fake/control", control_get)
     app.router.add_post("/_fake/control", control_post)

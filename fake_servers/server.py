@@ -49,6 +49,8 @@ class FakeConfig:
     system_port: int | None = None  # Dynamo: the worker's system server (DYN_SYSTEM_PORT; None: env, else 0 = free)
     rl_port: int | None = None  # Dynamo: the frontend's RL discovery listener (DYN_RL_PORT; None: env, else 0)
     max_num_seqs: int = 256  # requests running at once; the excess waits (/metrics num_requests_waiting)
+    weight_transfer: bool = False  # vLLM: a weight_transfer_config, so its streamed-update routes work (the
+    # recorded CPU servers had none: every weight-transfer call failed in the worker)
     kv_blocks: int = 8192  # KV-cache blocks of 128 tokens, as vLLM 0.32 CPU has them (/metrics kv_cache_usage_perc)
 
     @classmethod
@@ -123,6 +125,7 @@ def build_app(cfg: FakeConfig | None = None, **overrides) -> web.Application:
                         template_faults=templates, profile=profile)
     plane = control_plane_of(cfg, profile)
     state.control = Control(engine, plane, Capacity(cfg.max_num_seqs, 128, cfg.kv_blocks))
+    state.control.weight_transfer = cfg.weight_transfer
     state.control.ports = (env_port(cfg.system_port, "DYN_SYSTEM_PORT"), env_port(cfg.rl_port, "DYN_RL_PORT"))
     if cfg.kind == "vllm":
         return vllm.create_app(state, profile, cfg.tool_parser)

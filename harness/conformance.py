@@ -112,18 +112,22 @@ def control_switches(profile, inters) -> dict:
     if plane is None:
         return {}
     paths = {r.path for r in plane.routes} | {RL_DISCOVERY_PATH}
-    on = any(i.path in paths and i.status != 404 for i in inters)
+    on = any((i.path in paths or i.path.startswith("/engine/")) and i.status != 404 for i in inters) or any(
+        i.path.startswith("/engine/") and b"Route not found" in i.response_body for i in inters)
     return {"dev_mode": on, "enable_rl": on}
 
 
+SIDE_SERVERS = {".engine": "system_url", ".discovery": "rl_url"}  # a cassette recorded from Dynamo's side ports
+
+
 def _clients(srv, client: httpx.Client) -> dict:
-    """Where a recorded path goes on the fake: Dynamo's engine routes to its worker's system server, the RL
-    discovery route to its listener, everything else to the frontend (or vLLM's one server)."""
+    """Where a cassette's exchanges go on the fake, by its name's suffix: `NAME.engine.yaml` (recorded from the
+    worker's system server) to the fake worker's, `NAME.discovery.yaml` to its RL discovery listener, others to
+    the frontend (or vLLM's one server)."""
     out = {}
-    if getattr(srv, "system_url", None):
-        out["/engine/"] = httpx.Client(base_url=srv.system_url, timeout=60)
-    if getattr(srv, "rl_url", None):
-        out["/v1/rl/"] = httpx.Client(base_url=srv.rl_url, timeout=60)
+    for suffix, attr in SIDE_SERVERS.items():
+        if getattr(srv, attr, None):
+            out[suffix] = httpx.Client(base_url=getattr(srv, attr), timeout=60)
     return out
 
 
@@ -234,7 +238,8 @@ def run_conformance(path: str | Path, kind: str | None = None) -> Report:
                 report.unknown.append((name, why))
                 continue
             cfg, label = fake_config(prof.kind, [c], prof), profile_label(prof)
-        key = (label, cfg.kind, cfg.model, cfg.max_model_len, cfg.dynamo_backend, cfg.chat_tokens_route, cfg.tool_parser)
+        key = (label, cfg.kind, cfg.model, cfg.max_model_len, cfg.dynamo_backend, cfg.chat_tokens_route, cfg.tool_parser,
+               cfg.dev_mode, cfg.enable_rl)
         groups.setdefault(key, []).append((name, c, cfg))
     for key, items in groups.items():
         with RunningServer(items[0][2]) as srv, httpx.Client(base_url=srv.root_url, timeout=60) as client, \
@@ -244,7 +249,8 @@ def run_conformance(path: str | Path, kind: str | None = None) -> Report:
                 pending = []
                 # (in arrival order: a request that arrived while paused finished after the resume)
                 for n, inter in sorted(enumerate(c.interactions), key=lambda ni: ni[1].recorded_at or 0.0):
-                    target = next((cl for prefix, cl in routed.items() if inter.path.startswith(prefix)), client)
+                    stem = name.removesuffix(".yaml").removesuffix(".yml")
+                    target = next((cl for suffix, cl in routed.items() if stem.endswith(suffix)), client)
                     control = srv.state.control
                     if control.paused and inter.path not in srv.state.control_paths and target is client:
                         # sent while the recorded server was paused: held until a later resume, as it was

@@ -87,10 +87,11 @@ def test_metrics_families_are_compared(vllm_cassette, tmp_path):
 
 def test_dynamo_engine_routes_go_to_the_fake_workers_system_server(tmp_path, tokenizer):
     cfg = FakeConfig(kind="dynamo", profile="dynamo-1.6.1", dynamo_backend="vllm", enable_rl=True, tokenizer=tokenizer)
-    with RunningServer(cfg) as up:
-        rec = Recorder(tmp_path / "rl_dyn.yaml", "all", writer="thread")
+    with RunningServer(cfg) as up:  # recorded as the real ones are: one cassette per port, named by its suffix
+        rec = Recorder(tmp_path / "rl_dyn.engine.yaml", "all", writer="thread")
+        rec2 = Recorder(tmp_path / "rl_dyn.discovery.yaml", "all", writer="thread")
         with AppThread(create_proxy_app(up.system_url, rec)) as sysproxy, \
-                AppThread(create_proxy_app(up.rl_url, rec)) as rlproxy:
+                AppThread(create_proxy_app(up.rl_url, rec2)) as rlproxy:
             sysbase, rlbase = f"http://127.0.0.1:{sysproxy.port}", f"http://127.0.0.1:{rlproxy.port}"
             assert httpx.get(rlbase + "/v1/rl/workers").json()["workers"]
             assert httpx.post(sysbase + "/engine/get_weight_version", json={}).json()["version_declared"] is False
@@ -99,9 +100,10 @@ def test_dynamo_engine_routes_go_to_the_fake_workers_system_server(tmp_path, tok
                 "status": "ok", "version": "s1"}
             assert httpx.post(sysbase + "/engine/resume_generation", json={}).json()["status"] == "ok"
             assert httpx.post(sysbase + "/engine/nope", json={}).status_code == 404
-    c = Cassette.load(tmp_path / "rl_dyn.yaml")
-    c.meta["profile"] = "dynamo-1.6.1+vllm"
-    c.save(tmp_path / "rl_dyn.yaml")
-    report = run_conformance(tmp_path / "rl_dyn.yaml")
+    for name in ("rl_dyn.engine.yaml", "rl_dyn.discovery.yaml"):
+        c = Cassette.load(tmp_path / name)
+        c.meta["profile"] = "dynamo-1.6.1+vllm"
+        c.save(tmp_path / name)
+    report = run_conformance(tmp_path)
     assert report.failed == 0, [ch.problems for ch in report.checks if ch.problems]
     assert len(report.checks) == 6

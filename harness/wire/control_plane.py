@@ -118,9 +118,10 @@ _DYNAMO_ENGINE = tuple(_R(action, "POST", _DYN + action, reads, answer) for acti
      {"status": "ok", "message": "Weight update group destroyed"}),
     ("get_weight_version", "", {"status": "ok", "version": "{version}", "version_declared": "{declared}"}),
     ("set_weight_version", "body weight_version", {"status": "ok", "version": "{version}"}),
-    ("load_lora", "body lora_name, source.uri", None),
-    ("unload_lora", "body lora_name", None),
 ))
+# (registered only when the worker serves LoRA; the recorded 1.6.1 + vLLM CPU worker does not: 404 Route not found)
+_DYNAMO_LORA = tuple(_R(action, "POST", _DYN + action, reads, None) for action, reads in (
+    ("load_lora", "body lora_name, source.uri"), ("unload_lora", "body lora_name")))
 
 CONTROL_PLANES: dict[str, ControlPlane] = {c.name: c for c in [
     ControlPlane("vllm-0.31-dev", "dev_mode", "vllm", _VLLM_RL_COMMON + _VLLM_DEV_031, abort_finish="abort",
@@ -177,6 +178,10 @@ VLLM_WORDS = {
     "rpc_failed": "Call to collective_rpc method failed: Worker failed with error '{why}', please check the stack "
                   "trace above for the root cause",
     "no_attribute": "'CPUWorker' object has no attribute '{method}'",
+    # (recorded, 0.31 and 0.32 CPU: every weight-transfer call of a server started without weight_transfer_config)
+    "transfer_not_configured": "Weight transfer not configured. Please set weight_transfer_config to enable weight "
+                               "transfer.",
+    "no_get": "'list' object has no attribute 'get'",  # (recorded, 0.31: a list body where it calls body.get)
     # (read from the 0.33 wheel: a new request while paused in abort or wait mode, 503 ServiceUnavailableError)
     "paused": "Generation is paused. Please retry after it resumes.",
 }
@@ -209,6 +214,7 @@ DYNAMO_WORDS = {
     "lora_uri": "'source.uri' is required and must be a string",
     "lora_unload_request": "Request is required with 'lora_name' field",
     "route_not_found": "Route {path} not found",
+    "invalid_json": "{why} at line 1 column {col}",
 }
 
 # The frontend's RL discovery listener (DYN_RL_PORT): one route, its answer's fields

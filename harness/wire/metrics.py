@@ -25,6 +25,7 @@ class Family:
     series: tuple[tuple[str, ...], ...] = ()  # the values of its fixed labels, one tuple per series
     created: bool = False  # it writes a `NAME_created` gauge family
     fixed: tuple[str, ...] = ()  # its fixed label names (the rest come from the server: model, engine, handler)
+    lazy: bool = False  # registered on first use: not exported until its source has a series
 
 
 # what a fake's capacity model fills each family from (a key of its snapshot); the rest stay 0
@@ -38,13 +39,23 @@ SOURCES = {
     "vllm:request_prompt_tokens": "prompt_len", "vllm:request_generation_tokens": "generation_len",
     "vllm:cache_config_info": "cache_info", "vllm:lora_requests_info": "lora_info",
     "http_requests": "http_requests",
+    "vllm:rl_weight_update_operation_duration_seconds": "weight_ops",
+    "vllm:rl_weight_update_operations_in_flight": "weight_ops_in_flight",
     "dynamo_frontend_inflight_requests": "running", "dynamo_frontend_queued_requests": "waiting",
     "dynamo_frontend_requests": "frontend_requests", "dynamo_frontend_input_sequence_tokens": "prompt_len",
     "dynamo_frontend_output_sequence_tokens": "generation_len",
 }
 
-_VLLM_032 = tuple(Family(*row) for row in VLLM_032)
-_NOT_IN_031 = {"vllm:admission_rejections", "vllm:prompt_tokens_cached_by_source"}
+# vLLM 0.32's RL weight-operation families (rl/online/metrics.py), exported once an operation ran (recorded)
+_WEIGHT_OPS = (
+    Family("vllm:rl_weight_update_operation_duration_seconds", "histogram", ("operation",),
+           "Duration of one weight-transfer operation.", (0.01, 0.1, 1.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0),
+           created=True, lazy=True),
+    Family("vllm:rl_weight_update_operations_in_flight", "gauge", ("operation",),
+           "Weight-transfer operations currently awaited.", lazy=True),
+)
+_VLLM_032 = tuple(Family(*row) for row in VLLM_032) + _WEIGHT_OPS
+_NOT_IN_031 = {"vllm:admission_rejections", "vllm:prompt_tokens_cached_by_source"} | {f.name for f in _WEIGHT_OPS}
 _TOKENS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)
 _SECONDS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 _F = Family
@@ -69,6 +80,8 @@ METRIC_SETS: dict[str, tuple[Family, ...]] = {
            _SECONDS),
     ),
 }
+# metric sets whose server also answers GET /load (vLLM's instrumentator: {"server_load": requests in flight})
+LOAD_ROUTE = frozenset({"vllm-0.31", "vllm-0.32"})
 # the Dynamo vLLM worker's system port exports its engine's (vLLM 0.31) families
 METRIC_SETS["dynamo-1.6.1-worker"] = METRIC_SETS["vllm-0.31"]
 
@@ -107,6 +120,8 @@ def render(families: tuple[Family, ...], base: dict, samples: dict, started: flo
     for f in families:
         src = SOURCES.get(f.name)
         value = samples.get(src, 0) if src else 0
+        if f.lazy and not value:
+            continue
         rows = list(_series(f, base, value, started))
         name = f.name + "_total" if f.type == "counter" else f.name
         out += [f"# HELP {name} {f.help}", f"# TYPE {name} {f.type}"]
