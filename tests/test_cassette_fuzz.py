@@ -22,6 +22,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import resource
 import signal
 import sys
@@ -39,6 +40,7 @@ BASE = ROOT / "cassettes" / "real" / "vllm-0.32-cpu" / "rollout_4_turns_tools.ya
 CANARY = Path(os.environ.get("TMPDIR", "/tmp")) / f"tito-fuzz-canary-{os.getpid()}"
 CODE = f'__import__("pathlib").Path({str(CANARY)!r}).write_text("ran")'
 MEMORY_MB = 400
+EXAMPLES = int(os.environ.get("TITO_FUZZ_EXAMPLES", "25"))  # per command; raise it for a longer hunt
 WATCHDOG_S = 120
 
 HOSTILE_TEXT = [
@@ -46,6 +48,7 @@ HOSTILE_TEXT = [
     "\x1b[31mred\x1b[0m", "\x1b]0;pwned title\x07", "\x1b]8;;http://evil.example/\x1b\\click\x1b]8;;\x1b\\",
     "\x1b[2J\x1b[H", "\x9b31m", "a\rb\x08\x00c", "\u202egnp.exe", "zero\u200bwidth",
     "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "' onmouseover='x", "[bold red]markup[/]",
+    "[link=http://evil.example/]click[/link]", "[/]", "[",
     "\\", "${HOME}", "$(touch /tmp/x)", "../../../../etc/passwd", "\ud7ff\ue000\U0010ffff",
 ]
 text = st.sampled_from(HOSTILE_TEXT) | st.text(
@@ -192,15 +195,37 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+SGR = re.compile(r"\x1b\[[0-9;]*m")  # the colours the CLI's consoles add themselves
+
+
+@contextlib.contextmanager
+def as_a_terminal():
+    """The CLI's consoles write as to a colour terminal, so markup read from a cassette (a `[link=...]`, which
+    becomes an OSC 8 hyperlink) would show as an escape sequence other than a colour."""
+    from rich.color import ColorSystem
+
+    from harness.cli import output
+
+    saved = [(c, c._force_terminal, c._color_system) for c in (output.out, output.err)]
+    for c, _, _ in saved:
+        c._force_terminal, c._color_system = True, ColorSystem.STANDARD
+    try:
+        yield
+    finally:
+        for c, force, system in saved:
+            c._force_terminal, c._color_system = force, system
+
+
 def run_cli(argv: list[str]) -> tuple[int, str, str, float]:
-    """(exit code, stdout, stderr, the process's peak MB above its start) of `harness ARGV`, in process."""
+    """(exit code, stdout, stderr with the consoles' own colours taken out, the process's peak MB above its
+    start) of `harness ARGV`, in process."""
     out, err, start = io.StringIO(), io.StringIO(), peak_mb()
-    with watchdog(WATCHDOG_S), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with watchdog(WATCHDOG_S), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), as_a_terminal():
         try:
             rc = main(argv)
         except SystemExit as exc:  # argparse's own refusals
             rc = exc.code if isinstance(exc.code, int) else 2
-    return rc, out.getvalue(), err.getvalue(), peak_mb() - start
+    return rc, SGR.sub("", out.getvalue()), SGR.sub("", err.getvalue()), peak_mb() - start
 
 
 @pytest.fixture
@@ -246,7 +271,7 @@ SETTINGS = dict(deadline=None, database=None, suppress_health_check=[HealthCheck
                                                        HealthCheck.data_too_large])
 
 
-def cli_case(argv_of, examples: int = 25, outputs=lambda out: set(), answer_codes=(0, 1)):
+def cli_case(argv_of, examples: int = EXAMPLES, outputs=lambda out: set(), answer_codes=(0, 1)):
     """A test that sends hostile cassettes through one command."""
 
     @settings(max_examples=examples, **SETTINGS)
@@ -274,11 +299,11 @@ test_export = cli_case(lambda p, o: ["cassette", "export", p, "--parquet", str(o
                        outputs=lambda o: {o / "x.parquet"})
 test_merge = cli_case(lambda p, o: ["cassette", "merge", str(o / "merged.yaml"), p, p],
                       outputs=lambda o: {o / "merged.yaml", o / "merged.blobs"})
-test_recover = cli_case(lambda p, o: ["cassette", "recover", p, "--wait", "0"], examples=15,
+test_recover = cli_case(lambda p, o: ["cassette", "recover", p, "--wait", "0"], examples=max(4, EXAMPLES // 2),
                         outputs=lambda o: {o.parent / "in"})
 # a request whose recorded headers are not ASCII cannot be sent again: refused in words (exit 2) is an answer
-test_repro = cli_case(lambda p, o: ["repro", p], examples=20, answer_codes=(0, 1, 2))
-test_conformance = cli_case(lambda p, o: ["conformance", "--cassettes", p], examples=15)
+test_repro = cli_case(lambda p, o: ["repro", p], examples=max(4, EXAMPLES // 2), answer_codes=(0, 1, 2))
+test_conformance = cli_case(lambda p, o: ["conformance", "--cassettes", p], examples=max(4, EXAMPLES // 2))
 
 
 class PageParser(html.parser.HTMLParser):
@@ -291,7 +316,7 @@ class PageParser(html.parser.HTMLParser):
             assert not name.startswith("on") and name not in ("href", "src", "srcdoc"), (tag, name, value)
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=EXAMPLES, **SETTINGS)
 @given(case=hostile_cassette())
 def test_view_html(place, case):
     raw, well_formed = case
@@ -306,7 +331,7 @@ def test_view_html(place, case):
         assert "\x1b" not in text and "\u202e" not in text
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=EXAMPLES, **SETTINGS)
 @given(case=hostile_cassette())
 def test_view_terminal(place, case):
     raw, _ = case
@@ -316,7 +341,7 @@ def test_view_terminal(place, case):
     check(base, before, set(), rc, so, se, peak, False)
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=EXAMPLES, **SETTINGS)
 @given(case=hostile_cassette())
 def test_emit_test_then_import_it(place, case):
     raw, well_formed = case
@@ -340,7 +365,7 @@ def test_emit_test_then_import_it(place, case):
         assert all(any(repr(k) in line for k in known) for line in profiles), profiles
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=EXAMPLES, **SETTINGS)
 @given(case=hostile_cassette())
 def test_replay(place, case):
     """The replay server loads the cassette (or refuses it clearly) and answers each recorded request without

@@ -230,7 +230,7 @@ def print_view(console, path: str, meta: dict, turns: list[TurnView], decode, wi
     console.print("origins: " + " ".join(f"[{STYLE[o]}]{o}[/]" for o in ORIGINS))
     for t in turns:
         console.print(f"\n[bold]turn {t.number}[/] exchange {t.exchange} · {t.mode} · link {t.link} · status "
-                      f"{t.status} · finish {t.finish_reason}", highlight=False)
+                      f"{t.status} · finish {escape(str(t.finish_reason))}", highlight=False)
         for o, a, b in t.runs():
             mark = " [bold red]<- first break in continuity[/]" if t.break_at == a and o == "drift" else ""
             console.print(f"  [{STYLE[o]}]{o:<8}[/] {a:>6}..{b:<6} ids {t.prompt_ids[a:a + 3]}{'…' if b - a > 3 else ''}"

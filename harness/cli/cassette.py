@@ -47,7 +47,7 @@ def cmd_cassette_merge(args) -> int:
     try:
         merged = merge(args.out, args.shards)
     except CassetteError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
     out.print(f"{len(merged.interactions)} exchanges from {len(args.shards)} cassette(s) merged into {args.out}, "
               f"ordered by arrival")
