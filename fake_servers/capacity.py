@@ -139,6 +139,7 @@ class Capacity:
             "generation_len": (dict(self.generation_seen), self.generation_sum, self.finished),
             "cache_info": 1,
             "frontend_requests": {("chat_completions", "unary", "success"): self.finished},
+            "answered": self.finished,
             "weight_ops": {op: ({0.0: n}, 0.0, n) for op, n in self.weight_ops.items()},
             "weight_ops_in_flight": {op: 0 for op in self.weight_ops},
             "http_requests": {("/v1/chat/completions", "POST", "2xx"): self.finished},

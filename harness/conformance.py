@@ -238,6 +238,8 @@ def run_conformance(path: str | Path, kind: str | None = None) -> Report:
                 report.unknown.append((name, why))
                 continue
             cfg, label = fake_config(prof.kind, [c], prof), profile_label(prof)
+            if any(name.removesuffix(".yaml").endswith(s) for s in SIDE_SERVERS):  # recorded from an RL side port
+                cfg.enable_rl = True
         key = (label, cfg.kind, cfg.model, cfg.max_model_len, cfg.dynamo_backend, cfg.chat_tokens_route, cfg.tool_parser,
                cfg.dev_mode, cfg.enable_rl)
         groups.setdefault(key, []).append((name, c, cfg))

@@ -1,18 +1,19 @@
 """`/metrics` as each server exports it: metric families per version (name, type, labels, help, buckets) and
 the Prometheus text rendering. Pure data and functions: the fakes fill the values from their capacity model.
 
-vLLM 0.32's families are the recorded ones (`metric_rows.py`, generated from a scrape of the real server);
-0.31's are 0.32's without the two families its `vllm/v1/metrics/loggers.py` does not register. The text is
+Every set is the recorded one (`metric_rows.py`, generated from scrapes of the real servers). vLLM's text is
 written as vLLM's multiprocess registry writes it: label names sorted, counters as `_total` with a `_created`
-gauge family after them, histograms as `_bucket`/`_count`/`_sum` then `_created`. Dynamo's frontend families
-are read from its documentation (not recorded here yet).
+gauge family after them, histograms as `_bucket`/`_count`/`_sum` then `_created`; Dynamo's as its Rust registry
+does (no `_created`, some counters without `_total`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .metric_rows import VLLM_032
+from dataclasses import replace
+
+from .metric_rows import DYNAMO_FRONTEND, DYNAMO_FRONTEND_AT_START, DYNAMO_WORKER, VLLM_031, VLLM_032
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,8 @@ class Family:
     series: tuple[tuple[str, ...], ...] = ()  # the values of its fixed labels, one tuple per series
     created: bool = False  # it writes a `NAME_created` gauge family
     fixed: tuple[str, ...] = ()  # its fixed label names (the rest come from the server: model, engine, handler)
-    lazy: bool = False  # registered on first use: not exported until its source has a series
+    suffix: bool = True  # a counter is written NAME_total (Dynamo writes some counters under their own name)
+    lazy: str = ""  # registered on first use: "value" (once its source has a series), "answered" (first answer)
 
 
 # what a fake's capacity model fills each family from (a key of its snapshot); the rest stay 0
@@ -50,40 +52,24 @@ SOURCES = {
 _WEIGHT_OPS = (
     Family("vllm:rl_weight_update_operation_duration_seconds", "histogram", ("operation",),
            "Duration of one weight-transfer operation.", (0.01, 0.1, 1.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0),
-           created=True, lazy=True),
+           created=True, lazy="value"),
     Family("vllm:rl_weight_update_operations_in_flight", "gauge", ("operation",),
-           "Weight-transfer operations currently awaited.", lazy=True),
+           "Weight-transfer operations currently awaited.", lazy="value"),
 )
 _VLLM_032 = tuple(Family(*row) for row in VLLM_032) + _WEIGHT_OPS
-_NOT_IN_031 = {"vllm:admission_rejections", "vllm:prompt_tokens_cached_by_source"} | {f.name for f in _WEIGHT_OPS}
-_TOKENS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)
-_SECONDS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-_F = Family
+
+
+def _at_first_answer(f: Family, at_start: frozenset) -> Family:
+    exported = f.name + "_total" if f.type == "counter" and f.suffix else f.name
+    return f if exported in at_start else replace(f, lazy="answered")
 METRIC_SETS: dict[str, tuple[Family, ...]] = {
     "vllm-0.32": _VLLM_032,
-    "vllm-0.31": tuple(f for f in _VLLM_032 if f.name not in _NOT_IN_031),
-    "dynamo-frontend": (
-        _F("dynamo_frontend_inflight_requests", "gauge", ("model",), "Number of inflight requests"),
-        _F("dynamo_frontend_queued_requests", "gauge", ("model",), "Number of requests in HTTP processing queue"),
-        _F("dynamo_frontend_requests", "counter", ("endpoint", "model", "request_type", "status"),
-           "Total number of LLM requests processed", (), (("chat_completions", "unary", "success"),),
-           fixed=("endpoint", "request_type", "status")),
-        _F("dynamo_frontend_input_sequence_tokens", "histogram", ("model",), "Input sequence length in tokens",
-           _TOKENS),
-        _F("dynamo_frontend_output_sequence_tokens", "histogram", ("model",), "Output sequence length in tokens",
-           _TOKENS),
-        _F("dynamo_frontend_time_to_first_token_seconds", "histogram", ("model",), "Time to first token in seconds",
-           _SECONDS),
-        _F("dynamo_frontend_inter_token_latency_seconds", "histogram", ("model",), "Inter-token latency in seconds",
-           _SECONDS),
-        _F("dynamo_frontend_request_duration_seconds", "histogram", ("model",), "Duration of LLM requests",
-           _SECONDS),
-    ),
+    "vllm-0.31": tuple(Family(*row) for row in VLLM_031),
+    "dynamo-frontend": tuple(_at_first_answer(Family(*row), DYNAMO_FRONTEND_AT_START) for row in DYNAMO_FRONTEND),
+    "dynamo-1.6.1-worker": tuple(Family(*row) for row in DYNAMO_WORKER),
 }
 # metric sets whose server also answers GET /load (vLLM's instrumentator: {"server_load": requests in flight})
 LOAD_ROUTE = frozenset({"vllm-0.31", "vllm-0.32"})
-# the Dynamo vLLM worker's system port exports its engine's (vLLM 0.31) families
-METRIC_SETS["dynamo-1.6.1-worker"] = METRIC_SETS["vllm-0.31"]
 
 
 def _labels(pairs) -> str:
@@ -120,10 +106,10 @@ def render(families: tuple[Family, ...], base: dict, samples: dict, started: flo
     for f in families:
         src = SOURCES.get(f.name)
         value = samples.get(src, 0) if src else 0
-        if f.lazy and not value:
+        if (f.lazy == "value" and not value) or (f.lazy == "answered" and not samples.get("answered")):
             continue
         rows = list(_series(f, base, value, started))
-        name = f.name + "_total" if f.type == "counter" else f.name
+        name = f.name + "_total" if f.type == "counter" and f.suffix else f.name
         out += [f"# HELP {name} {f.help}", f"# TYPE {name} {f.type}"]
         for pairs, v in rows:
             if f.type == "histogram":
