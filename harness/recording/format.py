@@ -236,6 +236,9 @@ def _typed(value, kind, name: str, item=None):
     raise TypeError(f"{name} is {type(value).__name__} {str(value)[:40]!r}")
 
 
+_EXPONENT = re.compile(rb"[0-9][eE][-+0-9]")
+
+
 def _stored_bytes(text, compact: bool) -> bytes:
     """The recorded bytes of a stored body (pretty JSON is compacted back when flagged)."""
     if text is None:
@@ -245,8 +248,11 @@ def _stored_bytes(text, compact: bool) -> bytes:
     if not compact:
         return text.encode("utf-8")
     try:
-        return _compact(orjson.loads(text))
-    except orjson.JSONDecodeError:  # (NaN, integers past 64 bits: the stdlib reads them)
+        value = orjson.loads(text)
+        fast = orjson.dumps(value)
+        # the same bytes as the stdlib's compact form unless a float is written with an exponent (1e-05 / 1e-5)
+        return fast if not _EXPONENT.search(fast) else _compact(value)
+    except (orjson.JSONDecodeError, TypeError):  # (NaN, integers past 64 bits, deep nesting: the stdlib reads them)
         return _compact(json.loads(text))
 
 

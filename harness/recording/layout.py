@@ -190,7 +190,6 @@ def _block_end(indent: int) -> re.Pattern:
 
 
 _ENDS: dict[int, re.Pattern] = {}
-_BLANKISH = re.compile(r"\n +\n| +\n|\t")
 
 
 class _Lines:
@@ -241,7 +240,7 @@ def _read_text(lines: _Lines, rest: str, indent: int):
     raw = text[at:end]  # the block's lines, each indented, up to the next key
     lines.seek(end)
     pad = " " * indent
-    if not raw.startswith(pad) or raw.startswith(pad + " ") or _BLANKISH.search(raw):
+    if not raw.startswith(pad) or raw.startswith(pad + " ") or " \n" in raw or "\t" in raw or raw.endswith(" "):
         raise _Unknown
     body = raw[indent:].replace("\n" + pad, "\n")
     content = body.rstrip("\n")
