@@ -303,6 +303,20 @@ def _read_headers(lines: _Lines, rest: str, indent: int) -> dict:
     return out
 
 
+def parse_request(text: str) -> tuple[str, str, str | None] | None:
+    """An interaction's method, URI and request body text (as stored: pretty JSON reads as the same JSON),
+    read from its head alone; None outside the layout."""
+    try:
+        lines = _Lines(text)
+        if lines.next() != "- request:":
+            raise _Unknown
+        body = _read_text(lines, lines.expect("    body: "), 6)
+        _read_headers(lines, lines.expect("    headers:").lstrip(" "), 6)
+        return _plain_str(lines.expect("    method: ")), _plain_str(lines.expect("    uri: ")), body
+    except (_Unknown, ValueError, orjson.JSONDecodeError):
+        return None
+
+
 def parse(text: str) -> dict | None:
     """One interaction's text (a top-level `- request:` item, as `emit` and PyYAML write it) back into the
     vcrpy dict, or None for text outside the layout (read it with PyYAML then)."""

@@ -57,13 +57,27 @@ def build(capture: Path, out: Path, ignore: tuple) -> int:
 
     size, mtime = _stat(capture)
     keys, starts, ends, routes, route_ids = [], [], [], [], {}
+    from urllib.parse import urlsplit
+
+    from .layout import parse_request
+
     with open(capture, "rb") as f:
         for span in iter_spans(capture):
-            i = load_span(f, span, capture, None, resolve_blobs=False)
-            keys.append(request_key(i.method, i.uri, i.request_body, ignore))
+            f.seek(span.start)
+            raw = f.read(span.end - span.start)
+            # the key needs the request alone: its JSON body keys the same pretty or compact
+            head = parse_request(raw.decode("utf-8", "replace")) if b"request_base64" not in raw else None
+            if head is None:
+                f.seek(0)
+                i = load_span(f, span, capture, None, resolve_blobs=False)
+                method, uri, body = i.method, i.uri, i.request_body
+            else:
+                method, uri, text = head
+                body = text.encode("utf-8") if text else b""
+            keys.append(request_key(method, uri, body, ignore))
             starts.append(span.start)
             ends.append(span.end)
-            routes.append(route_ids.setdefault(f"{i.method.upper()} {i.path}", len(route_ids)))
+            routes.append(route_ids.setdefault(f"{method.upper()} {urlsplit(uri).path}", len(route_ids)))
     n = len(keys)
     if n == 0:
         return -1
