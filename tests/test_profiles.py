@@ -186,11 +186,14 @@ async def test_dynamo_native_generate_rollout_decodes_text_locally():
     assert streamed.status_code == 501 and streamed.json()["error"]["type"] == "not_implemented"
 
 
-def test_cli_profiles_and_fake_profile_flag():
-    out = subprocess.run([sys.executable, "-m", "harness.cli", "profiles", "--json"], capture_output=True, text=True)
-    data = json.loads(out.stdout)
+def test_cli_profiles_and_fake_profile_flag(capsys):
+    from harness.cli import main  # (in-process where nothing is served: a subprocess re-imports it all)
+
+    assert main(["profiles", "--json"]) in (0, None)
+    data = json.loads(capsys.readouterr().out)
     assert data["defaults"] == DEFAULTS and {p["name"] for p in data["profiles"]} == set(PROFILES)
-    table = subprocess.run([sys.executable, "-m", "harness.cli", "profiles"], capture_output=True, text=True).stdout
+    assert main(["profiles"]) in (0, None)
+    table = capsys.readouterr().out
     assert "vllm-0.32 (default)" in table and "prime-rl" in table
     bad = subprocess.run([sys.executable, "-m", "harness.cli", "fake", "vllm", "--profile", "vllm-0.99"],
                          capture_output=True, text=True, timeout=60)
