@@ -87,6 +87,8 @@ def audit(source, decode=None, keep: bool = True, on_conversation=None, window: 
             spans.append(span)
         report.exchanges = n + 1
     linker.finish()
+    for n, cid in linker.aux.assigned.items():  # /tokenize, /detokenize: filed once their turn came
+        where[n] = cid
     report.prompt_tokens, report.cached_tokens = linker.prompt_tokens, linker.cached_tokens
     if report.conversations is not None:
         report.conversations.sort(key=lambda c: c.id)

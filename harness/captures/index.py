@@ -14,7 +14,7 @@ import orjson
 
 from ..recording.format import Cassette, Span, atomic_write, iter_interactions, read_meta
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: auxiliary exchanges (/tokenize, /detokenize) carry their conversation
 
 
 def index_path(path) -> Path:

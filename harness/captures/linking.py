@@ -18,13 +18,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
-import orjson
 
 from ..recording.format import Interaction
+from .aux import AuxLinker
+from .sequences import KEY, Keyed, common_prefix, contains, message_digests  # noqa: F401 (view reads common_prefix here)
 from .kinds import invalid_kinds
 from .turns import Turn, answer_signature, read_turn
 
-KEY = 16  # ids at the end of a head that key it in the index (with its length)
 ANSWER_KEY = 4  # first ids of a completion that key it, to find it inside a prompt that continues no head
 WINDOW = 200_000  # a conversation with no turn in this many exchanges is closed: its state is let go
 INVALID = invalid_kinds()
@@ -95,83 +95,6 @@ class Conversation:
                 "verdict": self.verdict(), "anomalies": [a.to_dict() for a in self.anomalies]}
 
 
-def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
-    n = min(len(a), len(b))
-    differ = np.flatnonzero(a[:n] != b[:n])
-    return int(differ[0]) if len(differ) else n
-
-
-def contains(hay: np.ndarray, needle: np.ndarray) -> bool:
-    """Whether `needle` occurs in `hay` as a run of whole ids."""
-    raw, want, size = hay.tobytes(), needle.tobytes(), hay.itemsize
-    at = raw.find(want)
-    while at != -1 and at % size:
-        at = raw.find(want, at + 1)
-    return at != -1
-
-
-def message_digests(messages: list) -> list[bytes]:
-    """Digest of each prefix of a message list (k messages -> digests[k - 1]), computed in one pass."""
-    h = hashlib.blake2b(digest_size=16)
-    out = []
-    for m in messages:
-        try:
-            raw = orjson.dumps(m, option=orjson.OPT_SORT_KEYS)
-        except TypeError:
-            raw = repr(m).encode()
-        h.update(len(raw).to_bytes(8, "little"))
-        h.update(raw)
-        out.append(h.digest())
-    return out
-
-
-class _Keyed:
-    """Sequences (a conversation's head, or its first prompt) keyed by their length and last KEY ids, so
-    that the ones a prompt starts with are found by looking at the prompt's own positions: the cost of a
-    lookup grows with the prompt, never with the capture."""
-
-    def __init__(self):
-        self.slots: dict[tuple, list[int]] = {}
-        self.lengths: dict[int, int] = {}  # length -> how many keys have it
-        self.ends: dict[int, int] = {}  # last id -> how many keys end with it
-
-    @staticmethod
-    def key(ids: np.ndarray, length: int) -> tuple:
-        return length, ids[max(0, length - KEY):length].tobytes()
-
-    def add(self, ids: np.ndarray, cid: int) -> tuple:
-        k = self.key(ids, len(ids))
-        self.slots.setdefault(k, []).append(cid)
-        self.lengths[len(ids)] = self.lengths.get(len(ids), 0) + 1
-        last = int(ids[-1])
-        self.ends[last] = self.ends.get(last, 0) + 1
-        return k + (last,)
-
-    def remove(self, key: tuple, cid: int) -> None:
-        length, tail, last = key
-        cids = self.slots.get((length, tail))
-        if cids and cid in cids:
-            cids.remove(cid)
-            if not cids:
-                del self.slots[(length, tail)]
-        for table, k in ((self.lengths, length), (self.ends, last)):
-            table[k] -= 1
-            if not table[k]:
-                del table[k]
-
-    def candidates(self, prompt: np.ndarray):
-        """(length, conversation ids) of keys the prompt may start with, longest first."""
-        if not self.ends or len(prompt) == 0:
-            return
-        ends = np.fromiter(self.ends, dtype=np.int64, count=len(self.ends))
-        for j in np.flatnonzero(np.isin(prompt, ends))[::-1]:
-            length = int(j) + 1
-            if length in self.lengths:
-                cids = self.slots.get(self.key(prompt, length))
-                if cids:
-                    yield length, cids
-
-
 class Linker:
     """Reads exchanges in order and files each generation turn into a conversation.
 
@@ -187,7 +110,7 @@ class Linker:
         self.keep_tokens = keep_tokens
         self.decode = decode  # ids -> text, for break details (optional); a bridge.Deployment also checks bridges
         self.deployment = decode if hasattr(decode, "check_bridge") else None
-        self._heads, self._firsts = _Keyed(), _Keyed()
+        self._heads, self._firsts = Keyed(), Keyed()
         self._by_messages: dict[bytes, list[int]] = {}  # digest of a last turn's messages -> conversations
         self._sessions: dict[str, int] = {}
         self._failed: dict[tuple[str, bytes], int] = {}  # a failed request's (path, body digest) -> conversation
@@ -195,7 +118,12 @@ class Linker:
         self._by_prefix: dict[bytes, list[int]] = {}  # digest of a message prefix holding own answers -> convs
         self._answers: dict[bytes, list[int]] = {}  # a last completion's first ids -> conversations
         self._groups: dict[bytes, int] = {}  # digest of a first prompt -> its group
+        self.aux = AuxLinker()  # /tokenize, /detokenize: `aux.assigned` exchange -> conversation
         self.prompt_tokens = self.cached_tokens = 0  # prefix-cache use, where answers report it
+
+    def head_of(self, cid: int) -> np.ndarray | None:
+        """An open conversation's last prompt + completion ids."""
+        return self._head_ids.get(cid)
 
     def _find_by_tokens(self, prompt: np.ndarray, path: str = "") -> int | None:
         """The conversation whose head the prompt starts with (the longest). Rollouts of one group can share a
@@ -314,6 +242,7 @@ class Linker:
         turn, None for anything else."""
         read = read_turn(n, i, self.keep_tokens)
         if read is None:
+            self.aux.see(n, i, self)
             return None
         turn, prompt, completion, kind = read.turn, read.prompt, read.completion, read.turn.mode
         anomalies: list[tuple[str, str]] = []
@@ -413,6 +342,7 @@ class Linker:
         if read.answer is not None:
             conv.answer = read.answer
         self._remember(conv, prompt, completion, digests, read.messages)
+        self.aux.place(prompt if kind == "tito" else None, cid, conv.turns[-2].exchange if len(conv.turns) > 1 else -1)
         self._expire(n)
         return conv, len(conv.turns), turn, [k for k, *_ in anomalies]
 
