@@ -161,7 +161,7 @@ def json_ok(body, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
-IDS = random.Random()  # (seeded from the OS once: a system call per answer's id cost more than the rest of it)
+IDS = random.Random()  # (seeded from the OS once, not a system call per answer)
 
 
 def new_id(prefix: str, dashed: bool = False) -> str:
