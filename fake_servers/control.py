@@ -20,7 +20,7 @@ import os
 
 import orjson
 
-from harness.wire.control_plane import VLLM_WORDS, ControlPlane
+from harness.wire.control_plane import DYNAMO_WORDS, VLLM_WORDS, ControlPlane
 
 from . import errors
 from .base import Answered
@@ -95,6 +95,8 @@ class Control:
         self.lora_ids = itertools.count(1)
         self.lora_active: dict[str, int] = {}
         self.updates = 0  # weight updates applied
+        self.lora_plane: ControlPlane | None = None  # vLLM's runtime LoRA routes, when on beside the plane
+        self.dead = False  # a failed reload left the engine dead: answers fail as the recorded server's did
         self.weight_transfer = False  # vLLM: started with a weight_transfer_config (the recorded CPU servers were not)
         self.caches: list = [capacity.prefix]  # prefix caches a clear/flush resets
         self._ids = itertools.count()
@@ -302,6 +304,11 @@ class Control:
         spans.append((start_version, at, len(cur.token_ids)))
         return dataclasses.replace(cur, versions=tuple(s for s in spans if s[2] > s[1]), derived={})
 
+    def _dead_answer(self):
+        if self.plane is not None and self.plane.style == "dynamo_engine":
+            return errors.dynamo_error(503, DYNAMO_WORDS["worker_broken"])
+        return errors.vllm_error(500, VLLM_WORDS["engine_dead"], "InternalServerError")
+
     # -- what the handlers call ---------------------------------------------------------------------
     def policy_for(self, model: str | None) -> str:
         """The policy answering a request for `model` (a LoRA adapter's name, or the base model)."""
@@ -311,6 +318,8 @@ class Control:
                    streamed: bool = False) -> tuple[list[Generation], bool]:
         """`run` for a handler: the samples as the client gets them, and whether a stream still paces itself
         (without a control plane the stream keeps pacing its chunks as it always did)."""
+        if self.dead:
+            raise Answered(self._dead_answer())
         paced = not streamed or self.plane is not None or self.hold_after is not None
         rid = request.headers.get("X-Request-Id") or body.get("request_id")
         model = body.get("model")

@@ -60,6 +60,18 @@ def _invalid(loc: str, kind: str, msg: str, value, ctx: dict | None = None) -> w
     return errors.vllm_error(400, f"1 validation error:\n  {err}", "Bad Request", loc)
 
 
+def _missing_fields(body: dict, names: tuple[str, ...]) -> web.Response | None:
+    """A request model's required fields absent from the body, as pydantic lists them (vLLM's words)."""
+    gone = [n for n in names if n not in body]
+    if not gone:
+        return None
+    errs = [{"type": "missing", "loc": f"body.{n}", "msg": "Field required", "input": f"<dict of {len(body)} items>"}
+            for n in gone]
+    head = "1 validation error" if len(errs) == 1 else f"{len(errs)} validation errors"
+    return errors.vllm_error(400, f"{head}:\n  " + "\n  ".join(str(e) for e in errs), "Bad Request",
+                             f"body.{gone[0]}")
+
+
 def _missing(loc: str) -> web.Response:
     return _invalid(loc, "missing", "Field required", None)
 
@@ -264,7 +276,10 @@ class VLLMControl:
         path = path or (args[0] if isinstance(args, list) and args and isinstance(args[0], str) else None)
         if path:
             await _update_delay(request)
-            if not os.path.isdir(path) or "update_fails" in faults_of(request):
+            if "update_fails" in faults_of(request):
+                return self._rpc_failed("injected fault update_fails: the reload failed")
+            if not os.path.isdir(path):  # the worker's reload fails, and leaves the engine dead (recorded)
+                self.c.dead = True
                 return self._rpc_failed(VLLM_WORDS["weights_dir_missing"].format(path=path))
             self.c.set_policy(policy_of_dir(path))
         return json_ok({"results": [None]})
@@ -306,6 +321,9 @@ class VLLMControl:
     async def load_lora(self, request, route, inplace: bool = False):
         body = await _body(request)
         body = body if isinstance(body, dict) else {}
+        bad = _missing_fields(body, ("lora_name", "lora_path"))
+        if bad:
+            return bad
         name, path = body.get("lora_name"), body.get("lora_path")
         if not name or not path:
             return errors.vllm_error(400, VLLM_WORDS["lora_both"], "InvalidUserInput")
@@ -324,7 +342,11 @@ class VLLMControl:
 
     async def unload_lora(self, request, route):
         body = await _body(request)
-        name = body.get("lora_name") if isinstance(body, dict) else None
+        body = body if isinstance(body, dict) else {}
+        bad = _missing_fields(body, ("lora_name",))
+        if bad:
+            return bad
+        name = body.get("lora_name")
         if not name:
             return errors.vllm_error(400, VLLM_WORDS["lora_unload_name"], "InvalidUserInput")
         if name not in self.c.loras:
@@ -400,8 +422,11 @@ class DynamoEngineControl:
         if not path:
             return self._err("missing_model_path")
         await _update_delay(request)
-        if not isinstance(path, str) or not os.path.isdir(path) or "update_fails" in faults_of(request):
-            return self._err("rpc_failed", why=f"[Errno 2] No such file or directory: '{path}'")
+        if "update_fails" in faults_of(request):
+            return self._err("rpc_failed", why="injected fault update_fails")
+        if not isinstance(path, str) or not os.path.isdir(path):  # the worker is broken after it (recorded)
+            self.c.dead = True
+            return self._err("rpc_failed", why=VLLM_WORDS["weights_dir_missing"].format(path=path))
         self.c.set_policy(policy_of_dir(path))
         self.c.clear_caches()
         return self._versioned(request, body, route)

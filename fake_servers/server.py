@@ -49,6 +49,7 @@ class FakeConfig:
     system_port: int | None = None  # Dynamo: the worker's system server (DYN_SYSTEM_PORT; None: env, else 0 = free)
     rl_port: int | None = None  # Dynamo: the frontend's RL discovery listener (DYN_RL_PORT; None: env, else 0)
     max_num_seqs: int = 256  # requests running at once; the excess waits (/metrics num_requests_waiting)
+    runtime_lora: bool | None = None  # vLLM: --enable-lora with VLLM_ALLOW_RUNTIME_LORA_UPDATING (None: read env)
     weight_transfer: bool = False  # vLLM: a weight_transfer_config, so its streamed-update routes work (the
     # recorded CPU servers had none: every weight-transfer call failed in the worker)
     kv_blocks: int = 8192  # KV-cache blocks of 128 tokens, as vLLM 0.32 CPU has them (/metrics kv_cache_usage_perc)
@@ -79,6 +80,14 @@ def control_plane_of(cfg: FakeConfig, profile: Profile):
     on = {"always": True, "dev_mode": cfg.dev_mode if cfg.dev_mode is not None else env_on("VLLM_SERVER_DEV_MODE"),
           "enable_rl": cfg.enable_rl if cfg.enable_rl is not None else env_on("DYN_ENABLE_RL")}[plane.switch]
     return plane if on else None
+
+
+def runtime_lora_of(cfg: FakeConfig, profile: Profile, plane):
+    """vLLM's runtime LoRA routes, when the server was started for them and its control plane has none."""
+    on = cfg.runtime_lora if cfg.runtime_lora is not None else env_on("VLLM_ALLOW_RUNTIME_LORA_UPDATING")
+    if not on or profile.kind != "vllm" or (plane is not None and plane.route("load_lora") is not None):
+        return None
+    return CONTROL_PLANES["vllm-runtime-lora"]
 
 
 def env_on(name: str) -> bool:
@@ -126,6 +135,7 @@ def build_app(cfg: FakeConfig | None = None, **overrides) -> web.Application:
     plane = control_plane_of(cfg, profile)
     state.control = Control(engine, plane, Capacity(cfg.max_num_seqs, 128, cfg.kv_blocks))
     state.control.weight_transfer = cfg.weight_transfer
+    state.control.lora_plane = runtime_lora_of(cfg, profile, plane)
     state.control.ports = (env_port(cfg.system_port, "DYN_SYSTEM_PORT"), env_port(cfg.rl_port, "DYN_RL_PORT"))
     if cfg.kind == "vllm":
         return vllm.create_app(state, profile, cfg.tool_parser)

@@ -211,7 +211,7 @@ class VLLMHandlers:
                                 "organization": "*", "group": None, "is_blocking": False}]}
 
     async def health(self, request):
-        return web.Response(status=200)
+        return web.Response(status=503 if self.state.control.dead else 200)  # (dead after a failed reload)
 
     async def version(self, request):
         return json_ok({"version": self.profile.version})
@@ -501,6 +501,7 @@ def create_app(state: ServerState, profile: Profile, tool_parser: str | None = "
                 "completions": h.completions}
     app = make_app(state, STYLE, [(*ROUTES[name], handlers[name]) for name in ROUTES if profile.serves(name)])
     metrics.add_routes(app, profile.metrics)
-    if state.control.plane is not None:
-        control_routes.attach(app, state.control.plane, VLLMControl(state.control, state.control.plane, h.model))
+    for plane in (state.control.plane, state.control.lora_plane):
+        if plane is not None:
+            control_routes.attach(app, plane, VLLMControl(state.control, plane, h.model))
     return app

@@ -114,7 +114,8 @@ def control_switches(profile, inters) -> dict:
     paths = {r.path for r in plane.routes} | {RL_DISCOVERY_PATH}
     on = any((i.path in paths or i.path.startswith("/engine/")) and i.status != 404 for i in inters) or any(
         i.path.startswith("/engine/") and b"Route not found" in i.response_body for i in inters)
-    return {"dev_mode": on, "enable_rl": on}
+    lora = {r.path for r in CONTROL_PLANES["vllm-runtime-lora"].routes}
+    return {"dev_mode": on, "enable_rl": on, "runtime_lora": any(i.path in lora and i.status != 404 for i in inters)}
 
 
 SIDE_SERVERS = {".engine": "system_url", ".discovery": "rl_url"}  # a cassette recorded from Dynamo's side ports
@@ -238,29 +239,37 @@ def run_conformance(path: str | Path, kind: str | None = None) -> Report:
                 report.unknown.append((name, why))
                 continue
             cfg, label = fake_config(prof.kind, [c], prof), profile_label(prof)
-            if any(name.removesuffix(".yaml").endswith(s) for s in SIDE_SERVERS):  # recorded from an RL side port
-                cfg.enable_rl = True
+            stem = f.name.removesuffix(".yaml")
+            siblings = [f.with_name(stem + s + ".yaml") for s in SIDE_SERVERS]
+            if any(stem.endswith(s) for s in SIDE_SERVERS) or any(x.exists() for x in siblings):
+                cfg.enable_rl = cfg.dev_mode = True  # recorded from an RL side port, or beside such a recording
         key = (label, cfg.kind, cfg.model, cfg.max_model_len, cfg.dynamo_backend, cfg.chat_tokens_route, cfg.tool_parser,
-               cfg.dev_mode, cfg.enable_rl)
+               cfg.dev_mode, cfg.enable_rl, cfg.runtime_lora)
         groups.setdefault(key, []).append((name, c, cfg))
     for key, items in groups.items():
         with RunningServer(items[0][2]) as srv, httpx.Client(base_url=srv.root_url, timeout=60) as client, \
                 ThreadPoolExecutor(8) as pool:
             routed = _clients(srv, client)
-            for name, c, _ in items:
-                pending = []
-                # (in arrival order: a request that arrived while paused finished after the resume)
-                for n, inter in sorted(enumerate(c.interactions), key=lambda ni: ni[1].recorded_at or 0.0):
-                    stem = name.removesuffix(".yaml").removesuffix(".yml")
-                    target = next((cl for suffix, cl in routed.items() if stem.endswith(suffix)), client)
-                    control = srv.state.control
-                    if control.paused and inter.path not in srv.state.control_paths and target is client:
-                        # sent while the recorded server was paused: held until a later resume, as it was
-                        pending.append(pool.submit(compare, name, n, inter, target, key[1], key[0]))
-                        _until_held(control, pending[-1])
-                        continue
-                    pending.append(compare(name, n, inter, target, key[1], key[0]))
-                report.checks.extend(p if isinstance(p, Check) else p.result() for p in pending)
+            # one scenario recorded from several ports (NAME.yaml, NAME.engine.yaml) is one timeline: its exchanges
+            # go in arrival order across its files (a request that arrived while paused finished after the resume)
+            steps = []
+            for order, (name, c, _) in enumerate(items):
+                start = min((i.recorded_at for i in c.interactions if i.recorded_at), default=None)
+                for n, inter in enumerate(c.interactions):
+                    at = inter.recorded_at if inter.recorded_at else start
+                    steps.append(((at if at is not None else float(order), order, n), name, n, inter))
+            pending = []
+            for _, name, n, inter in sorted(steps, key=lambda s: s[0]):
+                stem = name.removesuffix(".yaml").removesuffix(".yml")
+                target = next((cl for suffix, cl in routed.items() if stem.endswith(suffix)), client)
+                control = srv.state.control
+                if control.paused and inter.path not in srv.state.control_paths and target is client:
+                    # sent while the recorded server was paused: held until a later resume, as it was
+                    pending.append(pool.submit(compare, name, n, inter, target, key[1], key[0]))
+                    _until_held(control, pending[-1])
+                    continue
+                pending.append(compare(name, n, inter, target, key[1], key[0]))
+            report.checks.extend(p if isinstance(p, Check) else p.result() for p in pending)
             for cl in routed.values():
                 cl.close()
     return report
@@ -276,19 +285,35 @@ def run_drift(path: str | Path, live_url: str, label: str = "live") -> Report:
     root = live_url.rstrip("/")
     root = root_of(root)
     report = Report([])
-    with httpx.Client(base_url=root, timeout=120) as client:
+    with httpx.Client(base_url=root, timeout=120) as client, ThreadPoolExecutor(8) as pool:
         for f in files:
             c = Cassette.load(f)
             name = f"{f.parent.name}/{f.stem}" if p.is_dir() else f.name
-            for n, inter in enumerate(c.interactions):
+            if any(f.name.removesuffix(".yaml").endswith(s) for s in SIDE_SERVERS):
+                report.unknown.append((name, "recorded from an RL side port (the worker's system server or the "
+                                             "discovery listener): --live URL names the frontend only"))
+                continue
+            pending, paused = [], False
+            for n, inter in sorted(enumerate(c.interactions), key=lambda ni: ni[1].recorded_at or 0.0):
                 if inter.faults:  # an injected fault is not the server's own answer
                     continue
+                if paused and inter.path not in PAUSE_PATHS + RESUME_PATHS:
+                    # it arrived while the recorded server was paused, and waited for the resume: so may it here
+                    pending.append(pool.submit(compare, name, n, inter, client, "live", label, ("recorded", "live")))
+                    continue
                 try:
-                    report.checks.append(compare(name, n, inter, client, "live", label, ("recorded", "live")))
+                    pending.append(compare(name, n, inter, client, "live", label, ("recorded", "live")))
                 except httpx.TransportError as exc:
                     from .reach import Unreachable
 
                     raise Unreachable(f"--live {live_url} stopped answering at {name} #{n} "
                                       f"({type(exc).__name__}: {exc})") from None
+                if inter.status == 200 and inter.path in PAUSE_PATHS + RESUME_PATHS:
+                    paused = inter.path in PAUSE_PATHS
+            report.checks.extend(x if isinstance(x, Check) else x.result() for x in pending)
     return report
+
+
+PAUSE_PATHS = ("/pause", "/engine/pause_generation")  # (a recorded pause, for a drift replay's ordering)
+RESUME_PATHS = ("/resume", "/engine/resume_generation")
 

@@ -103,7 +103,7 @@ def test_drift_against_a_live_deployment_names_each_changed_field():
     from harness.conformance import run_drift
 
     cassettes = REAL / "vllm-0.31-cpu"
-    with RunningServer(FakeConfig(kind="vllm", profile="vllm-0.31", max_model_len=2048)) as same:
+    with RunningServer(FakeConfig(kind="vllm", profile="vllm-0.31", max_model_len=2048, dev_mode=True)) as same:
         assert run_drift(cassettes, same.base_url).failed == 0
     with RunningServer(FakeConfig(kind="vllm", profile="vllm-0.32", max_model_len=2048)) as upgraded:
         report = run_drift(cassettes, upgraded.base_url, "after upgrade")

