@@ -136,6 +136,8 @@ class DynamoHandlers:
             "context_window": window}]})
 
     async def health(self, request):
+        if self.state.control.dead:  # the worker broke (a failed reload): the frontend lists none (recorded)
+            return json_ok({"status": "healthy", "endpoints": [], "instances": []})
         endpoint = "dyn://dynamo.backend.generate"
         return json_ok({"status": "healthy", "endpoints": [endpoint], "instances": [{
             "component": "backend", "endpoint": "generate", "namespace": "dynamo", "instance_id": WORKER_ID,
