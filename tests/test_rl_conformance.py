@@ -107,3 +107,16 @@ def test_dynamo_engine_routes_go_to_the_fake_workers_system_server(tmp_path, tok
     report = run_conformance(tmp_path)
     assert report.failed == 0, [ch.problems for ch in report.checks if ch.problems]
     assert len(report.checks) == 6
+
+
+REAL = __import__("pathlib").Path(__file__).parents[1] / "cassettes" / "real"
+
+
+@pytest.mark.parametrize("server", ["dynamo-1.6.1-vllm-0.31-cpu-rl", "vllm-0.32-cpu-lora"])
+def test_the_real_rl_recordings_conform(server):
+    """Dynamo with --enable-rl (frontend, worker system server, discovery listener) and vLLM with runtime LoRA, as
+    recorded from the real servers (vLLM 0.31's and 0.32's dev-mode recordings are held by test_conformance)."""
+    report = run_conformance(REAL / server)
+    assert not report.unknown and len(report.checks) >= 10
+    assert report.failed == 0, "\n".join(f"{c.cassette}#{c.index} {c.request}: {p}" for c in report.checks
+                                         for p in c.problems)
