@@ -82,11 +82,16 @@ def cmd_compat(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    from ..compat.matrix import PROFILE_LABELS, client_names
+    from .help import Lazy
+
+    def names(what):  # the matrix's rows, imported only when --help shows them
+        from ..compat import matrix
+
+        return f"comma-separated subset of: {', '.join(matrix.client_names() if what == 'clients' else matrix.PROFILE_LABELS)}"
 
     c = sub.add_parser("compat", help="the ecosystem's TITO clients against every server profile (a matrix)")
-    c.add_argument("--clients", default=None, help=f"comma-separated subset of: {', '.join(client_names())}")
-    c.add_argument("--profiles", default=None, help=f"comma-separated subset of: {', '.join(PROFILE_LABELS)}")
+    c.add_argument("--clients", default=None, help=Lazy(lambda: names("clients")))
+    c.add_argument("--profiles", default=None, help=Lazy(lambda: names("profiles")))
     c.add_argument("--base-url", default=None, help="run against a live deployment instead of the fakes")
     c.add_argument("--server", choices=("vllm", "dynamo"), default=None, help="the live server's kind")
     c.add_argument("--cassettes", default=None, help="run against a replay of recorded traffic (file or directory)")

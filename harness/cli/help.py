@@ -101,3 +101,22 @@ def document(parser: argparse.ArgumentParser, common: str = COMMON) -> argparse.
             if not action.help and not isinstance(action, argparse._SubParsersAction) and action.dest in OPTIONS:
                 action.help = OPTIONS[action.dest]
     return parser
+
+
+class Lazy(str):
+    """A help text computed when help is shown (e.g. from a registry that is slow to import), so building the
+    parser for another command does not pay for it."""
+
+    def __new__(cls, make):
+        self = super().__new__(cls, "…")
+        self.make = make
+        return self
+
+    def text(self) -> str:
+        return self.make()
+
+    def __mod__(self, params):
+        return self.make() % params
+
+    def strip(self, *args):
+        return self.make().strip(*args)

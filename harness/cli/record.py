@@ -184,7 +184,7 @@ def cmd_record_suite(args) -> int:
 
 def add_parsers(sub) -> None:
     """record, chaos, replay, record-suite."""
-    from ..client.config import TRANSPORTS
+    from ..wire.transports import TRANSPORTS
 
     rc = sub.add_parser("record", help="a recording reverse proxy in front of any vLLM or Dynamo")
     rc.add_argument("--upstream", required=True, help="the real server, e.g. http://gpu-node:8000")

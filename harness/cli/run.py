@@ -176,7 +176,7 @@ def cmd_demo(args) -> int:
 
 def add_parsers(sub) -> None:
     """demo, rollout, parity, fake: running the client and the fakes."""
-    from ..client.config import TRANSPORTS
+    from ..wire.transports import TRANSPORTS
 
 
     d = sub.add_parser("demo", help="fake vLLM + fake Dynamo in process, a rollout on each transport, a cassette replay")

@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..wire.transports import TRANSPORTS  # noqa: F401  (the names, as data; importable from here as before)
 from ..wire.urls import root_of
 
 Transport = Literal["vllm_generate", "dynamo_chat", "dynamo_generate"]
 TitoRoute = Literal["auto", "chat_tokens", "generate"]
 MismatchPolicy = Literal["drop", "raise"]
 ParityPolicy = Literal["warn", "raise", "mito", "off"]
-
-TRANSPORTS = ("vllm_generate", "dynamo_chat", "dynamo_generate")
 
 
 @dataclass
