@@ -51,8 +51,7 @@ WORKER_ID = 7587889019327385345
 def _bad_body(exc: BadBody, struct: str = "NvCreateChatCompletionRequest") -> web.Response:
     if exc.exc is not None:
         col = getattr(exc.exc, "pos", len(exc.raw)) + 1
-        return errors.dynamo_deserialize(f"EOF while parsing a value at line 1 column {col}"
-                                         if col > len(exc.raw) else f"expected value at line 1 column {col}")
+        return errors.dynamo_deserialize(dynamo_requests.parse_error(exc.raw, col))
     return errors.dynamo_deserialize(f"invalid type: sequence, expected struct {struct} at line 1 column 1"
                                      if isinstance(exc.value, list) else
                                      f"invalid type: value, expected struct {struct} at line 1 column 1")

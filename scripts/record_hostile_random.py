@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from harness.hostile import random_bodies, rule_bodies
+from harness.hostile_deep import deep_bodies
 from harness.serve import wait_port
 
 
@@ -33,6 +34,8 @@ def main() -> int:
                                         "dynamo-completions", "vllm-chat"),
                     required=True)
     ap.add_argument("--rules", action="store_true", help="the one-body-per-rule suite (harness.hostile.rule_bodies)")
+    ap.add_argument("--deep", action="store_true", help="values deep inside the request, and bodies JSON does not "
+                                                        "allow (harness.hostile_deep.deep_bodies)")
     ap.add_argument("--n", type=int, default=120)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--model", default="tiny-qwen")
@@ -46,6 +49,8 @@ def main() -> int:
     rec = subprocess.Popen([sys.executable, "-m", "harness.cli", "record", "--upstream", a.upstream, "--cassette",
                             str(out), "--port", str(port), "--mode", "all", "--quiet", "--profile", a.profile,
                             "--scenario", f"one body per rule: {a.route} (harness.hostile.rule_bodies)" if a.rules else
+                            f"deep hostile bodies: {a.route}, n={a.n}, seed={a.seed} (harness.hostile_deep.deep_bodies)"
+                            if a.deep else
                             f"random hostile bodies: {a.route}, n={a.n}, seed={a.seed} (harness.hostile.random_bodies)"])
     try:
         wait_port(port)
@@ -53,6 +58,7 @@ def main() -> int:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
             http.get("/v1/models")  # (the served window and model, for the fake set up like this server)
             bodies = rule_bodies(a.route, a.model) if a.rules else \
+                deep_bodies(a.route, a.model, a.n, a.seed, dynamo="dynamo" in a.profile) if a.deep else \
                 random_bodies(a.route, a.model, a.n, a.seed, dynamo="dynamo" in a.profile)
             for name, path, body in bodies:
                 t0 = time.time()

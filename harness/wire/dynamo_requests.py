@@ -66,7 +66,8 @@ MESSAGE = {
     "assistant": required("ChatCompletionRequestAssistantMessage", {}, {
         "content": ("untagged", "ChatCompletionRequestAssistantMessageContent", [S, ("seq", ASSISTANT_PARTS)]),
         "refusal": S, "name": S, "audio": "any", "tool_calls": ("seq", TOOL_CALL), "function_call": "any",
-        "reasoning_content": ("untagged", "ReasoningContent", [S, ("seq", "any")])}),
+        "reasoning_content": ("untagged", "ReasoningContent", [S, ("seq", S)]),
+        "reasoning": ("untagged", "ReasoningContent", [S, ("seq", S)])}),
     "tool": required("ChatCompletionRequestToolMessage", {"content": (
         "untagged", "ChatCompletionRequestToolMessageContent", [S, ("seq", TEXT_PARTS)]), "tool_call_id": S}),
     "function": required("ChatCompletionRequestFunctionMessage", {"name": S}, {"content": S}),
@@ -77,12 +78,14 @@ RESPONSE_FORMAT = ("tagged", "ResponseFormat", "type", {
         "name": S, "schema": "any"}, {"description": S, "strict": B})})})
 AGENT_HINTS = struct("AgentHints", {"priority": "i32", "latency_sensitivity": "f64", "osl": "u32",
                                     "speculative_prefill": B})  # (the order a sequence fills them in, recorded)
+ROUTING_CONSTRAINTS = struct("RoutingConstraints", {"required_taints": ("seq", S), "preferred_taints": ("map", "f32")},
+                             deny=True)  # (Dynamo's lib/llm protocols: request-level taint constraints)
 NVEXT = ("struct", "NvExt", {k: opt(v) for k, v in {
     "greed_sampling": B, "use_raw_prompt": B, "annotations": ("seq", S), "backend_instance_id": "u64",
     "token_data": ("seq", "u32"), "max_thinking_tokens": "u32", "cache_salt": S, "extra_fields": ("seq", S),
     "metadata_upload": "any", "prefill_worker_id": "u64", "decode_worker_id": "u64", "dp_rank": "u32",
     "prefill_dp_rank": "u32", "agent_hints": AGENT_HINTS, "request_timestamp_ms": "any",
-    "routing_constraints": "any", "router": "any"}.items()}, True)
+    "routing_constraints": ROUTING_CONSTRAINTS, "router": "any"}.items()}, True)
 
 # NvCreateChatCompletionRequest's fields (async-openai's, Dynamo's flattened CommonExt and chat extensions)
 CHAT = {
@@ -142,8 +145,7 @@ def _deserialize(message: str) -> tuple[int, dict]:
 def _messages(messages: list) -> SerdeError | None:
     for k, m in enumerate(messages):
         if not isinstance(m, dict):
-            return SerdeError(f"invalid type: {unexpected(m)}, expected internally tagged enum "
-                              f"ChatCompletionRequestMessage", ("messages", k))
+            return SerdeError(f"invalid type: {unexpected(m)}, expected internally tagged enum Wire", ("messages", k))
         role = m.get("role")
         if isinstance(role, int) and not isinstance(role, bool) and role >= 0:  # a variant's index names it
             if role >= len(ROLES):
@@ -157,6 +159,9 @@ def _messages(messages: list) -> SerdeError | None:
         if role not in ROLES and isinstance(role, str):
             return SerdeError("unknown variant `%s`, expected one of %s" % (role, ", ".join(f"`{r}`" for r in ROLES)),
                               ("messages", k), ())
+        bad = _tool_calls(m.get("tool_calls"), k) if role == "assistant" else None
+        if bad is not None:
+            return bad
         try:  # the rest read into the role's struct (told at the body's end: messages are in a flattened member)
             check({f: v for f, v in m.items() if f != "role"}, MESSAGE[role], ("messages", k))
         except SerdeError as e:
@@ -164,9 +169,40 @@ def _messages(messages: list) -> SerdeError | None:
     return None
 
 
+def duplicate_field(body: dict, raw: str, fields: dict) -> tuple[int, dict] | None:
+    """A field of the request sent twice: serde refuses it (told at the body's end: the fields are buffered for
+    the flattened members), where Python's parser keeps the last."""
+    if not any(raw.count(json.dumps(k)) > 1 for k in body if k in fields):
+        return None
+    seen: set[str] = set()
+    for key, _ in json.loads(raw, object_pairs_hook=lambda pairs: pairs):
+        if key in seen and key in fields:
+            return _deserialize(f"duplicate field `{key}` at {where(raw)}")
+        seen.add(key)
+    return None
+
+
+def _tool_calls(calls, k: int) -> SerdeError | None:
+    """What Dynamo's own deserializers of a tool call say (its `type` takes a string or a map, its `arguments` a
+    string or an object), before the rest of the call is read."""
+    for j, call in enumerate(calls if isinstance(calls, list) else []):
+        if not isinstance(call, dict):
+            continue
+        kind = call.get("type")
+        if "type" in call and not isinstance(kind, (str, dict)):
+            return SerdeError(f"invalid type: {unexpected(kind)}, expected string or map", ("messages", k), ())
+        args = (call.get("function") or {}).get("arguments") if isinstance(call.get("function"), dict) else None
+        if args is not None and not isinstance(args, (str, dict)):
+            return SerdeError(f"expected string or object for `arguments`, got {json.dumps(args)}", ("messages", k), ())
+    return None
+
+
 def deserialize_chat(body: dict, raw: str) -> tuple[int, dict] | None:
     """serde's part: the request read into NvCreateChatCompletionRequest. A role given as a variant index
     (serde takes `1` for `system`) is written back as its name."""
+    twice = duplicate_field(body, raw, CHAT)
+    if twice:
+        return twice
     members: list[list[str]] = [[], [], [], []]  # each member's fields, in the body's order
     for key in body:
         if key in CHAT:
@@ -478,6 +514,16 @@ VALIDATION = [
 ]
 
 
+ECHO_EXPECTED = "expected echo parameter to be a boolean (true or false) or null"
+
+
+def no_such_worker(nvext) -> tuple[int, dict] | None:
+    """The router finds no worker for a data-parallel rank past the one the worker has (recorded: 400)."""
+    if isinstance(nvext, dict) and any(nvext.get(k) not in (None, 0) for k in ("dp_rank", "prefill_dp_rank")):
+        return 400, {"message": "Invalid request", "type": "Bad Request", "code": 400}
+    return None
+
+
 def validate_chat(body: dict, served_model: str | None = None, version: str = "1.6.1") -> tuple[int, dict] | None:
     """Dynamo's part, on a request serde took: the handler's own checks, the validation pass, the model."""
     rules = rules_for(version)
@@ -495,7 +541,7 @@ def validate_chat(body: dict, served_model: str | None = None, version: str = "1
             return _validation(message)
     if served_model is not None and body.get("model") != served_model:
         return 404, {"message": "Model not found", "type": "Not Found", "code": 404}
-    return None
+    return no_such_worker(body.get("nvext"))
 
 
 # Dynamo's native /inference/v1/generate (vLLM worker): the request struct (Option fields take null; the others
@@ -606,6 +652,9 @@ COMPLETION_DIRECT = ("nvext", "prompt_embeds", "return_tokens_as_token_ids")
 def deserialize_completion(body: dict, raw: str) -> tuple[int, dict] | None:
     """serde's part: the request read into NvCreateCompletionRequest (its own fields where they stand, then the
     flattened request, then CommonExt, each in the body's order; the request's required fields once it is read)."""
+    twice = duplicate_field(body, raw, COMPLETION)
+    if twice:
+        return twice
     members: list[list[str]] = [[], [], []]
     for key in body:
         if key in COMPLETION:
@@ -621,6 +670,8 @@ def deserialize_completion(body: dict, raw: str) -> tuple[int, dict] | None:
             except SerdeError as e:
                 if member == 0 and e.reason.startswith("unknown field"):  # (read in place: told past the key)
                     return _deserialize(f"{e.reason} at {key_end(raw, e.path) or where(raw)}")
+                if key == "echo":  # (Dynamo reads echo with its own deserializer, in its own words)
+                    e.reason = e.reason.replace("expected a boolean", ECHO_EXPECTED)
                 return _deserialize(located(e, raw, flattened=member > 0))
     return None
 
@@ -710,3 +761,18 @@ def completion_prompts(body: dict) -> list:
     if isinstance(prompt, str) or (prompt and all(isinstance(t, int) for t in prompt)):
         return [prompt]
     return list(prompt)
+
+
+def parse_error(raw, col: int) -> str:
+    """serde_json's words for a body that is not JSON, at the (1-based) column the parser stopped: the end of the
+    text, a comma before a closing bracket, a sign without a number, or a value it cannot start."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if col > len(text):
+        return f"EOF while parsing a value at line 1 column {col}"
+    at = col - 1
+    close = re.match(r",?\s*[}\]]", text[at:])
+    if close and (text[at] == "," or text[:at].rstrip().endswith(",")):
+        return f"trailing comma at line 1 column {at + close.end()}"
+    if text[at] == "-" or (at > 0 and text[at - 1] == "-"):
+        return f"invalid number at line 1 column {col if text[at] != '-' else col + 1}"
+    return f"expected value at line 1 column {col}"

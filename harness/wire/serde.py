@@ -129,6 +129,8 @@ def check(v, t, path: tuple = ()) -> None:
             raise SerdeError(f"invalid type: {unexpected(v)}, expected internally tagged enum {name}", path)
         if tag not in v:
             raise SerdeError(f"missing field `{tag}`", path)
+        if not isinstance(v[tag], str):
+            raise SerdeError(f"invalid type: {unexpected(v[tag])}, expected variant identifier", path + (tag,))
         if v[tag] not in variants:
             names = ", ".join(f"`{n}`" for n in variants)
             raise SerdeError(f"unknown variant `{v[tag]}`, expected one of {names}", path + (tag,), path)
@@ -218,4 +220,16 @@ def where(raw: str, path: tuple = (), past: int = 0) -> str:
 def located(err: SerdeError, raw: str, flattened: bool = False) -> str:
     """serde_json's message: the reason and where. A struct with `#[serde(flatten)]` members is read from a
     buffered copy of the whole object, so serde reports every error inside it at the object's end (`flattened`)."""
+    if not flattened and err.reason.startswith(("invalid type: map", "invalid type: sequence")):
+        start = _value_start_safe(raw, err.at_end_of)  # (serde fails on the bracket it peeks, before reading on)
+        if start is not None:
+            line_start = raw.rfind("\n", 0, start) + 1
+            return f"{err.reason} at line {raw.count(chr(10), 0, start) + 1} column {len(raw[line_start:start].encode())}"
     return f"{err.reason} at {where(raw, () if flattened else err.at_end_of)}"
+
+
+def _value_start_safe(raw: str, path: tuple) -> int | None:
+    try:
+        return _value_start(raw, path)
+    except (ValueError, IndexError, RecursionError):
+        return None

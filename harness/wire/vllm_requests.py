@@ -17,6 +17,7 @@ import math
 from typing import Annotated, Any, Literal, Optional, Union
 
 import pydantic
+import pydantic.dataclasses
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .vllm_messages import PART_PARSERS, ChatCompletionMessageParam, materialize_tool_calls
@@ -26,6 +27,13 @@ INT64 = Annotated[int, Field(ge=-(2 ** 63), le=2 ** 63 - 1)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def __log_extra_fields__(cls, data, handler):
+        """(OpenAIBaseModel's wrap validator: its name is what a union branch of these models is told as, a
+        pydantic-internal marker vLLM's error words leave out)"""
+        return handler(data)
 
 
 class _Function(_Model):
@@ -37,20 +45,51 @@ class _NamedToolChoice(_Model):
     type: Literal["function"] = "function"
 
 
-class _ToolFunction(_Model):
+class _ToolFunction(_Model):  # (vLLM's FunctionDefinition)
     name: str
     description: Optional[str] = None
     parameters: Optional[dict[str, Any]] = None
+    strict: Optional[bool] = None
+    defer_loading: Optional[bool] = None
 
 
-class _Tool(_Model):
+class _Tool(_Model):  # (ChatCompletionToolsParam)
     type: Literal["function"] = "function"
     function: _ToolFunction
+    defer_loading: Optional[bool] = None
 
 
-class _ResponseFormat(_Model):
+class JsonSchemaResponseFormat(_Model):
+    name: str
+    description: Optional[str] = None
+    json_schema: Optional[dict[str, Any]] = Field(default=None, alias="schema")
+    strict: Optional[bool] = None
+
+
+class ResponseFormat(_Model):
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: Optional[dict[str, Any]] = None
+    json_schema: Optional[JsonSchemaResponseFormat] = None
+
+
+class StructuralTagResponseFormat(_Model):
+    type: Literal["structural_tag"]
+    format: Any
+
+
+class LegacyStructuralTag(_Model):
+    begin: str
+    structural_tag_schema: Optional[dict[str, Any]] = Field(default=None, alias="schema")
+    end: str
+
+
+class LegacyStructuralTagResponseFormat(_Model):
+    type: Literal["structural_tag"]
+    structures: list[LegacyStructuralTag]
+    triggers: list[str]
+
+
+# vLLM's AnyResponseFormat (entrypoints/generate/base/protocol.py), a union: a refused format gets each branch's errors
+_ResponseFormat = Union[ResponseFormat, StructuralTagResponseFormat, LegacyStructuralTagResponseFormat]
 
 
 class _StreamOptions(_Model):
@@ -118,7 +157,7 @@ class ChatCompletionRequest(_Model):
 
     @model_validator(mode="after")
     def _materialize_tool_calls_after(self):
-        materialize_tool_calls(self.messages)
+        materialize_tool_calls(self.messages or [])
         return self
 
 
@@ -127,8 +166,22 @@ class ChatTokensRequest(ChatCompletionRequest):  # prime-rl's /v1/chat/completio
     tokens: list[int]
 
 
+@pydantic.dataclasses.dataclass
+class StructuredOutputsParams:  # (vLLM's dataclass in sampling_params.py, as pydantic reads it)
+    json: Optional[Union[str, dict]] = None
+    regex: Optional[str] = None
+    choice: Optional[list[str]] = None
+    grammar: Optional[str] = None
+    json_object: Optional[bool] = None
+    disable_any_whitespace: bool = False
+    disable_additional_properties: bool = False
+    whitespace_pattern: Optional[str] = None
+    structural_tag: Optional[str] = None
+
+
 class SamplingParamsModel(_Model):
     """SamplingParams as pydantic sees it on /inference/v1/generate (vLLM's msgspec struct)."""
+    structured_outputs: Optional[StructuredOutputsParams] = None
     n: int = 1
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
@@ -598,7 +651,26 @@ def _generation_prompt(d: dict) -> None:
 
 
 # the request models' before-validators, in the order pydantic runs them (the last defined first)
-BEFORE = {"chat": [_generation_prompt, _tool_usage, _logprobs, _stream_options, _response_format, _cache_salt],
+def _normalize_messages(d: dict) -> None:
+    """ChatCompletionRequest's _normalize_messages_before: tool_calls read into a list (a value that is not
+    iterable fails in Python's words), reasoning_content renamed reasoning."""
+    messages = d.get("messages")
+    for msg in messages if isinstance(messages, list) else []:
+        if not isinstance(msg, dict):
+            continue
+        calls = msg.get("tool_calls")
+        if calls is not None and not isinstance(calls, list):
+            try:
+                msg["tool_calls"] = list(calls)
+            except TypeError as exc:
+                raise RequestError(str(exc), "BadRequestError", None) from None
+        reasoning = msg.pop("reasoning_content", None)
+        if reasoning is not None and msg.get("reasoning") is None:
+            msg["reasoning"] = reasoning
+
+
+BEFORE = {"chat": [_generation_prompt, _tool_usage, _logprobs, _stream_options, _response_format, _normalize_messages,
+                   _cache_salt],
           "generate": [_cache_salt], "detokenize": [],
           "completions": [_prompt_given, _stream_options, _completion_logprobs, _response_format, _null_max_tokens,
                           _cache_salt]}
@@ -684,8 +756,21 @@ def validate(route: str, body: Any, version: str | None = None) -> dict:
         sp = body["sampling_params"]
         coerced = SamplingParamsModel.model_validate(sp).model_dump(exclude_unset=True)
         out["sampling_params"] = _known(coerced, sp, SamplingParamsModel)
+        so = coerced.get("structured_outputs")
+        if isinstance(so, dict) and sum(so.get(k) is not None for k in STRUCTURED_KINDS) < 1:
+            fields = {**so, "_backend": None, "_backend_was_auto": False}  # (its __post_init__ prints __dict__)
+            raise RequestError("You must use one kind of structured outputs constraint but none are specified: "
+                               f"{fields}", "BadRequestError", None)
+        if any(isinstance(v, int) and not -(2 ** 63) <= v < 2 ** 64 for v in coerced.values()):
+            raise RequestError(MSGSPEC_INT, "BadRequestError", None)  # (the engine client's msgspec encoding)
         check_ranges({"max_tokens": 16, **coerced})
+        if coerced.get("detokenize") is False and coerced.get("stop"):
+            raise RequestError("stop strings are only supported when detokenize is True. Set detokenize=True to use "
+                               "stop.", "BadRequestError", None)
     return out
+
+
+MSGSPEC_INT = "can't serialize ints < -2**63 or > 2**64 - 1"
 
 
 def sampling_errors(sp: Any) -> list[dict]:
