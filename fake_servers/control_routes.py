@@ -11,7 +11,7 @@ import os
 import orjson
 from aiohttp import web
 
-from harness.wire.control_plane import (CHECKSUM_PARAMS, CHECKSUM_PREFIX, DYNAMO_WORDS, PAUSE_MODES, RPC_METHODS,
+from harness.wire.control_plane import (CHECKSUM_PARAMS, CHECKSUM_PREFIX, PAUSE_MODES, RPC_METHODS,
                                         VLLM_WORDS, ControlPlane, Route, fill)
 
 from . import errors
@@ -23,7 +23,7 @@ from .control import Control, policy_after, policy_of_dir
 SLOW_UPDATE = 5.0  # seconds the slow_update fault adds by default
 
 
-def _answer(route: Route, values: dict | None = None) -> web.Response:
+def answer(route: Route, values: dict | None = None) -> web.Response:
     body = fill(route.answer, values or {})
     if isinstance(body, str):  # vLLM's plain-text answers (LoRA) and empty 200s
         return web.Response(status=200, text=body) if body else web.Response(status=200)
@@ -82,7 +82,7 @@ def _detail(status: int, message: str) -> web.Response:
                              .get(status, "Bad Request"))
 
 
-async def _update_delay(request) -> None:
+async def update_delay(request) -> None:
     active = faults_of(request)
     if "slow_update" in active:
         await asyncio.sleep(active.value("slow_update", SLOW_UPDATE))
@@ -112,14 +112,14 @@ class VLLMControl:
             if legacy and mode == "abort" and self.plane.route("shutdown_weight_transfer") is None:
                 mode = "wait"  # 0.31's deprecated switch
         await self.c.pause(mode, clear, "pause_never_drains" in faults_of(request) and mode == "wait")
-        return _answer(route)
+        return answer(route)
 
     async def resume(self, request, route):
         self.c.resume()
-        return _answer(route)
+        return answer(route)
 
     async def is_paused(self, request, route):
-        return _answer(route, {"paused": self.c.paused})
+        return answer(route, {"paused": self.c.paused})
 
     async def abort_requests(self, request, route):
         body = await _body(request)
@@ -128,7 +128,7 @@ class VLLMControl:
         if not isinstance(body, dict):
             return self._not_object()
         ids = body.get("request_ids") or None
-        return _answer(route, {"aborted": self.c.abort(list(ids) if ids else None)})
+        return answer(route, {"aborted": self.c.abort(list(ids) if ids else None)})
 
     async def _embedded(self, request, field: str, required: bool, kinds=None):
         """A `Body(embed=True)` field as FastAPI reads it."""
@@ -162,7 +162,7 @@ class VLLMControl:
         self._op(op)
         if not self.c.weight_transfer:
             return self._rpc_failed(VLLM_WORDS["transfer_not_configured"])
-        return _answer(route)
+        return answer(route)
 
     async def init_weight_transfer(self, request, route):
         if self.plane.route("shutdown_weight_transfer") is None:  # 0.31 reads the body itself
@@ -187,7 +187,7 @@ class VLLMControl:
 
     async def shutdown_weight_transfer(self, request, route):
         self._op("shutdown")
-        return _answer(route)
+        return answer(route)
 
     async def update_weights(self, request, route):
         if self.plane.route("shutdown_weight_transfer") is None:
@@ -206,11 +206,11 @@ class VLLMControl:
         self._op("update")
         if not self.c.weight_transfer:
             return self._rpc_failed(VLLM_WORDS["transfer_not_configured"])
-        await _update_delay(request)
+        await update_delay(request)
         if "update_fails" in faults_of(request):
             return self._rpc_failed("injected fault update_fails: the weight transfer failed")
         self.c.set_policy(policy_after(self.c.policy, info))
-        return _answer(route)
+        return answer(route)
 
     async def finish_weight_update(self, request, route):
         version = await self._embedded(request, "weight_version", False, str)
@@ -221,7 +221,7 @@ class VLLMControl:
             return self._rpc_failed(VLLM_WORDS["transfer_not_configured"])
         if version is not None and "version_not_applied" not in faults_of(request):
             self.c.set_version(version)
-        return _answer(route)
+        return answer(route)
 
     async def update_weight_version(self, request, route):
         version = await self._embedded(request, "new_version", True, str)
@@ -229,10 +229,10 @@ class VLLMControl:
             return version
         if "version_not_applied" not in faults_of(request):
             self.c.set_version(version)
-        return _answer(route, {"version": version})
+        return answer(route, {"version": version})
 
     async def weight_info(self, request, route):
-        return _answer(route, {"version": self.c.version})
+        return answer(route, {"version": self.c.version})
 
     async def weight_checker(self, request, route):
         body = await _body(request)
@@ -257,7 +257,7 @@ class VLLMControl:
 
     async def reset_prefix_cache(self, request, route):
         self.c.clear_caches()
-        return _answer(route)
+        return answer(route)
 
     async def collective_rpc(self, request, route):
         body = await _body(request)
@@ -275,7 +275,7 @@ class VLLMControl:
         path = (kwargs.get("weights_path") or kwargs.get("weight_path")) if isinstance(kwargs, dict) else None
         path = path or (args[0] if isinstance(args, list) and args and isinstance(args[0], str) else None)
         if path:
-            await _update_delay(request)
+            await update_delay(request)
             if "update_fails" in faults_of(request):
                 return self._rpc_failed("injected fault update_fails: the reload failed")
             if not os.path.isdir(path):  # the worker's reload fails, and leaves the engine dead (recorded)
@@ -295,28 +295,28 @@ class VLLMControl:
     async def sleep(self, request, route):
         level = request.query.get("level", "1")
         self.c.capacity.sleep_level = self.c.sleeping = int(level) if level.isdigit() else 1
-        return _answer(route, {"level": self.c.sleeping})
+        return answer(route, {"level": self.c.sleeping})
 
     async def wake_up(self, request, route):
         self.c.capacity.sleep_level = self.c.sleeping = 0
         tags = request.query.getall("tags", []) or None
-        return _answer(route, {"tags": tags})
+        return answer(route, {"tags": tags})
 
     async def is_sleeping(self, request, route):
-        return _answer(route, {"sleeping": self.c.sleeping > 0})
+        return answer(route, {"sleeping": self.c.sleeping > 0})
 
     async def fixed(self, request, route):  # routes whose answer does not depend on the request
-        return _answer(route)
+        return answer(route)
 
     # prime-rl
     async def update_weights_dir(self, request, route):
         body = await _body(request)
         path = body.get("weight_dir") if isinstance(body, dict) else None
-        await _update_delay(request)
+        await update_delay(request)
         if not isinstance(path, str) or not os.path.isdir(path) or "update_fails" in faults_of(request):
             return self._rpc_failed(VLLM_WORDS["weights_dir_missing"].format(path=path))
         self.c.set_policy(policy_of_dir(path))
-        return _answer(route)
+        return answer(route)
 
     async def load_lora(self, request, route, inplace: bool = False):
         body = await _body(request)
@@ -335,7 +335,7 @@ class VLLMControl:
             return errors.vllm_error(404, VLLM_WORDS["lora_path_not_found"].format(name=name, path=path), "NotFoundError")
         lid = self.c.loras[name][2] if name in self.c.loras else next(self.c.lora_ids)
         self.c.loras[name] = (path, policy_of_dir(path), lid)
-        return _answer(route, {"lora_name": name})
+        return answer(route, {"lora_name": name})
 
     async def load_lora_inplace(self, request, route):
         return await self.load_lora(request, route, inplace=True)
@@ -352,7 +352,7 @@ class VLLMControl:
         if name not in self.c.loras:
             return errors.vllm_error(404, VLLM_WORDS["lora_not_found"].format(name=name), "NotFoundError")
         del self.c.loras[name]
-        return _answer(route, {"lora_name": name})
+        return answer(route, {"lora_name": name})
 
     def handler(self, route: Route):
         fn = getattr(self, route.action, None) or self.fixed
@@ -361,157 +361,6 @@ class VLLMControl:
             return await fn(request, route)
 
         return handle
-
-
-class DynamoEngineControl:
-    """Dynamo's worker engine routes (`POST /engine/<name>` on the system port): HTTP 200, status in the body."""
-
-    def __init__(self, control: Control, plane: ControlPlane):
-        self.c, self.plane = control, plane
-
-    @staticmethod
-    def _err(key: str, **values) -> web.Response:
-        return json_ok({"status": "error", "message": DYNAMO_WORDS[key].format(**values)})
-
-    async def pause_generation(self, request, body, route):
-        mode = body.get("mode", self.plane.default_mode)
-        clear = bool(body.get("clear_cache", self.plane.default_clear_cache))
-        if mode not in PAUSE_MODES:
-            return self._err("bad_mode", mode=mode)
-        if mode == "keep" and self.c.lora_active:
-            return self._err("keep_with_lora", names=", ".join(sorted(self.c.lora_active)))
-        await self.c.pause(mode, clear, "pause_never_drains" in faults_of(request) and mode == "wait")
-        return _answer(route, {"mode": mode, "clear_cache": clear})
-
-    async def resume_generation(self, request, body, route):
-        self.c.resume()
-        return _answer(route)
-
-    async def flush_cache(self, request, body, route):
-        self.c.clear_caches()
-        return _answer(route)
-
-    async def abort_request(self, request, body, route):
-        rid = body.get("request_id")
-        if not rid:
-            return self._err("missing_request_id")
-        self.c.abort([rid])
-        return _answer(route, {"request_id": rid})
-
-    async def get_weight_version(self, request, body, route):
-        return _answer(route, {"version": self.c.version, "declared": self.c.version is not None})
-
-    async def set_weight_version(self, request, body, route):
-        if "weight_version" not in body:
-            return self._err("missing_weight_version")
-        if "version_not_applied" not in faults_of(request):
-            self.c.set_version(body["weight_version"])
-        return _answer(route, {"version": body["weight_version"]})
-
-    def _versioned(self, request, body, route):
-        declared = "weight_version" in body
-        version = body.get("weight_version", "unknown")
-        if declared and "version_not_applied" not in faults_of(request):
-            self.c.set_version(version)
-        return _answer(route, {"version": version, "declared": declared})
-
-    async def update_weights_from_disk(self, request, body, route):
-        if not self.c.paused:
-            return self._err("not_paused")
-        path = body.get("model_path")
-        if not path:
-            return self._err("missing_model_path")
-        await _update_delay(request)
-        if "update_fails" in faults_of(request):
-            return self._err("rpc_failed", why="injected fault update_fails")
-        if not isinstance(path, str) or not os.path.isdir(path):  # the worker is broken after it (recorded)
-            self.c.dead = True
-            return self._err("rpc_failed", why=VLLM_WORDS["weights_dir_missing"].format(path=path))
-        self.c.set_policy(policy_of_dir(path))
-        self.c.clear_caches()
-        return self._versioned(request, body, route)
-
-    async def update_weights_from_distributed(self, request, body, route):
-        unpaused, reset = body.get("allow_unpaused", False), body.get("reset_prefix_cache", True)
-        if not isinstance(unpaused, bool):
-            return self._err("allow_unpaused_bool")
-        if not isinstance(reset, bool):
-            return self._err("reset_prefix_cache_bool")
-        if unpaused and reset:
-            return self._err("unpaused_reset")
-        if not self.c.paused and not unpaused:
-            return self._err("not_paused")
-        await _update_delay(request)
-        if "update_fails" in faults_of(request):
-            return self._err("rpc_failed", why="injected fault update_fails")
-        self.c.set_policy(policy_after(self.c.policy, body))
-        if reset:
-            self.c.clear_caches()
-        return self._versioned(request, body, route)
-
-    async def load_lora(self, request, body, route):
-        name, source = body.get("lora_name"), body.get("source")
-        if not isinstance(name, str) or not name:
-            return self._err("lora_name")
-        if not source or not isinstance(source, dict):
-            return self._err("lora_source")
-        uri = source.get("uri")
-        if not isinstance(uri, str) or not uri:
-            return self._err("lora_uri")
-        path = uri[7:] if uri.startswith("file://") else uri
-        if name in self.c.loras:
-            return json_ok({"status": "success", "message": f"LoRA adapter '{name}' already loaded",
-                            "lora_name": name, "lora_id": self.c.loras[name][2]})
-        if not os.path.isdir(path):
-            return json_ok({"status": "error", "message": f"Failed to add LoRA '{name}': no adapter at {uri}",
-                            "lora_name": name})
-        lid = next(self.c.lora_ids)
-        self.c.loras[name] = (path, policy_of_dir(path), lid)
-        return json_ok({"status": "success", "message": f"LoRA adapter '{name}' loaded successfully",
-                        "lora_name": name, "lora_id": lid, "hot_swap": False})
-
-    async def unload_lora(self, request, body, route):
-        name = body.get("lora_name")
-        if not isinstance(name, str) or not name:
-            return self._err("lora_name")
-        if name not in self.c.loras:
-            return json_ok({"status": "error", "message": f"LoRA adapter '{name}' not found. Available LoRAs: "
-                                                          f"{list(self.c.loras)}"})
-        lid = self.c.loras.pop(name)[2]
-        return json_ok({"status": "success", "message": f"LoRA adapter '{name}' unloaded successfully",
-                        "lora_name": name, "lora_id": lid})
-
-    async def fixed(self, request, body, route):
-        return _answer(route)
-
-    def handler(self, route: Route):
-        fn = getattr(self, route.action, None) or self.fixed
-
-        async def handle(request):
-            raw = await request.read()
-            try:
-                body = orjson.loads(raw) if raw.strip() else None
-            except orjson.JSONDecodeError as exc:
-                return json_ok({"error": "Invalid JSON", "message": _serde_words(raw, exc)}, status=400)
-            if body is None:
-                body = {}
-            elif not isinstance(body, dict):
-                return self._err("not_object")
-            return await fn(request, body, route)
-
-        return handle
-
-
-def _serde_words(raw: bytes, exc) -> str:
-    """serde_json's complaint about a body that is not JSON (the system server parses with serde)."""
-    text = raw.decode("utf-8", "replace").lstrip()
-    pos = getattr(exc, "pos", 0)
-    col = pos + 1
-    if text.startswith("{") and pos >= 1 and text[1:2] not in ('"', "}", " "):
-        return DYNAMO_WORDS["invalid_json"].format(why="key must be a string", col=col)
-    if pos >= len(raw):
-        return DYNAMO_WORDS["invalid_json"].format(why="EOF while parsing a value", col=col)
-    return DYNAMO_WORDS["invalid_json"].format(why="expected value", col=col)
 
 
 def attach(app: web.Application, plane: ControlPlane, handlers) -> None:

@@ -12,7 +12,7 @@ from harness.wire.control_plane import DYNAMO_WORDS, RL_DISCOVERY_PATH, RL_PROTO
 
 from . import control_routes, metrics
 from .base import STATE, ServerState, faults_of, json_ok
-from .control_routes import DynamoEngineControl
+from .dynamo_control import DynamoEngineControl
 
 HOST = "127.0.0.1"  # what the fake listens on and advertises (the real one advertises the host's address)
 SIDE_RUNNERS = web.AppKey("rl_side_runners", list)

@@ -24,6 +24,7 @@ from .base import (SSE, Checked, json_ok, BadBody, ErrorStyle, ServerState, faul
 from .engine import ContextLengthExceeded, Generation, SamplingParams, WorkLimitExceeded
 from .openai import interleaved, logprobs_content, render_messages, sampling_from, stream, text_pieces, usage
 from .control_routes import VLLMControl
+from .rl_fields import lora_card, weight_versions
 from .validate import FAKE_WORK_TOKENS, VLLM_MODEL_VOCAB, sample_logprobs, vllm_sampling_limits
 
 def _bad_body(exc: BadBody) -> web.Response:
@@ -173,16 +174,6 @@ class VLLMHandlers:
         start = body.get("routed_experts_prompt_start")
         return experts.cached(gen, self.profile.routed_experts, start if isinstance(start, int) else 0)
 
-    def _weight_versions(self, gen: Generation, body: dict, route: str, covers: bool = True) -> dict:
-        """`weight_versions` of a choice on the routes that carry it (vLLM 0.33+): the spans of versions over its
-        tokens when the request asks `return_weight_versions` (and this chunk covers them), else null."""
-        if route not in self.profile.weight_versions_routes:
-            return {}
-        if not (covers and body.get("return_weight_versions")):
-            return {"weight_versions": None}
-        spans = gen.versions or ((self.state.control.version or "default", 0, len(gen.token_ids)),)
-        return {"weight_versions": [{"version": v, "start": a, "end": b} for v, a, b in spans]}
-
     def _vocab_error(self, ids: list[int]) -> web.Response | None:
         for t in ids:
             if t >= self.engine.vocab_size:
@@ -199,16 +190,7 @@ class VLLMHandlers:
                             "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
                             "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False,
                             "organization": "*", "group": None, "is_blocking": False}]}]
-                         + [self._lora_card(name, path, created) for name, (path, _, _) in self.state.control.loras.items()]})
-
-    def _lora_card(self, name: str, path: str, created: int) -> dict:
-        """A loaded LoRA adapter as vLLM's /v1/models lists it."""
-        return {"id": name, "object": "model", "created": created, "owned_by": "vllm", "root": path,
-                "parent": self.model, "max_model_len": None,
-                "permission": [{"id": f"modelperm-{created:x}", "object": "model_permission", "created": created,
-                                "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
-                                "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False,
-                                "organization": "*", "group": None, "is_blocking": False}]}
+                         + [lora_card(name, path, created, self.model) for name, (path, _, _) in self.state.control.loras.items()]})
 
     async def health(self, request):
         return web.Response(status=503 if self.state.control.dead else 200)  # (dead after a failed reload)
@@ -318,7 +300,7 @@ class VLLMHandlers:
                 "stop_reason": gen.stop_reason,
                 "token_ids": list(gen.token_ids) if want_ids else None,
                 "routed_experts": self._experts(gen, route, body),
-                **self._weight_versions(gen, body, "chat"),
+                **weight_versions(self.profile, self.state.control, gen, body, "chat"),
                 **{k: None for k in sorted(self.profile.chat_choice_keys)},
             })
         completion = sum(len(g.token_ids) for g in gens)
@@ -356,7 +338,7 @@ class VLLMHandlers:
                     choice["stop_reason"] = gen.stop_reason
                 choice["token_ids"] = [tid] if want_ids else None
                 if i == last:  # (0.33+: the final chunk covers the whole output)
-                    choice.update(self._weight_versions(gen, body, "chat"))
+                    choice.update(weight_versions(self.profile, self.state.control, gen, body, "chat"))
                 chunk = {**head, "choices": [choice]}
                 if i == last and not usage_asked:  # (the usage chunk carries it when there is one)
                     chunk["system_fingerprint"] = self.fingerprint
@@ -445,7 +427,7 @@ class VLLMHandlers:
                             "token_ids": list(gen.token_ids) if want_ids else None, "prompt_logprobs": None,
                             "prompt_token_ids": prompt_ids if want_ids else None,
                             "routed_experts": self._experts(gen, "completions", body),
-                            **self._weight_versions(gen, body, "completions")} for i, gen in enumerate(gens)],
+                            **weight_versions(self.profile, self.state.control, gen, body, "completions")} for i, gen in enumerate(gens)],
                "service_tier": None, "system_fingerprint": self.fingerprint,
                "usage": usage(len(prompt_ids), sum(len(g.token_ids) for g in gens), self.profile.omitted_when_null),
                "kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
@@ -472,7 +454,7 @@ class VLLMHandlers:
                     "stop_reason": gen.stop_reason if k == last else None,
                     "prompt_token_ids": list(prompt_ids) if want_ids and k == 0 else None,
                     "token_ids": [tid] if want_ids else None,
-                    **self._weight_versions(gen, body, "completions", k == last)}))
+                    **weight_versions(self.profile, self.state.control, gen, body, "completions", k == last)}))
         chunks = [{**head, "choices": [choice]} for choice in interleaved(steps)]
         if not usage_asked:  # (the usage chunk carries it when there is one)
             chunks[-1]["system_fingerprint"] = self.fingerprint
