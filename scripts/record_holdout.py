@@ -3,6 +3,7 @@ some rollouts with planted bugs) runs groups of rollouts through `harness record
 ground-truth file says, per rollout, which requests it sent and what the audit must find.
 
     python scripts/record_holdout.py cassettes/captures/holdout/httpx-vllm-0.32
+    python scripts/record_holdout.py cassettes/captures/holdout/httpx-real-vllm-0.32 http://127.0.0.1:8011
 
 writes DIR/capture.yaml and DIR/truth.json (per rollout: the digests of its request bodies, its group, the
 anomaly kinds and causes it planted). tests/test_capture_holdout.py scores the audit against it. The fake
@@ -99,7 +100,7 @@ def wait_port(proc, marker: str) -> int:
     return int(line.split(marker)[1].split("/")[0])
 
 
-def main(out: str) -> None:
+def main(out: str, upstream: str | None = None) -> None:
     from harness.tokenizer import load_tokenizer
 
     out_dir = Path(out)
@@ -107,11 +108,12 @@ def main(out: str) -> None:
     cassette = out_dir / "capture.yaml"
     cassette.unlink(missing_ok=True)
     tok = load_tokenizer()
-    fake = subprocess.Popen([sys.executable, "-m", "harness.cli", "fake", "vllm", "--port", "0", "--empty-rate", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    fake = None if upstream else subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "fake", "vllm", "--port", "0", "--empty-rate", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        fport = wait_port(fake, "http://127.0.0.1:")
-        rec = subprocess.Popen([sys.executable, "-m", "harness.cli", "record", "--upstream", f"http://127.0.0.1:{fport}",
+        upstream = upstream or f"http://127.0.0.1:{wait_port(fake, 'http://127.0.0.1:')}"
+        rec = subprocess.Popen([sys.executable, "-m", "harness.cli", "record", "--upstream", upstream,
                                 "--cassette", str(cassette), "--port", "0", "--quiet", "--profile", "vllm-0.32"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -129,8 +131,9 @@ def main(out: str) -> None:
             rec.send_signal(2)
             rec.wait(30)
     finally:
-        fake.terminate()
-        fake.wait(30)
+        if fake is not None:
+            fake.terminate()
+            fake.wait(30)
     truth = [{"question": r.question, "group": QUESTIONS.index(r.question), "plant": r.plant, "requests": r.sent,
               "anomalies": [{"turn": t + 2, "kind": k, "cause": c} for t, (k, c) in enumerate(PLANTS[r.plant])]}
              for r in rollouts]
@@ -140,4 +143,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)  # OUT [UPSTREAM: a real vLLM instead of a fake]
