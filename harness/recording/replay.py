@@ -252,13 +252,19 @@ class Tally:
 
 def create_replay_app(index: ReplayIndex, tally: Tally | None = None) -> web.Application:
     async def handle(request: web.Request) -> web.StreamResponse:
+        from .format import CassetteError
+
         body = await request.read()
-        hit = index.lookup(request.method, request.path_qs, body)
+        try:
+            hit = index.lookup(request.method, request.path_qs, body)
+            if hit is None and not (request.method == "GET" and request.path == "/health"):
+                resp = unmatched(request, body, index)
+        except CassetteError as exc:  # an interaction read only now (a capture's lazy index) is malformed
+            hit, resp = None, web.json_response({"error": f"the cassette cannot answer this request: {exc}"},
+                                                status=UNMATCHED_STATUS)
         if hit is None:
             if request.method == "GET" and request.path == "/health":  # a load balancer's probe: healthy
                 resp = web.Response(status=200)
-            else:
-                resp = unmatched(request, body, index)
             if tally is not None:
                 tally.note(request.method, request.path, resp.status, unmatched=resp.status == UNMATCHED_STATUS)
             return resp

@@ -67,6 +67,8 @@ def build(capture: Path, out: Path, ignore: tuple) -> int:
             raw = f.read(span.end - span.start)
             # the key needs the request alone: its JSON body keys the same pretty or compact
             head = parse_request(raw.decode("utf-8", "replace")) if b"request_base64" not in raw else None
+            if head is not None and not all(v is None or isinstance(v, str) for v in head):
+                head = None  # a field of the wrong type: the full read below refuses it in words
             if head is None:
                 f.seek(0)
                 i = load_span(f, span, capture, None, resolve_blobs=False)
