@@ -185,13 +185,16 @@ class _Rollout:
         await self.client.aclose()
 
 
-async def _probe(cfg: StepConfig, tokenizer, retries: int = 1) -> list[int] | None:
-    """The same seeded, greedy question: its completion ids (None when it failed)."""
+async def _probe(cfg: StepConfig, tokenizer, retries: int = 1) -> tuple | None:
+    """The same seeded, greedy question: its completion ids and their logprobs to 4 places (None when it failed).
+    Logprobs tell two policies apart where the ids do not: a small model's greedy answer can be the same
+    tokens under both weights, with other probabilities."""
     config = ClientConfig(base_url=cfg.base_url, model=cfg.model, renderer_transport=cfg.kind.transport,
                           tokenizer=tokenizer, timeout=cfg.timeout, max_retries=retries, parity_policy="off")
     async with TitoClient(config) as client:
         r = await client.chat(PROBE, max_tokens=cfg.turn_tokens, temperature=0.0, seed=cfg.seed)
-    return r.completion_ids
+    logprobs = tuple(round(x, 4) for x in r.completion_logprobs or ())
+    return None if r.completion_ids is None else (tuple(r.completion_ids), logprobs)
 
 
 def _one(values: list | None) -> str | None:
@@ -344,7 +347,7 @@ def promises(cfg: StepConfig, report: StepReport) -> list[Check]:
     if cfg.weights:
         checks.append(Check("the new weights answer differently", report.answers_differ is True,
                             "the same seeded probe got " + ("different" if report.answers_differ else "the same")
-                            + " completion ids before and after"))
+                            + " completion ids and logprobs before and after"))
     spans = [t for t in report.turns if t.source == "answer" and t.phase == "in flight" and t.index == 1]
     if spans and cfg.mode == "keep":
         two = sum(len(t.versions) > 1 for t in spans)
