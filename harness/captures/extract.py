@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..recording.blobs import blob_dir
-from ..recording.format import Cassette, Interaction, Span, atomic_write, iter_interactions, read_meta
+from ..recording.format import Cassette, CassetteError, Interaction, Span, atomic_write, iter_interactions, read_meta
 from .audit import audit
 from .index import CaptureIndex
 
@@ -66,6 +66,8 @@ def read_selection(path, conversations=(), exchanges=(), anomaly: str | None = N
     any size without parsing the rest. The index is the one beside the capture while it is current, else built
     by one audit pass (a file whose layout has no index is read whole). ValueError names what the capture
     does not have."""
+    if Path(path).is_dir():  # said as Cassette.load says it, before the index is looked for
+        raise CassetteError(f"{path} is a directory: give a cassette file (.yaml)")
     idx = CaptureIndex.load(path)
     report = audit(path, keep=False) if idx is None else None
     idx = idx if report is None else report.index
