@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ..recording.format import Cassette
 from .index import CaptureIndex, capture_meta, exchanges, stat
 from .linking import WINDOW, Anomaly, Conversation, Linker
+from .policy import PolicyTimeline
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Audit:
     _fallbacks: dict = field(default_factory=dict)
     _anomalies: list = field(default_factory=list)
     conversations: list[Conversation] | None = None
+    steps: list = field(default_factory=list)  # RL steps (pause to resume): policy.PolicyTimeline.steps
     index: "CaptureIndex | None" = None
     where: list[int] = field(default_factory=list)  # each exchange's conversation (-1: not a turn)
     by_kind: dict[str, list[int]] = field(default_factory=dict)  # anomaly kind -> conversations showing it
@@ -62,7 +64,8 @@ class Audit:
         return {"conversations": self.conversation_count, "turns": self.turns, "stitched": self.stitched,
                 "exchanges": self.exchanges, "fallbacks": self.fallbacks(), "route_probes": self.route_probes,
                 "prefix_cache_reuse": self.cache_reuse(),
-                "anomalies": [a.to_dict() for a in self.anomalies], "bug": self.meta.get("bug")}
+                "anomalies": [a.to_dict() for a in self.anomalies], "bug": self.meta.get("bug"),
+                **({"steps": self.steps} if self.steps else {})}
 
 
 
@@ -80,15 +83,19 @@ def audit(source, decode=None, keep: bool = True, on_conversation=None, window: 
 
     linker = Linker(decode, window=window, on_close=closed)
     spans, where = [], []
+    policy = PolicyTimeline()
     for n, span, inter in exchanges(source):
         placed = linker.add(n, inter)
         where.append(placed[0].id if placed else -1)
+        policy.add(n, inter, where[-1])
         if span is not None:
             spans.append(span)
         report.exchanges = n + 1
     linker.finish()
     for n, cid in linker.aux.assigned.items():  # /tokenize, /detokenize: filed once their turn came
         where[n] = cid
+    report._anomalies.extend(Anomaly(*row) for row in policy.anomalies({}))
+    report.steps = policy.steps()
     report.prompt_tokens, report.cached_tokens = linker.prompt_tokens, linker.cached_tokens
     if report.conversations is not None:
         report.conversations.sort(key=lambda c: c.id)
