@@ -93,7 +93,8 @@ def test_cli_on_fakes_json_junit_and_live_and_replay(tmp_path, fake_vllm_server)
     cells = {c["client"]: c["status"] for c in json.loads(live.stdout)["cells"]}
     # a live server is probed for its routes: the default fake (vLLM 0.32) has no /v1/chat/completions/tokens
     assert cells == {"tito:vllm_generate": PASS, "tito:dynamo_chat": NA, "tito:dynamo_generate": NA,
-                     "openai-sdk": PASS, "renderers": FAIL, "verifiers-token": NA, "verifiers-train": FAIL}
+                     "openai-sdk": PASS, "renderers": FAIL, "verifiers-token": NA, "verifiers-train": FAIL,
+                     "prime-rl-orchestrator": FAIL}  # (its pause is a 404 without dev mode)
     bad = subprocess.run([sys.executable, "-m", "harness.cli", "compat", "--profiles", "vllm-9"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown profile" in bad.stderr

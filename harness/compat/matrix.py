@@ -111,7 +111,9 @@ def run_on_fakes(clients: list[str] | None = None, profiles: list[str] | None = 
     matrix = Matrix([a.name for a in chosen], labels, skipped=skipped)
     for label in labels:
         prof = parse_label(label)
-        cfg = FakeConfig.for_profile(prof, moe=MOE, model=model, max_model_len=4096)
+        # empty_rate 0: a cell says whether a client speaks a server's wire; an answer that is only the stop token
+        # (which real servers give at temperature > 0, and the fake then too) is a fault of its own (empty_completion)
+        cfg = FakeConfig.for_profile(prof, moe=MOE, model=model, max_model_len=4096, empty_rate=0.0)
         with RunningServer(cfg) as srv:
             _run_target(chosen, Target(srv.base_url, model, prof.kind, prof, label, moe=True), matrix, progress)
     return matrix
