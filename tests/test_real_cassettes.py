@@ -9,7 +9,10 @@ from harness.recording.format import Cassette
 from harness.suite import replay_outcome
 
 REAL = Path(__file__).parents[1] / "cassettes" / "real"
-CASSETTES = sorted(REAL.rglob("*.yaml"))
+# the record-suite's scenarios; the RL control plane's recordings (rl_*.yaml, scripts/record_rl.py) are held to the
+# fakes by tests/test_rl_conformance.py
+CASSETTES = sorted(p for p in REAL.rglob("*.yaml") if not p.name.startswith("rl_"))
+RL_CASSETTES = sorted(REAL.rglob("rl_*.yaml"))
 
 
 def test_real_cassettes_are_committed_for_each_server():
@@ -22,6 +25,15 @@ def test_real_cassettes_are_committed_for_each_server():
                     "profile"):
             assert meta.get(key), f"{p}: meta.{key} missing"
     assert sum(p.stat().st_size for p in CASSETTES) < 6 * 1024 * 1024  # a few MB in all
+    assert sum(p.stat().st_size for p in RL_CASSETTES) < 8 * 1024 * 1024  # /metrics scrapes are ~100 KB each
+
+
+def test_rl_recordings_name_their_server_and_scenario():
+    servers = {p.parent.name for p in RL_CASSETTES}
+    assert {"vllm-0.31-cpu", "vllm-0.32-cpu", "vllm-0.32-cpu-lora", "dynamo-1.6.1-vllm-0.31-cpu-rl"} <= servers
+    for p in RL_CASSETTES:
+        meta = Cassette.load(p).meta
+        assert meta.get("profile") and meta.get("recorded_at") and "RL control plane" in meta.get("scenario", ""), p
 
 
 @pytest.mark.parametrize("path", CASSETTES, ids=[f"{p.parent.name}/{p.stem}" for p in CASSETTES])
