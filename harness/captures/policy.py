@@ -283,26 +283,4 @@ def _asked(req) -> bytes:
     return hashlib.blake2b(orjson.dumps(what, option=orjson.OPT_SORT_KEYS), digest_size=12).digest()
 
 
-
 POLICY_KINDS = ("policy_switch", "aborted", "sent_while_paused", "stale_version")
-
-
-def mark_versions(path, cid: int, turns) -> None:
-    """`harness view`'s version boundaries: the policy findings of conversation `cid` added to the notes of
-    the turns they are about (view.TurnView.anomalies). Costs nothing for a capture whose index lists none."""
-    from .audit import audit, capture_index
-
-    try:
-        idx = capture_index(path)
-    except Exception:  # a file the index cannot be built for: the audit below reads it whole
-        idx = None
-    if idx is not None and not any(cid in idx.anomalies.get(k, ()) for k in POLICY_KINDS):
-        return
-    by_exchange: dict[int, list[str]] = {}
-    for a in audit(path, keep=False).anomalies:
-        if a.kind in POLICY_KINDS and a.conversation == cid:
-            by_exchange.setdefault(a.exchange, []).append(f"{a.kind}: {a.detail}")
-    for t in turns:
-        for note in by_exchange.get(t.exchange, ()):
-            if note not in t.anomalies:
-                t.anomalies.append(note)

@@ -8,13 +8,12 @@ Dynamo token_data turns from their bridge tokens, decoded and read back as ChatM
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from ..recording.format import Cassette, Interaction
+from .bridge import bridge_messages as parse_chatml  # noqa: F401 (a ChatML bridge read back into messages)
 from .turns import turn_kind, turn_tokens
 
-IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 CLIENT_FIELDS = {"model", "messages", "tools", "logprobs", "top_logprobs", "temperature", "top_p", "seed", "stop",
                  "stream", "stream_options", "return_token_ids", "max_completion_tokens", "max_tokens", "priority",
                  "tokens", "nvext"}
@@ -35,24 +34,6 @@ class Script:
     stream: bool
     turns: list[ScriptTurn]
     extra_body: dict = field(default_factory=dict)
-
-
-def parse_chatml(text: str) -> list[dict]:
-    """Messages of a ChatML bridge: tool responses become tool messages, the rest keep their role."""
-    out: list[dict] = []
-    for block in text.split(IM_START)[1:]:
-        body = block.split(IM_END)[0]
-        role, _, content = body.partition("\n")
-        role = role.strip()
-        if not role or role == "assistant" and not content.strip():
-            continue
-        responses = re.findall(r"<tool_response>\n(.*?)\n</tool_response>", content, re.S)
-        if role == "user" and responses:
-            for r in responses:
-                out.append({"role": "tool", "tool_call_id": f"call_{len(out)}", "content": r})
-        else:
-            out.append({"role": role, "content": content})
-    return out
 
 
 def _sampling(body: dict, path: str) -> dict:

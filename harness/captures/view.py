@@ -122,9 +122,7 @@ def open_view(path, cid: int | None = None, tokenizer=None) -> View:
     if cid is None:
         cid, note = pick_conversation(path)
     meta, turns = conversation(path, cid)
-    from .policy import mark_versions
-
-    mark_versions(path, cid, turns)  # where the policy version changed (policy.py)
+    mark_versions(path, cid, turns)  # where the policy version changed
     return View(meta, cid, turns, decoder(tokenizer), note)
 
 
@@ -336,3 +334,25 @@ def render_html(path: str, meta: dict, cid: int, turns: list[TurnView], decode, 
         out.append("</section>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def mark_versions(path, cid: int, turns) -> None:
+    """`harness view`'s version boundaries: the policy findings of conversation `cid` added to the notes of
+    the turns they are about (view.TurnView.anomalies). Costs nothing for a capture whose index lists none."""
+    from .audit import audit, capture_index
+    from .policy import POLICY_KINDS
+
+    try:
+        idx = capture_index(path)
+    except Exception:  # a file the index cannot be built for: the audit below reads it whole
+        idx = None
+    if idx is not None and not any(cid in idx.anomalies.get(k, ()) for k in POLICY_KINDS):
+        return
+    by_exchange: dict[int, list[str]] = {}
+    for a in audit(path, keep=False).anomalies:
+        if a.kind in POLICY_KINDS and a.conversation == cid:
+            by_exchange.setdefault(a.exchange, []).append(f"{a.kind}: {a.detail}")
+    for t in turns:
+        for note in by_exchange.get(t.exchange, ()):
+            if note not in t.anomalies:
+                t.anomalies.append(note)
