@@ -110,13 +110,21 @@ def test_without_dev_mode_the_pause_is_refused_and_the_step_fails(capsys):
 
 @pytest.mark.parametrize("args, words", [
     (["--base-url", "http://127.0.0.1:1/v1"], "127.0.0.1:1"),
-    (["--weights", "/nonexistent/ckpt"], "not a directory"),
     (["--kind", "dynamo"], "--discovery-url"),
 ])
 def test_bad_input_or_nothing_there_exits_2_with_one_line(capsys, vllm, args, words):
     argv = ["rl-step", "--base-url", vllm.base_url, "--model", "tiny-qwen", *args]
     assert main(argv) == 2
     assert words in capsys.readouterr().err
+
+
+def test_weights_name_a_directory_on_the_server_and_its_refusal_fails_the_step(capsys):
+    # --weights is loaded where the server runs, so no local check: the server's own refusal is what the user sees
+    with RunningServer(FakeConfig(kind="vllm", profile="vllm-0.32", dev_mode=True)) as srv:
+        rc = main(["rl-step", "--base-url", srv.base_url, "--model", "tiny-qwen", "--rollouts", "1",
+                   "--weights", "/nonexistent/ckpt"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "/collective_rpc" in err and "/nonexistent/ckpt" in err and "Traceback" not in err
 
 
 @pytest.fixture(scope="module")

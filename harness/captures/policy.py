@@ -226,8 +226,9 @@ class PolicyTimeline:
                                 f"arrived while the engines were paused ({paused})"))
                 if self._cut(g, states):
                     retry = next((h for h in self.gens if h.exchange > g.exchange and h.key == g.key), None)
+                    had = "an unknown number of" if g.completion_len is None else g.completion_len  # (no ids)
                     out.append((conv, turn, g.exchange, "aborted",
-                                f"cut by a pause after {g.completion_len} tokens (finish_reason {g.finish!r}); " +
+                                f"cut by a pause after {had} tokens (finish_reason {g.finish!r}); " +
                                 (f"sent again as exchange {retry.exchange}" if retry else "never sent again")))
         out += self._stale(states)
         return sorted(out, key=lambda r: r[2])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 
 from rich.markup import escape
 from rich.table import Table
@@ -44,8 +43,7 @@ def cmd_rl_step(args) -> int:
         if args.discovery_url:
             reach(args.discovery_url, "--discovery-url")
         k = kind(args.kind)
-        if args.weights and not os.path.isdir(args.weights):
-            raise ValueError(f"--weights {args.weights}: not a directory")
+        # --weights names a directory on the server (it is loaded there, not sent): the server says if it is not there
         if k.discovery and not args.discovery_url:
             raise ValueError(f"a {k.name} deployment lists its workers on its RL discovery listener: "
                              "pass --discovery-url http://HOST:DYN_RL_PORT")

@@ -215,6 +215,7 @@ async def run_step(cfg: StepConfig, tokenizer=None) -> StepReport:
     plane = ControlPlane(cfg.kind, cfg.base_url, cfg.discovery_url, cfg.timeout, engine_urls=cfg.engine_urls)
     report = StepReport(cfg.kind.name, cfg.base_url, [], cfg.mode, cfg.rollouts)
     rollouts: list[_Rollout] = []
+    tasks: list[asyncio.Task] = []  # what is in flight, ended whatever way the step ends
     try:
         report.engines = await plane.discover()
         report.version_before = _one(await plane.versions())
@@ -228,11 +229,13 @@ async def run_step(cfg: StepConfig, tokenizer=None) -> StepReport:
             r.advance(res)
         # the long turn, in flight when the engines pause
         flying = [asyncio.create_task(r.turn(1, cfg.inflight_tokens, before)) for r in rollouts]
+        tasks += flying
         await _in_flight(plane, flying, cfg)
         report.in_flight_at_pause = sum(not f.done() for f in flying)
         paused_at = time.perf_counter()
         report.pause_seconds = await plane.pause(cfg.mode, cfg.clear_cache)
         while_paused = asyncio.create_task(_probe(cfg, tokenizer, retries=0))
+        tasks.append(while_paused)
         await asyncio.sleep(0)
         if cfg.mode != "keep":  # abort and wait: the engines drain before the update
             await asyncio.wait(flying, timeout=cfg.timeout)
@@ -284,6 +287,9 @@ async def run_step(cfg: StepConfig, tokenizer=None) -> StepReport:
         if probe_before is not None and probe_after is not None:
             report.answers_differ = probe_before != probe_after
     finally:
+        for t in tasks:  # a refused update leaves turns in flight: end them, and take their errors
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for r in rollouts:
             await r.aclose()
         report.events = [e.to_dict() for e in plane.events]
