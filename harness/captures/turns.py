@@ -77,10 +77,15 @@ class Turn:
 
 
 def ids_of(values) -> np.ndarray | None:
+    """A flat, non-empty list of token ids as an array; anything else (a batch of prompts, nesting, an empty list,
+    text) is no ids."""
+    if not isinstance(values, (list, tuple)) or not values:
+        return None
     try:
-        return np.asarray(values, dtype=np.int64) if isinstance(values, list) else None
+        ids = np.asarray(values, dtype=np.int64)
     except (ValueError, TypeError, OverflowError):
         return None
+    return ids if ids.ndim == 1 else None
 
 
 def session_of(headers: dict) -> str | None:
@@ -161,9 +166,11 @@ def read_turn(n: int, i: Interaction, keep: bool = False) -> TurnRead | None:
     if t is None:
         return read
     if read.prompt is None and t.prompt_ids is not None:
-        read.prompt = np.asarray(list(t.prompt_ids), dtype=np.int64)
+        read.prompt = ids_of(list(t.prompt_ids))
     if t.completion_ids is not None:
-        read.completion = np.asarray(list(t.completion_ids), dtype=np.int64)
+        read.completion = ids_of(list(t.completion_ids))
+        if read.completion is None:  # an empty completion is still an answer of no tokens
+            read.completion = np.zeros(0, dtype=np.int64) if not list(t.completion_ids) else None
     turn.finish_reason = t.finish_reason
     read.answer = answer_signature(t.message)
     turn.prompt_len = len(read.prompt) if read.prompt is not None else None

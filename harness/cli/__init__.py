@@ -57,7 +57,12 @@ def main(argv=None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except (CassetteError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        words = str(exc)
+        if isinstance(exc, OSError) and exc.filename is not None:  # one wording for every command: "no cassette at X"
+            words = f"{exc.strerror.lower() if exc.strerror else 'cannot open'}: {exc.filename}"
+            if isinstance(exc, FileNotFoundError):
+                words = f"no cassette at {exc.filename}"
+        err.print(f"[red]error:[/] {escape(words)}", highlight=False)
         return 2
     except Exception as exc:  # a bug: one line that says so, the traceback with -v
         if args.verbose:
