@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from .wire.urls import root_of
-from .recording.format import Cassette, Interaction, cassette_files
+from .recording.format import Cassette, CassetteError, Interaction, cassette_files
 from .captures.turns import turn_kind, turn_tokens
 from .wire.shape import diff
 
@@ -166,8 +166,11 @@ def compare(cassette_name: str, index: int, inter: Interaction, client: httpx.Cl
     headers = {k: v[-1] for k, v in inter.request_headers.items()
                if k.lower() in ("content-type", "accept")}
     parts = urlsplit(inter.uri)  # the query too: the control plane reads it (POST /pause?mode=keep)
-    resp = client.request(inter.method, parts.path + (f"?{parts.query}" if parts.query else ""),
-                          content=inter.request_body or None, headers=headers)
+    try:
+        resp = client.request(inter.method, parts.path + (f"?{parts.query}" if parts.query else ""),
+                              content=inter.request_body or None, headers=headers)
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:  # a tampered cassette: no request can be made of it
+        raise CassetteError(f"{cassette_name}: interaction {index}: its URI cannot be sent ({exc})") from None
     fake = Interaction(inter.method, inter.uri, {}, inter.request_body, resp.status_code, "",
                        {k: [v] for k, v in resp.headers.items()}, resp.content)
     check = Check(profile or kind, cassette_name, index, f"{inter.method} {inter.path}", inter.status, resp.status_code)
