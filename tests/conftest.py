@@ -3,6 +3,13 @@ import os
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import pytest  # noqa: E402
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+# Every hypothesis test draws the same examples on every run (a fuzz test that finds something new on one draw in
+# five would block everyone); TITO_FUZZ_RANDOM=1 explores new draws on purpose.
+hypothesis_settings.register_profile("steady", derandomize=True, database=None)
+if not os.environ.get("TITO_FUZZ_RANDOM"):
+    hypothesis_settings.load_profile("steady")
 
 from harness.tokenizer import load_tokenizer  # noqa: E402
 
